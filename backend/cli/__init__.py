@@ -1,0 +1,1 @@
+"""The ``aware3d`` command line."""
