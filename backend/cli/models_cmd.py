@@ -1,0 +1,47 @@
+"""``aware3d models``: the models found in the user model folder and the bundled assets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("models", help="list available models",
+                       description="List models in the user model folder (AWARE3D_MODELS, default under the "
+                                   "user's data folder) and the bundled assets/models folder.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.registry import DEFAULT_MODEL, bundled_models_dir, list_models, user_models_dir
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps({"default": DEFAULT_MODEL, "user_dir": str(user_models_dir()),
+                          "bundled_dir": str(bundled_models_dir()),
+                          "models": [e.to_dict() for e in entries]}, indent=2))
+        return 0
+    print(f"user models:    {user_models_dir()}")
+    print(f"bundled models: {bundled_models_dir()}")
+    if not entries:
+        print("no models found")
+        return 0
+    rows = [("NAME", "SOURCE", "KIND", "CONFIG", "RES", "SIZE", "")]
+    for e in entries:
+        mark = " (default)" if e.name == DEFAULT_MODEL else ""
+        rows.append((e.name + mark, e.source, e.kind, e.config_name,
+                     str(e.resolution or "?"), _size(e.size_bytes), e.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0

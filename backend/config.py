@@ -1,0 +1,166 @@
+"""Configuration dataclasses for the tri-plane generator family.
+
+One ``GeneratorConfig`` describes every model Aware3D builds: the official EG3D checkpoints, both Mimic3D
+stages, our bundled small models and the tiny test model. The network is built only from this object, so
+a config stored in a checkpoint's header is enough to rebuild the module tree with the exact state-dict
+keys and shapes of the official code (see ``backend.configs`` for the named configs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SuperResolutionKind = Literal["none", "hybrid8xdc", "hybrid4x", "hybrid2x"]
+Projection = Literal["eg3d", "corrected"]
+Family = Literal["eg3d", "mimic3d"]
+
+# Input resolution of each super-resolution module and the output it produces (×8, ×4, ×2).
+SR_INPUT_RESOLUTION: dict[str, int] = {"hybrid8xdc": 128, "hybrid4x": 128, "hybrid2x": 64}
+# Channels of the two SR blocks.
+SR_BLOCK_CHANNELS: dict[str, tuple[int, int]] = {
+    "hybrid8xdc": (256, 128),
+    "hybrid4x": (128, 64),
+    "hybrid2x": (128, 64),
+}
+
+
+@dataclass(frozen=True)
+class RenderingConfig:
+    """Volume-rendering settings (the official ``rendering_kwargs`` that matter at inference)."""
+
+    ray_start: float | Literal["auto"] = 2.25
+    ray_end: float | Literal["auto"] = 3.3
+    depth_resolution: int = 48
+    depth_resolution_importance: int = 48
+    box_warp: float = 1.0
+    white_back: bool = False
+    clamp_mode: Literal["softplus"] = "softplus"
+    disparity_space_sampling: bool = False
+    avg_camera_radius: float = 2.7
+    avg_camera_pivot: tuple[float, float, float] = (0.0, 0.0, 0.2)
+    focal: float = 4.2647
+    c_gen_conditioning_zero: bool = False
+    c_scale: float = 1.0
+    superresolution_noise_mode: Literal["none", "const", "random"] = "none"
+    sr_antialias: bool = True
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to build a tri-plane generator.
+
+    ``family`` picks the backbone variant: ``eg3d`` (StyleGAN2 backbone whose 96-channel output image is the
+    tri-plane) or ``mimic3d`` (the same 2D backbone plus 3D-aware convolution blocks ``b3d{r}`` whose output
+    is the tri-plane, and optionally the 512² detail plane of the "3d" stage).
+    """
+
+    name: str = "custom"
+    family: Family = "eg3d"
+    z_dim: int = 512
+    w_dim: int = 512
+    c_dim: int = 25
+    mapping_layers: int = 2
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
+    img_resolution: int = 512
+    img_channels: int = 3
+    triplane_resolution: int = 256
+    triplane_channels: int = 96
+    channel_base: int = 32768
+    channel_max: int = 512
+    num_fp16_res: int = 0
+    conv_clamp: float | None = None
+    superresolution: SuperResolutionKind = "hybrid8xdc"
+    sr_fp16: bool = True
+    # Overrides for small models; None keeps the official module's fixed sizes.
+    sr_input: int | None = None
+    sr_channels: tuple[int, int] | None = None
+    decoder_hidden: int = 64
+    decoder_output_dim: int = 32
+    decoder_lr_mul: float = 1.0
+    neural_rendering_resolution: int = 128
+    projection: Projection = "eg3d"
+    aware3d_res: tuple[int, ...] = ()
+    detail_plane: bool = False
+    rendering: RenderingConfig = field(default_factory=RenderingConfig)
+
+    def __post_init__(self) -> None:
+        res = self.triplane_resolution
+        if res < 4 or res & (res - 1):
+            raise ValueError(f"triplane_resolution must be a power of two >= 4, got {res}")
+        if self.triplane_channels % 3:
+            raise ValueError("triplane_channels must be divisible by 3 (three planes)")
+        for r in self.aware3d_res:
+            if r not in self.block_resolutions:
+                raise ValueError(f"aware3d resolution {r} is not a backbone block resolution")
+        if self.family == "eg3d" and (self.aware3d_res or self.detail_plane):
+            raise ValueError("aware3d_res and detail_plane need family='mimic3d'")
+        if self.aware3d_res and list(self.aware3d_res) != self.block_resolutions[-len(self.aware3d_res):]:
+            raise ValueError("aware3d_res must be consecutive block resolutions ending at the tri-plane "
+                             f"resolution, got {list(self.aware3d_res)}")
+        if self.detail_plane and not self.aware3d_res:
+            raise ValueError("the detail plane needs 3D-aware blocks (aware3d_res)")
+        if self.superresolution != "none":
+            assert self.sr_input_resolution is not None
+            expected = self.sr_input_resolution * (4 if self.superresolution == "hybrid8xdc" else 2)
+            if self.img_resolution != expected:
+                raise ValueError(f"{self.superresolution} produces {expected}² images, "
+                                 f"but img_resolution is {self.img_resolution}")
+
+    # Derived quantities -------------------------------------------------------------------------------
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.triplane_resolution)) + 1)]
+
+    def block_channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def num_ws(self) -> int:
+        """Number of w vectors: b4 has one conv, later blocks two, plus the last block's torgb."""
+        return 1 + 2 * (len(self.block_resolutions) - 1) + 1
+
+    @property
+    def plane_channels(self) -> int:
+        return self.triplane_channels // 3
+
+    @property
+    def sr_input_resolution(self) -> int | None:
+        if self.superresolution == "none":
+            return None
+        return self.sr_input or SR_INPUT_RESOLUTION[self.superresolution]
+
+    @property
+    def sr_block_channels(self) -> tuple[int, int]:
+        return self.sr_channels or SR_BLOCK_CHANNELS[self.superresolution]
+
+    # Serialisation ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator config fields: {sorted(unknown)}")
+        rendering = data.pop("rendering", {}) or {}
+        rknown = {f.name for f in dataclasses.fields(RenderingConfig)}
+        runknown = set(rendering) - rknown
+        if runknown:
+            raise ValueError(f"unknown rendering config fields: {sorted(runknown)}")
+        if "avg_camera_pivot" in rendering:
+            rendering["avg_camera_pivot"] = tuple(rendering["avg_camera_pivot"])
+        for key in ("aware3d_res", "sr_channels"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(rendering=RenderingConfig(**rendering), **data)
+
+    def replace(self, **changes: Any) -> GeneratorConfig:
+        return dataclasses.replace(self, **changes)

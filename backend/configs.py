@@ -1,0 +1,89 @@
+"""Named generator configurations.
+
+The official ones reproduce the released checkpoints' architectures exactly (their state-dict keys and
+shapes are encoded in tests/test_state_dict_keys.py from the spec's tables); ``tiny`` and ``small`` use the
+same code with fewer channels for tests and for the models Aware3D trains and bundles.
+"""
+
+from __future__ import annotations
+
+from backend.config import GeneratorConfig, RenderingConfig
+from backend.errors import Aware3DError
+
+FFHQ_RENDERING = RenderingConfig()
+AFHQ_RENDERING = RenderingConfig(avg_camera_pivot=(0.0, 0.0, -0.06))
+SHAPENET_RENDERING = RenderingConfig(
+    ray_start=0.1, ray_end=2.6, depth_resolution=64, depth_resolution_importance=64, box_warp=1.6,
+    white_back=True, avg_camera_radius=1.7, avg_camera_pivot=(0.0, 0.0, 0.0), focal=1.7074,
+)
+
+MIMIC3D_AWARE_RES = (4, 8, 16, 32, 64, 128, 256)
+
+
+def _eg3d(name: str, rendering: RenderingConfig, img: int, sr: str, nrr: int) -> GeneratorConfig:
+    return GeneratorConfig(name=name, family="eg3d", img_resolution=img, superresolution=sr,  # type: ignore[arg-type]
+                           neural_rendering_resolution=nrr, projection="eg3d", rendering=rendering)
+
+
+def _mimic(name: str, rendering: RenderingConfig, img: int, sr: str, stage: str) -> GeneratorConfig:
+    detail = stage == "3d"
+    return GeneratorConfig(
+        name=name, family="mimic3d", img_resolution=img, superresolution=sr,  # type: ignore[arg-type]
+        # The 2d stage renders at 64 and super-resolves; the 3d stage renders the final image directly.
+        neural_rendering_resolution=img if detail else 64,
+        projection="corrected", aware3d_res=MIMIC3D_AWARE_RES, detail_plane=detail, rendering=rendering,
+    )
+
+
+TINY = GeneratorConfig(
+    name="tiny", family="eg3d", z_dim=32, w_dim=32, img_resolution=64, triplane_resolution=32,
+    triplane_channels=24, channel_base=512, channel_max=32, superresolution="hybrid2x", sr_input=32,
+    sr_channels=(16, 8), sr_fp16=False, decoder_hidden=16, decoder_output_dim=8,
+    neural_rendering_resolution=32, projection="corrected",
+    rendering=RenderingConfig(depth_resolution=12, depth_resolution_importance=12),
+)
+
+TINY_MIMIC3D = TINY.replace(name="tiny-mimic3d", family="mimic3d", aware3d_res=(16, 32), detail_plane=True,
+                            neural_rendering_resolution=64)
+
+# Our bundled models: tri-plane 128², 64² neural rendering, 128² output through a ×2 SR module.
+SMALL = GeneratorConfig(
+    name="small", family="mimic3d", z_dim=256, w_dim=256, img_resolution=128, triplane_resolution=128,
+    triplane_channels=96, channel_base=8192, channel_max=256, superresolution="hybrid2x",
+    sr_channels=(64, 32), sr_fp16=False, decoder_hidden=64, decoder_output_dim=32,
+    neural_rendering_resolution=64, projection="corrected", aware3d_res=(32, 64, 128), detail_plane=False,
+    rendering=RenderingConfig(depth_resolution=32, depth_resolution_importance=32),
+)
+
+CONFIGS: dict[str, GeneratorConfig] = {
+    c.name: c
+    for c in [
+        _eg3d("eg3d-ffhq512-128", FFHQ_RENDERING, 512, "hybrid8xdc", 128),
+        _eg3d("eg3d-ffhq512-64", FFHQ_RENDERING, 512, "hybrid8xdc", 64),
+        _eg3d("eg3d-ffhqrebalanced512-128", FFHQ_RENDERING, 512, "hybrid8xdc", 128),
+        _eg3d("eg3d-ffhqrebalanced512-64", FFHQ_RENDERING, 512, "hybrid8xdc", 64),
+        _eg3d("eg3d-afhqcats512-128", AFHQ_RENDERING, 512, "hybrid8xdc", 128),
+        _eg3d("eg3d-ffhq256-128", FFHQ_RENDERING, 256, "hybrid4x", 128),
+        _eg3d("eg3d-afhqcats256-128", AFHQ_RENDERING, 256, "hybrid4x", 128),
+        _eg3d("eg3d-shapenetcars128-64", SHAPENET_RENDERING, 128, "hybrid2x", 64),
+        _mimic("mimic3d-ffhq512-2d", FFHQ_RENDERING, 512, "hybrid8xdc", "2d"),
+        _mimic("mimic3d-ffhq512-3d", FFHQ_RENDERING, 512, "hybrid8xdc", "3d"),
+        _mimic("mimic3d-afhqcats512-2d", AFHQ_RENDERING, 512, "hybrid8xdc", "2d"),
+        _mimic("mimic3d-afhqcats512-3d", AFHQ_RENDERING, 512, "hybrid8xdc", "3d"),
+        _mimic("mimic3d-ffhq256-2d", FFHQ_RENDERING, 256, "hybrid4x", "2d"),
+        _mimic("mimic3d-ffhq256-3d", FFHQ_RENDERING, 256, "hybrid4x", "3d"),
+        _mimic("mimic3d-shapenetcars128-2d", SHAPENET_RENDERING, 128, "hybrid2x", "2d"),
+        _mimic("mimic3d-shapenetcars128-3d", SHAPENET_RENDERING, 128, "hybrid2x", "3d"),
+        TINY,
+        TINY_MIMIC3D,
+        SMALL,
+    ]
+}
+
+
+def get_config(name: str) -> GeneratorConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise Aware3DError(f"unknown config {name!r}",
+                           f"choose one of: {', '.join(sorted(CONFIGS))}") from None

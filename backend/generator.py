@@ -1,0 +1,171 @@
+"""The tri-plane generator: EG3D and Mimic3D in one module tree, weight-compatible with both.
+
+Data flow: ``mapping(z, c) → ws → synthesize_planes(ws) → planes``; the planes are the hinge that rendering
+(``render``), meshing (``query``) and texturing reuse, so they are computed once per latent. The state-dict
+keys and shapes follow the official checkpoints exactly (tests encode the spec's tables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from backend.config import GeneratorConfig
+from backend.nets.decoder import Decoder
+from backend.nets.superresolution import SuperResolution
+from backend.nets.synthesis import Backbone, BlockRuntime
+from backend.render.rays import camera_rays
+from backend.render.renderer import ImportanceRenderer, RenderResult, SamplingSettings
+from backend.render.triplane import sample_planes
+
+NoiseMode = Literal["const", "random", "none"]
+PlaneSet = Literal["all", "coarse", "detail"]
+
+
+class TriPlaneGenerator(nn.Module):
+    """A 3D-aware GAN generator built from a :class:`GeneratorConfig`.
+
+    Construction is deterministic: parameters are drawn from ``seed`` without touching the global RNG.
+    """
+
+    def __init__(self, cfg: GeneratorConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # Registered by the official training loop before snapshots are written; kept for key parity.
+            self.register_buffer("dataset_label_std", torch.ones([cfg.c_dim]))
+            self.backbone = Backbone(cfg)
+            self.superresolution = SuperResolution(cfg) if cfg.superresolution != "none" else None
+            self.decoder = Decoder(cfg.plane_channels, cfg.decoder_hidden, cfg.decoder_output_dim,
+                                   cfg.decoder_lr_mul)
+        self.renderer = ImportanceRenderer(cfg.rendering)
+
+    # Latents -----------------------------------------------------------------------------------------
+
+    @property
+    def num_ws(self) -> int:
+        return self.backbone.num_ws
+
+    def conditioning(self, c: torch.Tensor) -> torch.Tensor:
+        r = self.cfg.rendering
+        if r.c_gen_conditioning_zero:
+            c = torch.zeros_like(c)
+        return c * r.c_scale
+
+    def mapping(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
+        """z [N, z_dim] and conditioning camera labels c [N, 25] → ws [N, num_ws, w_dim]."""
+        return self.backbone.mapping(z, self.conditioning(c), truncation_psi=truncation_psi,
+                                     truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+
+    # Tri-planes --------------------------------------------------------------------------------------
+
+    def synthesize_planes(
+        self,
+        ws: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+        generator: torch.Generator | None = None,
+        fused: bool | None = None,
+    ) -> list[torch.Tensor]:
+        """ws → list of plane sets [N, 3, C, S, S] (Mimic3D's 3d stage: coarse and detail planes)."""
+        rt = BlockRuntime(noise_mode=noise_mode, fused=(not self.training) if fused is None else fused,
+                          generator=generator)
+        return self.backbone.synthesis(ws, rt)
+
+    @staticmethod
+    def _select(planes: list[torch.Tensor], plane_set: PlaneSet) -> list[torch.Tensor]:
+        if plane_set == "all" or len(planes) == 1:
+            return planes
+        return [planes[0]] if plane_set == "coarse" else [planes[1]]
+
+    def query(
+        self, planes: list[torch.Tensor], coords: torch.Tensor, plane_set: PlaneSet = "all"
+    ) -> dict[str, torch.Tensor]:
+        """Density and colour features at world points ``coords`` [N, M, 3].
+
+        Returns {'sigma': [N, M, 1] raw density, 'rgb': [N, M, 32] features (first three: colour in about
+        [0, 1])}. EG3D's meshes use the surface ``sigma = 10``.
+        """
+        feats = sample_planes(self._select(planes, plane_set), coords, self.cfg.projection,
+                              self.cfg.rendering.box_warp)
+        return self.decoder(feats)
+
+    # Rendering ---------------------------------------------------------------------------------------
+
+    def render(
+        self,
+        planes: list[torch.Tensor],
+        ws: torch.Tensor,
+        c: torch.Tensor,
+        resolution: int | None = None,
+        sampling: SamplingSettings | None = None,
+        run_sr: bool | Literal["auto"] = "auto",
+        fp16_sr: bool = True,
+        plane_set: PlaneSet = "all",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Render the planes from cameras ``c`` [N, 25].
+
+        Returns ``image`` (final, SR or direct), ``image_raw`` [N, 3, R, R], ``image_depth`` [N, 1, R, R]
+        (distance along the unit ray, world units), ``feature_image`` [N, C, R, R] and ``image_alpha``
+        (accumulated opacity). Images are in [−1, 1]. ``run_sr='auto'`` runs the super-resolution module
+        for EG3D models and, as Mimic3D does, only for renders no larger than its input for Mimic3D.
+        """
+        res = resolution or self.cfg.neural_rendering_resolution
+        sampling = sampling or SamplingSettings()
+        selected = self._select(planes, plane_set)
+        origins, dirs = camera_rays(c.to(torch.float32), res)
+        result: RenderResult = self.renderer.render(
+            lambda pts: self.query(selected, pts), origins, dirs, sampling,
+            feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
+            on_chunk=on_progress)
+        n = c.shape[0]
+        feature_image = result.features.permute(0, 2, 1).reshape(n, -1, res, res).contiguous()
+        depth_image = result.depth.permute(0, 2, 1).reshape(n, 1, res, res)
+        alpha_image = result.weight_sum.permute(0, 2, 1).reshape(n, 1, res, res)
+        rgb_image = feature_image[:, :3]
+        sr = self.superresolution
+        if run_sr == "auto":
+            run_sr = sr is not None and (self.cfg.family == "eg3d" or res <= sr.input_resolution)
+        if run_sr:
+            if sr is None:
+                raise ValueError(f"model {self.cfg.name!r} has no super-resolution module")
+            rt = BlockRuntime(noise_mode=self.cfg.rendering.superresolution_noise_mode,
+                              fused=not self.training, force_fp32=not fp16_sr)
+            image = sr(rgb_image, feature_image, ws, rt)
+        else:
+            image = rgb_image
+        return {"image": image, "image_raw": rgb_image, "image_depth": depth_image,
+                "feature_image": feature_image, "image_alpha": alpha_image}
+
+    def synthesis(
+        self,
+        ws: torch.Tensor,
+        c: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+        generator: torch.Generator | None = None,
+        **render_kwargs: object,
+    ) -> dict[str, torch.Tensor]:
+        planes = self.synthesize_planes(ws, noise_mode=noise_mode, generator=generator)
+        return self.render(planes, ws, c, **render_kwargs)  # type: ignore[arg-type]
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        **kwargs: object,
+    ) -> dict[str, torch.Tensor]:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, c, **kwargs)  # type: ignore[arg-type]

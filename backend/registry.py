@@ -1,0 +1,169 @@
+"""Where models live and how a model name becomes a ready generator.
+
+Models are looked up by name in the user model folder (``AWARE3D_MODELS``, default under the user's data
+directory) and in the bundled ``assets/models`` folder (``AWARE3D_ASSETS`` overrides it, e.g. inside the
+Blender extension). A path to a file works anywhere a name does; ``random:CONFIG[:SEED]`` builds a named
+config with random weights (for benchmarks and architecture checks).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.checkpoints.model_file import ModelHeader, load_tensors, read_header
+from backend.config import GeneratorConfig
+from backend.configs import get_config
+from backend.errors import Aware3DError
+from backend.generator import TriPlaneGenerator
+
+# The model the CLI and the Blender extension use when none is named.
+DEFAULT_MODEL = "aware3d-heads"
+MODEL_SUFFIXES = (".safetensors", ".pkl")
+
+
+def bundled_models_dir() -> Path:
+    env = os.environ.get("AWARE3D_ASSETS")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+    return root / "models"
+
+
+def user_models_dir() -> Path:
+    env = os.environ.get("AWARE3D_MODELS")
+    if env:
+        return Path(env)
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "Aware3D"
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support" / "Aware3D"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", home / ".local" / "share")) / "aware3d"
+    return base / "models"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    source: str  # 'user' | 'bundled'
+    kind: str
+    config_name: str
+    resolution: int | None
+    size_bytes: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "source": self.source, "kind": self.kind,
+                "config": self.config_name, "resolution": self.resolution, "size_bytes": self.size_bytes,
+                "note": self.note}
+
+
+def _entry(path: Path, source: str) -> ModelEntry:
+    size = path.stat().st_size
+    name = path.name.removesuffix(path.suffix)
+    if path.suffix == ".pkl":
+        return ModelEntry(name, path, source, "official-pkl", "?", None, size,
+                          "official snapshot: convert with 'aware3d convert'")
+    try:
+        header = read_header(path)
+    except Aware3DError as exc:
+        return ModelEntry(name, path, source, "unreadable", "?", None, size, exc.message)
+    cfg = header.config
+    return ModelEntry(name, path, source, header.kind, str(cfg.get("name", "?")),
+                      cfg.get("img_resolution"), size)
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model file in the user folder and the bundled folder (user models first)."""
+    entries = []
+    for source, folder in (("user", user_models_dir()), ("bundled", bundled_models_dir())):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.suffix in MODEL_SUFFIXES and p.is_file() and not p.name.startswith("."):
+                entries.append(_entry(p, source))
+    return entries
+
+
+def resolve_model(spec: str | os.PathLike[str] | None) -> Path:
+    """A model name or path → an existing file. ``None`` means the default model."""
+    spec = DEFAULT_MODEL if spec is None else spec
+    p = Path(spec)
+    if p.suffix in MODEL_SUFFIXES or os.sep in str(spec) or p.exists():
+        if p.is_file():
+            return p
+        raise Aware3DError(f"model file not found: {p}", "check the path, or run 'aware3d models'")
+    for folder in (user_models_dir(), bundled_models_dir()):
+        for suffix in MODEL_SUFFIXES:
+            cand = folder / f"{spec}{suffix}"
+            if cand.is_file():
+                return cand
+    names = sorted({e.name for e in list_models()})
+    raise Aware3DError(f"no model named {str(spec)!r}",
+                       f"available: {', '.join(names) or 'none'}; or give a path, or random:CONFIG")
+
+
+@dataclass
+class LoadedModel:
+    generator: TriPlaneGenerator
+    name: str
+    path: Path | None
+    header: ModelHeader
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def generator_from_tensors(cfg: GeneratorConfig, tensors: dict[str, torch.Tensor],
+                           source: str) -> TriPlaneGenerator:
+    G = TriPlaneGenerator(cfg)
+    expected = G.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing or unexpected:
+        raise Aware3DError(
+            f"{source} does not match config {cfg.name!r}: {len(missing)} missing and "
+            f"{len(unexpected)} unexpected tensors (e.g. {(missing or unexpected)[0]})",
+            "check the file with 'aware3d info --keys'")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise Aware3DError(f"{source}: tensor {k} has shape {tuple(tensors[k].shape)}, the config "
+                               f"expects {tuple(v.shape)}", "check the file with 'aware3d info --keys'")
+    G.load_state_dict({k: tensors[k] for k in expected}, strict=True)
+    return G
+
+
+def load_generator(spec: str | os.PathLike[str] | None, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a GAN generator by name, path (.safetensors or official .pkl) or ``random:CONFIG[:SEED]``."""
+    if isinstance(spec, str) and spec.startswith("random:"):
+        parts = spec.split(":")
+        cfg = get_config(parts[1])
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        G = TriPlaneGenerator(cfg, seed=seed).eval().requires_grad_(False).to(device)
+        header = ModelHeader(kind="gan", config=cfg.to_dict(),
+                             provenance={"source": f"random weights (seed {seed})"})
+        return LoadedModel(G, spec, None, header)
+    path = resolve_model(spec)
+    if path.suffix == ".pkl":
+        from backend.checkpoints.convert import convert_official_pickle
+
+        cfg, tensors, provenance = convert_official_pickle(path)
+        header = ModelHeader(kind="gan", config=cfg.to_dict(), provenance=provenance)
+    else:
+        header = read_header(path)
+        if header.kind != "gan":
+            raise Aware3DError(f"{path.name} is a {header.kind} model, not a GAN generator",
+                               "pick a GAN model (see 'aware3d models')")
+        try:
+            cfg = GeneratorConfig.from_dict(header.config)
+        except (TypeError, ValueError) as exc:
+            raise Aware3DError(f"{path.name} has a config this Aware3D cannot build ({exc})",
+                               "update Aware3D") from None
+        tensors = load_tensors(path)
+    G = generator_from_tensors(cfg, tensors, path.name)
+    G = G.eval().requires_grad_(False).to(device)
+    return LoadedModel(G, path.name.removesuffix(path.suffix), path, header)

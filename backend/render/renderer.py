@@ -1,0 +1,252 @@
+"""Volume rendering of tri-plane fields: stratified + importance sampling and EG3D's ray marcher.
+
+Determinism: every random number a render uses (the stratified depth jitter and the importance-sampling
+``u``) is drawn up front for the whole image, from a seeded generator when one is given, so the result does
+not depend on how rays are split into chunks. ``exact=True`` reproduces the official sampler's deterministic
+branch: no jitter and ``u = linspace(0, 1, N)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from backend.config import RenderingConfig
+
+# A field maps world points [N, M, 3] to {'sigma': [N, M, 1], 'rgb': [N, M, C]}.
+FieldFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of intermediate activations per ray chunk (1 GiB)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to draw samples along rays, and how many rays to render at once."""
+
+    exact: bool = False
+    seed: int | None = None
+    depth_resolution: int | None = None
+    depth_resolution_importance: int | None = None
+    ray_chunk: int | None = None
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+
+@dataclass
+class RenderResult:
+    features: torch.Tensor  # [N, M, C]
+    depth: torch.Tensor     # [N, M, 1]
+    weight_sum: torch.Tensor  # [N, M, 1] accumulated opacity
+
+
+def bytes_per_ray(samples: int, feature_channels: int, hidden: int, out_dim: int) -> int:
+    """A conservative estimate of the activation memory one ray needs (no autograd)."""
+    per_sample = 3 * feature_channels + 2 * hidden + 3 * (1 + out_dim) + 24
+    return 4 * samples * per_sample * 2
+
+
+def ray_limits_box(origins: torch.Tensor, dirs: torch.Tensor, box_side: float) -> tuple[torch.Tensor, ...]:
+    """Entry and exit distances of rays through the axis-aligned cube of side ``box_side`` at the origin."""
+    half = box_side / 2
+    inv = 1.0 / torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0 = (-half - origins) * inv
+    t1 = (half - origins) * inv
+    t_near = torch.minimum(t0, t1).amax(dim=-1, keepdim=True)
+    t_far = torch.maximum(t0, t1).amin(dim=-1, keepdim=True)
+    return t_near, t_far
+
+
+def ray_march(
+    colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, opts: RenderingConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EG3D's MipRayMarcher2: midpoint quadrature over consecutive samples.
+
+    Inputs [N, M, S, C] / [N, M, S, 1] / [N, M, S, 1] (sorted by depth). Returns features in [−1, 1]
+    (``2·x − 1``), the expected depth and the per-interval weights.
+    """
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
+    densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    if opts.clamp_mode != "softplus":
+        raise ValueError(f"unsupported clamp_mode {opts.clamp_mode!r}")
+    densities_mid = F.softplus(densities_mid - 1)
+    alpha = 1 - torch.exp(-densities_mid * deltas)
+    alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], dim=-2)
+    weights = alpha * torch.cumprod(alpha_shifted, dim=-2)[:, :, :-1]
+    rgb = torch.sum(weights * colors_mid, dim=-2)
+    weight_total = weights.sum(dim=2)
+    depth = torch.sum(weights * depths_mid, dim=-2) / weight_total
+    depth = torch.nan_to_num(depth, float("inf"))
+    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    if opts.white_back:
+        rgb = rgb + 1 - weight_total
+    return rgb * 2 - 1, depth, weights
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, u: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Inverse-transform sampling of the piecewise-linear CDF of ``weights`` over ``bins``.
+
+    ``bins`` [R, B], ``weights`` [R, B−2] (the official index arithmetic: the last bin is never used), ``u``
+    [R, K] in [0, 1]. Returns [R, K] depths.
+    """
+    n_rays, n_w = weights.shape
+    weights = weights + eps
+    pdf = weights / weights.sum(dim=-1, keepdim=True)
+    cdf = torch.cumsum(pdf, dim=-1)
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=-1)
+    u = u.contiguous()
+    inds = torch.searchsorted(cdf, u, right=True)
+    below = torch.clamp_min(inds - 1, 0)
+    above = torch.clamp_max(inds, n_w)
+    idx = torch.stack([below, above], dim=-1).reshape(n_rays, -1)
+    cdf_g = torch.gather(cdf, 1, idx).reshape(n_rays, -1, 2)
+    bins_g = torch.gather(bins, 1, idx).reshape(n_rays, -1, 2)
+    denom = cdf_g[..., 1] - cdf_g[..., 0]
+    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
+
+
+def importance_depths(depths: torch.Tensor, weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Fine sample depths [N, M, K, 1] from the coarse depths [N, M, S, 1] and weights [N, M, S−1, 1]."""
+    n, m, s, _ = depths.shape
+    z = depths.reshape(n * m, s)
+    w = weights.reshape(n * m, 1, -1).float()
+    w = F.max_pool1d(w, 2, 1, padding=1)
+    w = F.avg_pool1d(w, 2, 1).squeeze(1)
+    w = w + 0.01
+    z_mid = 0.5 * (z[:, :-1] + z[:, 1:])
+    fine = sample_pdf(z_mid, w[:, 1:-1], u.reshape(n * m, -1))
+    return fine.detach().reshape(n, m, -1, 1)
+
+
+def _sort_samples(
+    depths: torch.Tensor, colors: torch.Tensor, densities: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    order = torch.argsort(depths, dim=-2)
+    depths = torch.gather(depths, -2, order)
+    colors = torch.gather(colors, -2, order.expand(-1, -1, -1, colors.shape[-1]))
+    densities = torch.gather(densities, -2, order)
+    return depths, colors, densities
+
+
+class ImportanceRenderer:
+    """Renders rays through a field: coarse stratified pass, importance pass, ray march over both."""
+
+    def __init__(self, opts: RenderingConfig) -> None:
+        self.opts = opts
+
+    def _random_streams(
+        self, n: int, m: int, n_coarse: int, n_fine: int, settings: SamplingSettings, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if settings.exact:
+            jitter = None
+            u = torch.linspace(0, 1, n_fine, device=device).expand(n, m, n_fine)
+            return jitter, u
+        gen = None
+        if settings.seed is not None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(settings.seed)
+        jitter = torch.rand([n, m, n_coarse, 1], device=device, generator=gen)
+        u = torch.rand([n, m, n_fine], device=device, generator=gen)
+        return jitter, u
+
+    def _coarse_depths(
+        self, origins: torch.Tensor, dirs: torch.Tensor, n_coarse: int, jitter: torch.Tensor | None
+    ) -> torch.Tensor:
+        opts = self.opts
+        n, m, _ = origins.shape
+        if opts.ray_start == "auto" or opts.ray_end == "auto":
+            start, end = ray_limits_box(origins, dirs, opts.box_warp)
+            valid = end > start
+            if valid.any():
+                start = torch.where(valid, start, start[valid].min())
+                end = torch.where(valid, end, start[valid].max())
+            steps = torch.linspace(0, 1, n_coarse, device=origins.device).reshape(1, 1, -1, 1)
+            depths = start.unsqueeze(-2) + (end - start).unsqueeze(-2) * steps
+            delta = ((end - start) / (n_coarse - 1)).unsqueeze(-2)
+        else:
+            start, end = float(opts.ray_start), float(opts.ray_end)
+            if opts.disparity_space_sampling:
+                # Stratified in the [0, 1] parameter, then mapped linearly in disparity.
+                s = torch.linspace(0, 1, n_coarse, device=origins.device).reshape(1, 1, -1, 1)
+                s = s.expand(n, m, -1, -1)
+                if jitter is not None:
+                    s = s + jitter / (n_coarse - 1)
+                return 1.0 / (1.0 / start * (1 - s) + 1.0 / end * s)
+            depths = torch.linspace(start, end, n_coarse, device=origins.device).reshape(1, 1, -1, 1)
+            depths = depths.expand(n, m, -1, -1)
+            delta = (end - start) / (n_coarse - 1)
+        if jitter is not None:
+            depths = depths + jitter * delta
+        return depths
+
+    def _render_chunk(
+        self,
+        field: FieldFn,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        jitter: torch.Tensor | None,
+        u: torch.Tensor,
+        n_coarse: int,
+        n_fine: int,
+    ) -> RenderResult:
+        n, m, _ = origins.shape
+        depths = self._coarse_depths(origins, dirs, n_coarse, jitter)
+        points = (origins.unsqueeze(-2) + depths * dirs.unsqueeze(-2)).reshape(n, -1, 3)
+        out = field(points)
+        colors = out["rgb"].reshape(n, m, n_coarse, -1)
+        densities = out["sigma"].reshape(n, m, n_coarse, 1)
+        if n_fine > 0:
+            _, _, weights = ray_march(colors, densities, depths, self.opts)
+            fine = importance_depths(depths, weights, u)
+            points = (origins.unsqueeze(-2) + fine * dirs.unsqueeze(-2)).reshape(n, -1, 3)
+            out = field(points)
+            colors_f = out["rgb"].reshape(n, m, n_fine, -1)
+            densities_f = out["sigma"].reshape(n, m, n_fine, 1)
+            depths, colors, densities = _sort_samples(
+                torch.cat([depths, fine], dim=-2),
+                torch.cat([colors, colors_f], dim=-2),
+                torch.cat([densities, densities_f], dim=-2),
+            )
+        rgb, depth, weights = ray_march(colors, densities, depths, self.opts)
+        return RenderResult(rgb, depth, weights.sum(dim=2))
+
+    def render(
+        self,
+        field: FieldFn,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        settings: SamplingSettings = SamplingSettings(),
+        feature_channels: int = 32,
+        hidden: int = 64,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> RenderResult:
+        """Render rays [N, M, 3]; rays are processed in chunks that fit ``settings.memory_budget``."""
+        n, m, _ = origins.shape
+        n_coarse = settings.depth_resolution or self.opts.depth_resolution
+        n_fine = (self.opts.depth_resolution_importance if settings.depth_resolution_importance is None
+                  else settings.depth_resolution_importance)
+        jitter, u = self._random_streams(n, m, n_coarse, n_fine, settings, origins.device)
+        chunk = settings.ray_chunk
+        if chunk is None:
+            per_ray = bytes_per_ray(n_coarse + n_fine, feature_channels, hidden, feature_channels) * n
+            chunk = max(256, settings.memory_budget // per_ray)
+        parts: list[RenderResult] = []
+        n_chunks = (m + chunk - 1) // chunk
+        for i, start in enumerate(range(0, m, chunk)):
+            sl = slice(start, min(start + chunk, m))
+            parts.append(self._render_chunk(
+                field, origins[:, sl], dirs[:, sl],
+                None if jitter is None else jitter[:, sl], u[:, sl], n_coarse, n_fine))
+            if on_chunk is not None:
+                on_chunk(i + 1, n_chunks)
+        if len(parts) == 1:
+            return parts[0]
+        return RenderResult(
+            torch.cat([p.features for p in parts], dim=1),
+            torch.cat([p.depth for p in parts], dim=1),
+            torch.cat([p.weight_sum for p in parts], dim=1),
+        )
