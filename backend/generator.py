@@ -17,7 +17,7 @@ from backend.config import GeneratorConfig
 from backend.nets.decoder import Decoder
 from backend.nets.superresolution import SuperResolution
 from backend.nets.synthesis import Backbone, BlockRuntime
-from backend.render.rays import camera_rays
+from backend.render.rays import label_cameras, pixel_uv, rays_from_uv
 from backend.render.renderer import ImportanceRenderer, RenderResult, SamplingSettings
 from backend.render.triplane import sample_planes
 
@@ -74,7 +74,7 @@ class TriPlaneGenerator(nn.Module):
         self,
         ws: torch.Tensor,
         noise_mode: NoiseMode = "const",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         fused: bool | None = None,
     ) -> list[torch.Tensor]:
         """ws → list of plane sets [N, 3, C, S, S] (Mimic3D's 3d stage: coarse and detail planes)."""
@@ -102,6 +102,32 @@ class TriPlaneGenerator(nn.Module):
 
     # Rendering ---------------------------------------------------------------------------------------
 
+    def render_rays(
+        self,
+        planes: list[torch.Tensor],
+        c: torch.Tensor,
+        uv: torch.Tensor,
+        sampling: SamplingSettings | None = None,
+        plane_set: PlaneSet = "all",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> RenderResult:
+        """Volume-render the rays through normalised image points ``uv`` ([M, 2] or [N, M, 2]) of cameras c."""
+        selected = self._select(planes, plane_set)
+        cam2world, intrinsics = label_cameras(c.to(torch.float32))
+        origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
+        return self.renderer.render(
+            lambda pts: self.query(selected, pts), origins, dirs, sampling or SamplingSettings(),
+            feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
+            on_chunk=on_progress)
+
+    def super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
+                      fp16: bool = True) -> torch.Tensor:
+        if self.superresolution is None:
+            raise ValueError(f"model {self.cfg.name!r} has no super-resolution module")
+        rt = BlockRuntime(noise_mode=self.cfg.rendering.superresolution_noise_mode, fused=not self.training,
+                          force_fp32=not fp16)
+        return self.superresolution(rgb, features, ws, rt)
+
     def render(
         self,
         planes: list[torch.Tensor],
@@ -122,13 +148,8 @@ class TriPlaneGenerator(nn.Module):
         for EG3D models and, as Mimic3D does, only for renders no larger than its input for Mimic3D.
         """
         res = resolution or self.cfg.neural_rendering_resolution
-        sampling = sampling or SamplingSettings()
-        selected = self._select(planes, plane_set)
-        origins, dirs = camera_rays(c.to(torch.float32), res)
-        result: RenderResult = self.renderer.render(
-            lambda pts: self.query(selected, pts), origins, dirs, sampling,
-            feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
-            on_chunk=on_progress)
+        uv = pixel_uv(res, c.device)
+        result = self.render_rays(planes, c, uv, sampling, plane_set, on_progress)
         n = c.shape[0]
         feature_image = result.features.permute(0, 2, 1).reshape(n, -1, res, res).contiguous()
         depth_image = result.depth.permute(0, 2, 1).reshape(n, 1, res, res)
@@ -137,14 +158,7 @@ class TriPlaneGenerator(nn.Module):
         sr = self.superresolution
         if run_sr == "auto":
             run_sr = sr is not None and (self.cfg.family == "eg3d" or res <= sr.input_resolution)
-        if run_sr:
-            if sr is None:
-                raise ValueError(f"model {self.cfg.name!r} has no super-resolution module")
-            rt = BlockRuntime(noise_mode=self.cfg.rendering.superresolution_noise_mode,
-                              fused=not self.training, force_fp32=not fp16_sr)
-            image = sr(rgb_image, feature_image, ws, rt)
-        else:
-            image = rgb_image
+        image = self.super_resolve(rgb_image, feature_image, ws, fp16_sr) if run_sr else rgb_image
         return {"image": image, "image_raw": rgb_image, "image_depth": depth_image,
                 "feature_image": feature_image, "image_alpha": alpha_image}
 

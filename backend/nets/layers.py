@@ -142,6 +142,19 @@ def aware3d(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([out0, out1, out2], dim=1).reshape(bc, 3 * c, s, s)
 
 
+def random_noise(
+    count: int, resolution: int, device: torch.device, generator: torch.Generator | list[torch.Generator] | None
+) -> torch.Tensor:
+    """[count, 1, R, R] Gaussian noise. With one generator per sample, each sample's noise depends only on its
+    own generator, so any split of a batch (chunks, data-parallel slices) draws the same values."""
+    shape = [count, 1, resolution, resolution]
+    if not isinstance(generator, list):
+        return torch.randn(shape, device=device, generator=generator)
+    per = count // len(generator)
+    return torch.cat([torch.randn([per, 1, resolution, resolution], device=device, generator=g)
+                      for g in generator])
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 convolution with optional ×2 up-sampling, noise, bias and leaky ReLU.
 
@@ -190,7 +203,7 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "random",
         fused: bool = True,
         gain: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         styles = self.affine(w)
         if self.roll_out is not None:
@@ -199,8 +212,7 @@ class SynthesisLayer(nn.Module):
             x = aware3d(x)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
-                                generator=generator) * self.noise_strength
+            noise = random_noise(x.shape[0], self.resolution, x.device, generator) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,

@@ -92,19 +92,42 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
 
 
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
+    """Low-pass with the FIR filter, then keep every ``down``-th pixel."""
+    fw = f.shape[-1]
+    p0 = (fw - down + 1) // 2
+    p1 = (fw - down) // 2
+    return upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
+
+
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
     f: torch.Tensor | None = None,
     up: int = 1,
+    down: int = 1,
     padding: int = 0,
     groups: int = 1,
 ) -> torch.Tensor:
-    """2D convolution (cross-correlation with ``w``) with optional ×2 FIR up-sampling.
+    """2D convolution (cross-correlation with ``w``) with optional ×2 FIR up- or down-sampling.
 
     Up-sampling uses a stride-2 transposed convolution followed by the FIR filter, the decomposition the
     official checkpoints were trained with (``w`` is not flipped for the transposed convolution).
+    Down-sampling low-passes with the FIR filter, then convolves with stride 2.
     """
+    if up > 1 and down > 1:
+        raise ValueError("up- and down-sampling at once is not supported")
+    if down > 1:
+        if f is None:
+            raise ValueError("down-sampling needs a resample filter")
+        kh, kw = w.shape[-2:]
+        fw = f.shape[-1]
+        if kw == 1 and kh == 1:
+            return F.conv2d(downsample2d(x, f, down), w.to(x.dtype), groups=groups)
+        p0 = padding + (fw - down + 1) // 2
+        p1 = padding + (fw - down) // 2
+        x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
+        return F.conv2d(x, w.to(x.dtype), stride=down, groups=groups)
     if up == 1:
         return F.conv2d(x, w.to(x.dtype), padding=padding, groups=groups)
     if f is None:

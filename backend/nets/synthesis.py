@@ -19,7 +19,7 @@ class BlockRuntime:
     noise_mode: str = "const"
     fused: bool = True
     force_fp32: bool = False
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list[torch.Generator] | None = None
 
 
 class SynthesisBlock(nn.Module):

@@ -35,9 +35,26 @@ def rays_from_uv(
     return origins, dirs
 
 
+def patch_uv(full_resolution: int, size: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Pixel centres [N, size², 2] of a size×size window at (top, left) of the full-resolution pixel grid.
+
+    Mimic3D renders such patches at the final image's ray density and compares them with the same window
+    of the super-resolved image.
+    """
+    idx = torch.arange(size, device=top.device, dtype=torch.float32)
+    rows = (top.float().reshape(-1, 1) + idx + 0.5) / full_resolution   # [N, size]
+    cols = (left.float().reshape(-1, 1) + idx + 0.5) / full_resolution
+    v = rows[:, :, None].expand(-1, size, size)
+    u = cols[:, None, :].expand(-1, size, size)
+    return torch.stack([u.reshape(len(top), -1), v.reshape(len(top), -1)], dim=-1)
+
+
+def label_cameras(label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return label[:, :16].reshape(-1, 4, 4), label[:, 16:25].reshape(-1, 3, 3)
+
+
 def camera_rays(label: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through every pixel centre of a ``resolution``² image for labels [N, 25]."""
-    cam2world = label[:, :16].reshape(-1, 4, 4)
-    intrinsics = label[:, 16:25].reshape(-1, 3, 3)
+    cam2world, intrinsics = label_cameras(label)
     uv = pixel_uv(resolution, label.device, label.dtype)
     return rays_from_uv(cam2world, intrinsics, uv)

@@ -28,6 +28,8 @@ class SamplingSettings:
 
     exact: bool = False
     seed: int | None = None
+    # One seed per sample instead of ``seed``: each sample's jitter then depends on its own seed only.
+    sample_seeds: tuple[int, ...] | None = None
     depth_resolution: int | None = None
     depth_resolution_importance: int | None = None
     ray_chunk: int | None = None
@@ -145,6 +147,15 @@ class ImportanceRenderer:
             jitter = None
             u = torch.linspace(0, 1, n_fine, device=device).expand(n, m, n_fine)
             return jitter, u
+        if settings.sample_seeds is not None:
+            if len(settings.sample_seeds) != n:
+                raise ValueError(f"{len(settings.sample_seeds)} sample seeds for a batch of {n}")
+            jit, us = [], []
+            for s in settings.sample_seeds:
+                g = torch.Generator(device=device).manual_seed(s)
+                jit.append(torch.rand([1, m, n_coarse, 1], device=device, generator=g))
+                us.append(torch.rand([1, m, n_fine], device=device, generator=g))
+            return torch.cat(jit), torch.cat(us)
         gen = None
         if settings.seed is not None:
             gen = torch.Generator(device=device)
