@@ -1,0 +1,77 @@
+"""Data-parallel helpers: the same code runs as one process or under ``torchrun --nproc-per-node N``.
+
+Gradients are summed with ``all_reduce`` and divided by the world size after each phase's backward pass, so
+N processes with B/N samples each compute the gradient of the mean loss over the global batch B, exactly as
+one process would (up to floating-point summation order). CPU runs use the gloo backend, CUDA runs NCCL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes through environment variables (or run alone)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+    if info.world_size <= 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].reshape_as(p).clone()
+        offset += n
+
+
+def average_tensor_(t: torch.Tensor, info: DistInfo) -> None:
+    """Average a tensor across processes in place (for running statistics such as w_avg)."""
+    if info.world_size <= 1:
+        return
+    dist.all_reduce(t)
+    t /= info.world_size
+
+
+def average_scalars(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    if info.world_size <= 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()

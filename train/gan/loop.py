@@ -1,0 +1,481 @@
+"""The GAN training loop: EG3D's recipe with Mimic3D's 3D-to-2D imitation stage.
+
+Per iteration: a generator step (non-saturating loss through the dual discriminator, with generator pose
+conditioning swapped with probability ``gpc_reg_prob``; every ``g_reg_interval`` steps the density smoothness
+regulariser), a discriminator step (logistic loss; every ``d_reg_interval`` steps R1 on real images) and, in
+the imitation stage, the patch terms. The generator's EMA copy is what gets exported.
+
+Reproducibility: all randomness of iteration k is drawn from generators seeded with (seed, k, stream), for
+the whole global batch, and every process takes its slice. So a resumed run continues exactly where the
+snapshot left off, and N data-parallel processes compute what one process would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.checkpoints.model_file import save_model
+from backend.configs import get_config
+from backend.fileio import write_json
+from backend.generator import TriPlaneGenerator
+from backend.render.rays import patch_uv
+from backend.render.renderer import SamplingSettings
+from backend.sampling import camera_label, to_uint8
+from train.gan import distributed
+from train.gan.discriminator import Discriminator, DiscriminatorConfig, dual_input
+from train.gan.logs import TrainingLog, progress_line
+from train.gan.options import GanOptions
+from train.gan.perceptual import DiscriminatorFeatureDistance, LPIPSDistance
+from train.gan.snapshot import list_snapshots, load_training_state, prune_snapshots, save_training_state, snapshot_name
+
+STREAMS = {name: i for i, name in enumerate(
+    ["data", "z_G", "pose_G", "swap_G", "z_D", "pose_D", "swap_D", "z_reg", "pose_reg", "swap_reg",
+     "noise_G", "noise_D", "render_G", "render_D", "patch_G", "patch_D", "patch_real", "density", "cnoise",
+     "patchrender_G", "patchrender_D"], start=1)}
+
+
+class ImageDataset(Protocol):
+    """What the loop needs from a data set (EG3D's zip format reader provides it)."""
+
+    resolution: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, np.ndarray]: ...
+
+    def labels(self) -> np.ndarray: ...
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+@dataclass
+class Progress:
+    nimg: int = 0
+    iteration: int = 0
+    wall_time: float = 0.0
+
+
+class GanTrainer:
+    """Owns the networks, optimisers and run folder of one training run."""
+
+    def __init__(
+        self,
+        opts: GanOptions,
+        dataset: ImageDataset,
+        run_dir: str | Path,
+        device: torch.device | str = "cpu",
+        dist: distributed.DistInfo | None = None,
+        command: list[str] | None = None,
+        data_path: str = "",
+        log: bool = True,
+    ) -> None:
+        self.opts = opts
+        self.dataset = dataset
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.dist = dist or distributed.DistInfo()
+        self.command = command or sys.argv
+        self.data_path = data_path
+        if opts.batch % self.dist.world_size:
+            raise ValueError(f"batch {opts.batch} is not divisible by {self.dist.world_size} processes")
+        self.local_batch = opts.batch // self.dist.world_size
+        cfg = get_config(opts.config)
+        if dataset.resolution != cfg.img_resolution:
+            raise ValueError(f"the data set's images are {dataset.resolution}px but config {cfg.name} makes "
+                             f"{cfg.img_resolution}px images")
+        self.cfg = cfg
+        self.labels_all = torch.from_numpy(np.asarray(dataset.labels(), dtype=np.float32))
+        self.G = TriPlaneGenerator(cfg, seed=opts.seed).train().requires_grad_(False).to(self.device)
+        self.G.dataset_label_std.copy_(self.labels_all.std(0).to(self.device))
+        self.G_ema = copy.deepcopy(self.G).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed + 1)
+            self.D = Discriminator(DiscriminatorConfig(
+                resolution=cfg.img_resolution, img_channels=6, c_dim=cfg.c_dim, channel_base=opts.d_channel_base,
+                channel_max=opts.d_channel_max, mapping_layers=opts.d_mapping_layers,
+                mbstd_group_size=opts.mbstd_group_size)).to(self.device).requires_grad_(False)
+            im = opts.imitation
+            self.patch_size = max(8, round(cfg.img_resolution * im.patch_scale))
+            self.D_patch = None
+            if im.start_kimg is not None:
+                self.D_patch = Discriminator(DiscriminatorConfig(
+                    resolution=self.patch_size, img_channels=3, c_dim=0, channel_base=opts.d_channel_base,
+                    channel_max=opts.d_channel_max, mbstd_group_size=opts.mbstd_group_size),
+                ).to(self.device).requires_grad_(False)
+        self.opt_G = self._adam(self.G.parameters(), opts.lr_g, opts.g_reg_interval)
+        self.opt_D = self._adam(self.D.parameters(), opts.lr_d, opts.d_reg_interval)
+        self.opt_Dp = (self._adam(self.D_patch.parameters(), opts.lr_d, opts.d_reg_interval)
+                       if self.D_patch is not None else None)
+        self.perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        if self.D_patch is not None:
+            self.perceptual = (LPIPSDistance(im.lpips_weights, im.l1_weight, self.device) if im.lpips_weights
+                               else DiscriminatorFeatureDistance(self.D_patch, im.l1_weight))
+        self.progress = Progress()
+        self.log = TrainingLog(self.run_dir, enabled=self.dist.is_main and log)
+        self._grid_z = None
+
+    def _adam(self, params: Any, lr: float, reg_interval: int) -> torch.optim.Adam:
+        # Lazy regularisation: the main loss runs every step, the regulariser every `reg_interval` steps.
+        ratio = reg_interval / (reg_interval + 1)
+        b1, b2 = self.opts.betas
+        return torch.optim.Adam(params, lr=lr * ratio, betas=(b1**ratio, b2**ratio), eps=1e-8)
+
+    # Randomness -------------------------------------------------------------------------------------
+
+    def _gen(self, stream: str) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed((self.opts.seed * 1_000_003 + self.progress.iteration) * 101 + STREAMS[stream])
+        return g
+
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global-batch tensor."""
+        r = self.dist.rank
+        return t[r * self.local_batch : (r + 1) * self.local_batch].to(self.device)
+
+    def _poses(self, stream: str) -> torch.Tensor:
+        idx = torch.randint(len(self.labels_all), (self.opts.batch,), generator=self._gen(stream))
+        return self.labels_all[idx]
+
+    def _gen_inputs(self, phase: str) -> tuple[torch.Tensor, ...]:
+        z = torch.randn(self.opts.batch, self.cfg.z_dim, generator=self._gen(f"z_{phase}"))
+        c = self._poses(f"pose_{phase}")
+        swap = torch.rand(self.opts.batch, 1, generator=self._gen(f"swap_{phase}")) < self.opts.gpc_reg_prob
+        c_cond = torch.where(swap, torch.roll(c, 1, 0), c)
+        return self._local(z), self._local(c), self._local(c_cond)
+
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.dataset), (self.opts.batch,), generator=self._gen("data"))
+        local = idx[self.dist.rank * self.local_batch : (self.dist.rank + 1) * self.local_batch]
+        imgs, labels = [], []
+        for i in local.tolist():
+            img, lab = self.dataset[i]
+            imgs.append(torch.as_tensor(img))
+            labels.append(torch.as_tensor(np.asarray(lab, dtype=np.float32)))
+        x = torch.stack(imgs).to(self.device, torch.float32) / 127.5 - 1
+        return x, torch.stack(labels).to(self.device)
+
+    # Schedules --------------------------------------------------------------------------------------
+
+    @property
+    def kimg(self) -> float:
+        return self.progress.nimg / 1000
+
+    def neural_rendering_resolution(self) -> int:
+        o = self.opts
+        start = o.nrr_initial or self.cfg.neural_rendering_resolution
+        end = o.nrr_final or start
+        alpha = min(self.progress.nimg / max(o.nrr_fade_kimg * 1000, 1), 1.0)
+        return int(np.rint(start * (1 - alpha) + end * alpha))
+
+    def blur_sigma(self) -> float:
+        o = self.opts
+        if o.blur_fade_kimg <= 0:
+            return 0.0
+        return max(1 - self.progress.nimg / (o.blur_fade_kimg * 1000), 0.0) * o.blur_init_sigma
+
+    def imitation_active(self) -> bool:
+        s = self.opts.imitation.start_kimg
+        return self.D_patch is not None and s is not None and self.kimg >= s
+
+    # Networks -------------------------------------------------------------------------------------------
+
+    def _sample_seeds(self, stream: str) -> list[int]:
+        """One seed per sample of this process's slice of the global batch."""
+        seeds = torch.randint(2**31 - 1, (self.opts.batch,), generator=self._gen(stream))
+        r = self.dist.rank
+        return seeds[r * self.local_batch : (r + 1) * self.local_batch].tolist()
+
+    def _sampling(self, stream: str) -> SamplingSettings:
+        return SamplingSettings(sample_seeds=tuple(self._sample_seeds(stream)), ray_chunk=1 << 30)
+
+    def _run_G(self, z: torch.Tensor, c: torch.Tensor, c_cond: torch.Tensor, phase: str,
+               update_emas: bool = False, patch: bool = False) -> dict[str, torch.Tensor]:
+        G = self.G
+        ws = G.mapping(z, c_cond, update_emas=update_emas)
+        gens = [torch.Generator(device=self.device).manual_seed(s) for s in self._sample_seeds(f"noise_{phase}")]
+        planes = G.synthesize_planes(ws, noise_mode="random", generator=gens, fused=False)
+        plane_set = "coarse" if self.cfg.detail_plane else "all"
+        out = G.render(planes, ws, c, resolution=self.neural_rendering_resolution(),
+                       sampling=self._sampling(f"render_{phase}"), run_sr=True, plane_set=plane_set)
+        out["ws"] = ws
+        if patch:
+            ps, full = self.patch_size, self.cfg.img_resolution
+            corners = torch.randint(full - ps + 1, (self.opts.batch, 2), generator=self._gen(f"patch_{phase}"))
+            corners = self._local(corners)
+            uv = patch_uv(full, ps, corners[:, 0], corners[:, 1]).to(self.device)
+            res = G.render_rays(planes, c, uv, self._sampling(f"patchrender_{phase}"))
+            n = c.shape[0]
+            out["patch_raw"] = res.features[..., :3].permute(0, 2, 1).reshape(n, 3, ps, ps)
+            rows = corners[:, 0, None] + torch.arange(ps, device=self.device)
+            cols = corners[:, 1, None] + torch.arange(ps, device=self.device)
+            img = out["image"]
+            out["patch_target"] = torch.stack([img[i][:, rows[i]][:, :, cols[i]] for i in range(n)])
+        return out
+
+    def _run_D(self, image: torch.Tensor, image_raw: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.opts.c_noise > 0:
+            noise = self._local(torch.randn(self.opts.batch, c.shape[1], generator=self._gen("cnoise"))).to(c)
+            c = c + noise * self.labels_all.std(0).to(c) * self.opts.c_noise
+        return self.D(dual_input(image, image_raw, self.blur_sigma()), c)  # type: ignore[return-value]
+
+    def _step(self, opt: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
+        params = [p for p in module.parameters()]
+        for p in params:
+            p.grad = None
+        loss.backward()
+        distributed.average_gradients(params, self.dist)
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
+        opt.step()
+
+    # One iteration ---------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        o = self.opts
+        it = self.progress.iteration
+        stats: dict[str, float] = {}
+        imitate = self.imitation_active()
+
+        # Generator: adversarial (+ imitation and patch adversarial terms).
+        self.G.requires_grad_(True)
+        z, c, c_cond = self._gen_inputs("G")
+        out = self._run_G(z, c, c_cond, "G", patch=imitate)
+        loss_g = F.softplus(-self._run_D(out["image"], out["image_raw"], c)).mean()
+        stats["loss/G"] = float(loss_g.detach())
+        if imitate:
+            assert self.D_patch is not None and self.perceptual is not None
+            imitation = self.perceptual(out["patch_raw"], out["patch_target"].detach())
+            adv_patch = F.softplus(-self.D_patch(out["patch_raw"], None)).mean()  # type: ignore[call-overload]
+            loss_g = loss_g + o.imitation.weight * imitation + o.imitation.patch_gan_weight * adv_patch
+            stats["loss/G_imitation"] = float(imitation)
+            stats["loss/G_patch"] = float(adv_patch)
+        self._step(self.opt_G, self.G, loss_g)
+
+        # Generator regulariser: density smoothness (EG3D's 'l1' density regularisation).
+        if o.density_reg > 0 and it % o.g_reg_interval == 0:
+            z, c, c_cond = self._gen_inputs("reg")
+            ws = self.G.mapping(z, c_cond)
+            planes = self.G.synthesize_planes(ws, noise_mode="const", fused=False)
+            gd = self._gen("density")
+            pts = torch.rand(self.opts.batch, 1000, 3, generator=gd) * 2 - 1
+            pts = self._local(pts)
+            noise = self._local(torch.randn(self.opts.batch, 1000, 3, generator=gd))
+            sigma = self.G.query(planes, torch.cat([pts, pts + noise * o.density_reg_p_dist], dim=1))["sigma"]
+            tv = F.l1_loss(sigma[:, :1000], sigma[:, 1000:]) * o.density_reg
+            self._step(self.opt_G, self.G, tv * o.g_reg_interval)
+            stats["loss/G_density"] = float(tv)
+        self.G.requires_grad_(False)
+
+        # Discriminator: fakes and reals (+ lazy R1).
+        self.D.requires_grad_(True)
+        z, c, c_cond = self._gen_inputs("D")
+        with torch.no_grad():
+            fake = self._run_G(z, c, c_cond, "D", update_emas=True, patch=imitate)
+            # Each process moved w_avg towards its own batch mean; the average is the global batch's move.
+            distributed.average_tensor_(self.G.backbone.mapping.w_avg, self.dist)
+        real, real_c = self._real_batch()
+        real_raw = F.interpolate(real, size=(self.neural_rendering_resolution(),) * 2, mode="bilinear",
+                                 align_corners=False, antialias=True)
+        loss_fake = F.softplus(self._run_D(fake["image"], fake["image_raw"], c)).mean()
+        do_r1 = o.r1_gamma > 0 and it % o.d_reg_interval == 0
+        real_in, real_raw_in = real.detach().requires_grad_(do_r1), real_raw.detach().requires_grad_(do_r1)
+        logits_real = self._run_D(real_in, real_raw_in, real_c)
+        loss_real = F.softplus(-logits_real).mean()
+        loss_d = loss_fake + loss_real
+        if do_r1:
+            grads = torch.autograd.grad(logits_real.sum(), [real_in, real_raw_in], create_graph=True)
+            r1 = sum(g.square().sum(dim=[1, 2, 3]) for g in grads).mean()  # type: ignore[union-attr]
+            loss_d = loss_d + r1 * (o.r1_gamma / 2) * o.d_reg_interval
+            stats["loss/D_r1"] = float(r1)
+        stats["loss/D"] = float(loss_fake + loss_real)
+        stats["scores/real"] = float(logits_real.mean())
+        self._step(self.opt_D, self.D, loss_d)
+        self.D.requires_grad_(False)
+
+        # Patch discriminator: real crops against rendered patches (+ lazy R1).
+        if imitate:
+            assert self.D_patch is not None and self.opt_Dp is not None
+            self.D_patch.requires_grad_(True)
+            ps, full = self.patch_size, self.cfg.img_resolution
+            corners = self._local(torch.randint(full - ps + 1, (self.opts.batch, 2),
+                                                generator=self._gen("patch_real")))
+            crops = torch.stack([real[i, :, a : a + ps, b : b + ps] for i, (a, b) in enumerate(corners.tolist())])
+            loss_pf = F.softplus(self.D_patch(fake["patch_raw"].detach(), None)).mean()  # type: ignore[call-overload]
+            crops_in = crops.detach().requires_grad_(do_r1)
+            logits = self.D_patch(crops_in, None)
+            loss_pr = F.softplus(-logits).mean()  # type: ignore[call-overload]
+            loss_p = loss_pf + loss_pr
+            if do_r1:
+                (g,) = torch.autograd.grad(logits.sum(), [crops_in], create_graph=True)  # type: ignore[union-attr]
+                r1p = g.square().sum(dim=[1, 2, 3]).mean()
+                loss_p = loss_p + r1p * (o.imitation.r1_gamma_patch / 2) * o.d_reg_interval
+            stats["loss/D_patch"] = float(loss_pf + loss_pr)
+            self._step(self.opt_Dp, self.D_patch, loss_p)
+            self.D_patch.requires_grad_(False)
+
+        # EMA of the generator.
+        self._update_ema()
+        self.progress.nimg += o.batch
+        self.progress.iteration += 1
+        return distributed.average_scalars(stats, self.dist)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        o = self.opts
+        ema_nimg = (o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32) * 1000
+        if o.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.progress.nimg * o.ema_rampup)
+        beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # Snapshots, export, grids ----------------------------------------------------------------------
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"G": self.G, "G_ema": self.G_ema, "D": self.D}
+        if self.D_patch is not None:
+            mods["D_patch"] = self.D_patch
+        return mods
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts: dict[str, torch.optim.Optimizer] = {"G": self.opt_G, "D": self.opt_D}
+        if self.opt_Dp is not None:
+            opts["D_patch"] = self.opt_Dp
+        return opts
+
+    def save_snapshot(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        path = self.run_dir / snapshot_name(self.progress.nimg)
+        meta = {"options": self.opts.to_dict(), "config": self.cfg.to_dict(),
+                "progress": vars(self.progress), "data": self.data_path}
+        save_training_state(path, self._modules(), self._optimizers(), meta)
+        prune_snapshots(self.run_dir, self.opts.keep_snapshots)
+        return path
+
+    def resume(self) -> bool:
+        """Continue from the newest snapshot in the run folder; False when there is none."""
+        snaps = list_snapshots(self.run_dir)
+        if not snaps:
+            return False
+        meta = load_training_state(snaps[-1], self._modules(), self._optimizers(), self.device)
+        self.progress = Progress(**meta["progress"])
+        return True
+
+    def provenance(self, wall_time: float) -> dict[str, Any]:
+        return {
+            "source": "aware3d-train gan",
+            "command": " ".join(self.command),
+            "data": self.data_path,
+            "kimg": round(self.kimg, 3),
+            "wall_time_s": round(wall_time, 1),
+            "hardware": hardware_description(self.device),
+            "processes": self.dist.world_size,
+            "options": self.opts.to_dict(),
+            "metrics": {},
+        }
+
+    def export(self, path: str | Path) -> Path:
+        path = Path(path)
+        save_model(path, self.G_ema.state_dict(), kind="gan", config=self.cfg.to_dict(),
+                   provenance=self.provenance(self.progress.wall_time))
+        return path
+
+    @torch.no_grad()
+    def image_grid(self, n: int = 8) -> np.ndarray:
+        """n seeds × 3 yaws (−30°, 0°, +30°) from G_ema: final image and raw render side by side."""
+        G = self.G_ema
+        rows = []
+        for seed in range(n):
+            z = torch.from_numpy(np.random.RandomState(seed).randn(1, self.cfg.z_dim)).float().to(self.device)
+            c0 = torch.from_numpy(camera_label(self.cfg))[None].to(self.device)
+            ws = G.mapping(z, c0, truncation_psi=self.opts.truncation_for_grids)
+            planes = G.synthesize_planes(ws)
+            for yaw in (-30.0, 0.0, 30.0):
+                c = torch.from_numpy(camera_label(self.cfg, yaw, 0.0))[None].to(self.device)
+                out = G.render(planes, ws, c, sampling=SamplingSettings(seed=0))
+                raw = F.interpolate(out["image_raw"], size=out["image"].shape[-2:], mode="nearest")
+                rows.append(to_uint8(out["image"][0]))
+                rows.append(to_uint8(raw[0]))
+        return np.stack(rows)
+
+    # The loop -------------------------------------------------------------------------------------------
+
+    def run(self, stop_after_iterations: int | None = None) -> None:
+        o = self.opts
+        start_time = time.time() - self.progress.wall_time
+        tick_t, tick_nimg = time.time(), self.progress.nimg
+        next_log = self.progress.nimg + o.log_kimg * 1000
+        next_snap = (self.progress.nimg // int(o.snap_kimg * 1000) + 1) * int(o.snap_kimg * 1000)
+        next_img = self.progress.nimg if self.progress.nimg == 0 else next_snap
+        done = 0
+        if self.dist.is_main:
+            write_json(self.run_dir / "options.json", {"options": o.to_dict(), "config": self.cfg.to_dict(),
+                                                       "command": self.command, "data": self.data_path})
+        while self.progress.nimg < o.kimg * 1000:
+            if o.image_kimg > 0 and self.progress.nimg >= next_img and self.dist.is_main:
+                self.log.image_grid(self.kimg, "grid", self.image_grid(4), cols=6)
+                next_img += int(o.image_kimg * 1000)
+            stats = self.train_step()
+            self.progress.wall_time = time.time() - start_time
+            done += 1
+            if self.progress.nimg >= next_log or self.progress.nimg >= o.kimg * 1000:
+                now = time.time()
+                speed = (self.progress.nimg - tick_nimg) / 1000 / max(now - tick_t, 1e-9)
+                tick_t, tick_nimg = now, self.progress.nimg
+                stats.update({"progress/kimg_per_s": speed, "progress/blur_sigma": self.blur_sigma(),
+                              "progress/nrr": self.neural_rendering_resolution(),
+                              "progress/imitation": float(self.imitation_active())})
+                self.log.scalars(self.kimg, stats)
+                if self.dist.is_main:
+                    print(progress_line(self.kimg, o.kimg, speed, stats), file=sys.stderr, flush=True)
+                next_log += o.log_kimg * 1000
+            if self.progress.nimg >= next_snap or self.progress.nimg >= o.kimg * 1000:
+                self.save_snapshot()
+                if self.dist.is_main:
+                    self.export(self.run_dir / "latest.safetensors")
+                next_snap += int(o.snap_kimg * 1000)
+            if stop_after_iterations is not None and done >= stop_after_iterations:
+                break
+        if self.dist.is_main and self.progress.nimg >= o.kimg * 1000:
+            self.log.image_grid(self.kimg, "grid", self.image_grid(4), cols=6)
+            write_json(self.run_dir / "done.json", {"kimg": self.kimg, "wall_time_s": self.progress.wall_time,
+                                                    "exported": "latest.safetensors"})
+        self.log.close()
+
+
+def read_options_file(run_dir: Path) -> GanOptions:
+    data = json.loads((run_dir / "options.json").read_text())
+    return GanOptions.from_dict(data["options"])
+
+
+def nan_safe(x: float) -> float:
+    return x if math.isfinite(x) else float("nan")
