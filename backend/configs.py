@@ -55,6 +55,15 @@ SMALL = GeneratorConfig(
     rendering=RenderingConfig(depth_resolution=32, depth_resolution_importance=32),
 )
 
+# The bundled default model: 64² images from a 32² render with a ×2 SR module, sized to train on a CPU.
+HEADS64 = GeneratorConfig(
+    name="aware3d-heads64", family="mimic3d", z_dim=256, w_dim=256, img_resolution=64, triplane_resolution=64,
+    triplane_channels=96, channel_base=4096, channel_max=128, superresolution="hybrid2x", sr_input=32,
+    sr_channels=(64, 32), sr_fp16=False, decoder_hidden=64, decoder_output_dim=32, neural_rendering_resolution=32,
+    projection="corrected", aware3d_res=(32, 64),
+    rendering=RenderingConfig(depth_resolution=24, depth_resolution_importance=24),
+)
+
 CONFIGS: dict[str, GeneratorConfig] = {
     c.name: c
     for c in [
@@ -77,6 +86,7 @@ CONFIGS: dict[str, GeneratorConfig] = {
         TINY,
         TINY_MIMIC3D,
         SMALL,
+        HEADS64,
     ]
 }
 

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import torch
 
 from backend.errors import Aware3DError
+
+
+def hardware_description(device: torch.device) -> str:
+    """A one-line description of the compute device, for provenance and benchmark results."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from backend.checkpoints.model_file import save_model
 from backend.configs import get_config
+from backend.devices import hardware_description
 from backend.fileio import write_json
 from backend.generator import TriPlaneGenerator
 from backend.render.rays import patch_uv
@@ -57,20 +57,6 @@ class ImageDataset(Protocol):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, np.ndarray]: ...
 
     def labels(self) -> np.ndarray: ...
-
-
-def hardware_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
 @dataclass
