@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "models_cmd",
     "info_cmd",
     "convert_cmd",
+    "mesh_cmd",
 )
 
 
