@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "info_cmd",
     "convert_cmd",
     "mesh_cmd",
+    "serve_cmd",
+    "extension_cmd",
 )
 
 

@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Aware3D for Blender: 3D-aware generative heads (EG3D / Mimic3D compatible) from a PyTorch backend.
+
+The add-on itself imports nothing heavy (never torch, never the bundled ``backend`` package): generation runs
+in a separate backend process that speaks JSON lines (see ``protocol.py`` and docs/blender.md). Submodules
+are imported in :func:`register`, so that ``client`` and ``protocol`` stay importable without Blender.
+Scripting: ``from bl_ext.user_default.aware3d import api`` (see ``api.py``).
+"""
+
+from __future__ import annotations
+
+
+def _modules() -> tuple:  # type: ignore[type-arg]
+    from . import operators, panels, prefs, props
+
+    return props, prefs, operators, panels
+
+
+def register() -> None:
+    import bpy
+
+    props, prefs, operators, panels = _modules()
+    props.register()
+    bpy.utils.register_class(prefs.AWARE3D_AP_preferences)
+    for cls in operators.CLASSES + panels.CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    import bpy
+
+    from . import session
+
+    session.shutdown()
+    props, prefs, operators, panels = _modules()
+    for cls in reversed(operators.CLASSES + panels.CLASSES):
+        bpy.utils.unregister_class(cls)
+    bpy.utils.unregister_class(prefs.AWARE3D_AP_preferences)
+    props.unregister()

@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The scripting API: generate heads (blocking or asynchronously) and manage the backend from Python.
+
+    import importlib
+    api = importlib.import_module("bl_ext.user_default.aware3d.api")
+    head = api.generate(seed=3, faces=20000)                 # blocks, returns the new object
+    fut = api.generate_async(seed=4, on_done=lambda f: print(f.object))
+    fut.progress                                             # {'stage': 'grid', 'fraction': 0.4, ...}
+    fut.cancel()
+
+Arguments left out come from the scene's Aware3D settings (the panel). Blocking calls keep doing the timer's
+work while they wait, so they also work in background mode; the asynchronous variant returns at once and its
+callback runs on Blender's main thread when the head is in the scene.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import bpy
+
+from . import scene_import, session
+from .client import BackendError, JobHandle
+
+__all__ = ["BackendError", "GenerateFuture", "add_model", "cancel", "doctor", "download_model", "free",
+           "generate", "generate_async", "list_models", "request"]
+
+COLOUR_MODES = ("vertex", "texture", "none")
+
+
+class GenerateFuture:
+    """A generation in flight. ``object`` is the new head once ``done()`` and no ``error``."""
+
+    def __init__(self, handle: JobHandle) -> None:
+        self.handle = handle
+        self.object_name: str | None = None
+        self.error: BackendError | None = None
+        self.seconds: float | None = None
+        self._callbacks: list[Callable[[GenerateFuture], Any]] = []
+        self._finished = False
+
+    def done(self) -> bool:
+        return self._finished
+
+    @property
+    def cancelled(self) -> bool:
+        return self.handle.state == "cancelled"
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        h = self.handle
+        return {"state": h.state, "stage": h.stage, "step": h.step, "total": h.total,
+                "fraction": h.progress_fraction(), "eta_s": h.eta_s, "message": h.message}
+
+    @property
+    def object(self) -> bpy.types.Object | None:
+        return bpy.data.objects.get(self.object_name) if self.object_name else None
+
+    def add_done_callback(self, fn: Callable[[GenerateFuture], Any]) -> None:
+        if self._finished:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def cancel(self) -> None:
+        session.cancel(self.handle)
+
+    def result(self, timeout: float | None = None) -> bpy.types.Object:
+        """Wait (pumping the poller) and return the new object; raises BackendError on error or cancel."""
+        session.wait(self.handle, timeout)
+        if self.error is not None:
+            raise self.error
+        obj = self.object
+        if obj is None:
+            raise BackendError("AddonError", "the head was generated but is no longer in the file", "")
+        return obj
+
+    def _finish(self) -> None:
+        self._finished = True
+        for fn in self._callbacks:
+            fn(self)
+        self._callbacks.clear()
+
+
+def _colour_mode(value: str) -> str:
+    mode = value.lower()
+    if mode not in COLOUR_MODES:
+        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {value!r}")
+    return mode
+
+
+def generate_async(seed: int | None = None, model: str | None = None, truncation: float | None = None,
+                   resolution: int | None = None, faces: int | None = None, colour_mode: str | None = None,
+                   camera: bool | None = None, texture_size: int | None = None, location: Any = None,
+                   name: str | None = None, level: float | None = None,
+                   on_done: Callable[[GenerateFuture], Any] | None = None,
+                   on_progress: Callable[[GenerateFuture], Any] | None = None,
+                   context: bpy.types.Context | None = None) -> GenerateFuture:
+    """Start generating a head; returns a :class:`GenerateFuture` at once.
+
+    The head appears at ``location`` (default: the 3D cursor when called) in the active collection, with a
+    material and, if ``camera``, a camera at the generator's pose. ``on_done(future)`` runs on the main
+    thread after the object is in the scene (or after an error: check ``future.error``). ``level`` is the
+    density of the surface (default: EG3D's 10; lower it for models with weaker densities).
+    """
+    ctx = context or bpy.context
+    scene = ctx.scene
+    s = scene.aware3d
+    if seed is None:
+        if s.randomise:
+            s.seed = random.randrange(0, 2**31 - 1)
+        seed = s.seed
+    if seed < 0 or seed >= 2**32:
+        raise ValueError(f"seed must be between 0 and 2^32-1, got {seed}")
+    model = s.model if model is None else model
+    mode = _colour_mode(colour_mode if colour_mode is not None else s.colour_mode)
+    with_camera = s.add_camera if camera is None else bool(camera)
+    loc = tuple(scene.cursor.location) if location is None else tuple(location)
+    collection = getattr(ctx, "collection", None) or scene.collection
+    coll_name, scene_name = collection.name, scene.name
+    args = {"model": model or None, "seed": int(seed),
+            "truncation": float(s.truncation if truncation is None else truncation),
+            "resolution": int(s.resolution if resolution is None else resolution),
+            "faces": int(s.faces if faces is None else faces), "colour_mode": mode,
+            "texture_size": int(s.texture_size if texture_size is None else texture_size),
+            "camera": with_camera, "device": session.device(ctx)}
+    if level is not None:
+        args["level"] = float(level)
+    obj_name = name or f"Aware3D_{seed}"
+    future: GenerateFuture
+
+    def done(h: JobHandle) -> None:
+        try:
+            if h.state == "done":
+                _apply(h, future, obj_name, loc, coll_name, scene_name, with_camera)
+            else:
+                future.error = h.error or BackendError("Cancelled", "cancelled")
+                if h.state == "error":
+                    session.record_error(future.error)
+        finally:
+            future._finish()
+
+    def progress(h: JobHandle) -> None:
+        if on_progress is not None:
+            on_progress(future)
+
+    handle = session.submit("mesh", args, on_done=done, on_progress=progress, context=ctx)
+    future = GenerateFuture(handle)
+    if on_done is not None:
+        future.add_done_callback(on_done)
+    return future
+
+
+def _apply(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
+           scene_name: str, with_camera: bool) -> None:
+    scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
+    collection = bpy.data.collections.get(coll_name) or scene.collection
+    meta = {k: v for k, v in h.data.items() if k in ("model", "config", "seed", "truncation", "colour_mode")}
+    try:
+        obj = scene_import.import_head(h.files, name, location, collection, meta, with_camera)
+    except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
+        future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
+                                    "the job folder is kept; see the system console")
+        session.record_error(future.error)
+        return
+    future.object_name = obj.name
+    future.seconds = h.data.get("seconds") and sum(h.data["seconds"].values())
+    session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices, "
+                          f"{h.data.get('faces', 0)} faces ({h.data.get('model', '')})")
+    _select(obj, scene)
+    scene_import.remove_job_folder((h.result or {}).get("job_dir"), session.prefs.user_dir("jobs"))
+    if not bpy.app.background:
+        with contextlib.suppress(RuntimeError):  # no undo stack (e.g. during file load)
+            bpy.ops.ed.undo_push(message="Aware3D: generate head")
+
+
+def _select(obj: bpy.types.Object, scene: bpy.types.Scene) -> None:
+    try:
+        layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+        for o in layer.objects.selected:
+            o.select_set(False)
+        obj.select_set(True)
+        layer.objects.active = obj
+    except (AttributeError, RuntimeError, IndexError):
+        pass
+
+
+def generate(seed: int | None = None, model: str | None = None, truncation: float | None = None,
+             resolution: int | None = None, faces: int | None = None, colour_mode: str | None = None,
+             camera: bool | None = None, texture_size: int | None = None, location: Any = None,
+             name: str | None = None, level: float | None = None, timeout: float | None = None,
+             context: bpy.types.Context | None = None) -> bpy.types.Object:
+    """Generate a head and return the new object (blocks; raises :class:`BackendError` on failure)."""
+    future = generate_async(seed=seed, model=model, truncation=truncation, resolution=resolution, faces=faces,
+                            colour_mode=colour_mode, camera=camera, texture_size=texture_size,
+                            location=location, name=name, level=level, context=context)
+    return future.result(timeout)
+
+
+def request(op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    """Any protocol operation, blocking: returns the result's ``data`` (see docs/blender.md)."""
+    h = session.wait(session.submit(op, args, show=False), timeout)
+    if h.error is not None:
+        raise h.error
+    return h.data
+
+
+def list_models(timeout: float | None = 60) -> list[dict[str, Any]]:
+    """Bundled and user models (also refreshes the panel's picker)."""
+    data = request("list_models", timeout)
+    session.set_models(data)
+    return list(data.get("models", []))
+
+
+def doctor(device: str | None = None, timeout: float | None = 300) -> dict[str, Any]:
+    """Versions, device, memory and a tiny timed inference, from the backend."""
+    return request("doctor", timeout, device=device or session.device())
+
+
+def add_model(path: str, name: str | None = None, overwrite: bool = False,
+              timeout: float | None = None) -> dict[str, Any]:
+    """Copy a .safetensors model (or convert an official EG3D/Mimic3D .pkl) into the models folder."""
+    data = request("add_model", timeout, path=bpy.path.abspath(path), name=name, overwrite=overwrite)
+    list_models()
+    return data
+
+
+def download_model(url: str, sha256: str | None = None, name: str | None = None, overwrite: bool = False,
+                   timeout: float | None = None) -> dict[str, Any]:
+    """Download a model (resumable, hash-checked); only with Blender's online access enabled."""
+    if not bpy.app.online_access:
+        raise BackendError("OnlineAccessDisabled", "downloading needs online access",
+                           "Preferences > System > Network > Allow Online Access")
+    data = request("download_model", timeout, url=url, sha256=sha256 or None, name=name, overwrite=overwrite,
+                   online_access=True)
+    list_models()
+    return data
+
+
+def cancel() -> None:
+    """Cancel the job the panel shows (it stops within one step)."""
+    session.cancel()
+
+
+def free() -> None:
+    """End the backend process and free all its memory; the next call starts a new one."""
+    session.free()

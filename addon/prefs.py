@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Add-on preferences and where the backend comes from.
+
+The backend interpreter is, in order: ``$AWARE3D_BACKEND_PYTHON`` (scripts, CI, tests); a remote server
+(address and token); an existing interpreter chosen by the user (e.g. the project's venv); or the managed
+environment that "Set up backend" creates in the extension's user folder. Every preference read has a
+default, because a bpy-module session or a half-registered add-on has no preferences entry.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from . import protocol as P
+
+PACKAGE = __package__ or "aware3d"
+ENV_PYTHON = "AWARE3D_BACKEND_PYTHON"
+
+DEVICES = [("auto", "Auto", "CUDA when available, else the CPU"), ("cpu", "CPU", "Always the CPU"),
+           ("cuda", "CUDA", "An NVIDIA GPU (fails clearly when there is none)")]
+MODES = [
+    ("MANAGED", "Managed environment", "An environment in the extension's user folder, made by Set up backend"),
+    ("PYTHON", "Existing Python", "Any Python interpreter with the backend's requirements (e.g. a venv)"),
+    ("REMOTE", "Remote server", "A backend started with 'aware3d serve --port' (address and token)"),
+]
+TORCH_CHANNELS = [("cpu", "CPU only", "Small download; no GPU"), ("cu128", "CUDA 12.8", "NVIDIA GPUs (incl. RTX 50)"),
+                  ("default", "Default (PyPI)", "Whatever PyPI's torch is on this platform")]
+
+
+class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    backend_mode: EnumProperty(name="Backend", items=MODES, default="MANAGED")
+    python_path: StringProperty(name="Python", subtype="FILE_PATH", default="",
+                                description="Interpreter that runs the backend (needs torch and the requirements)")
+    remote_host: StringProperty(name="Address", default="127.0.0.1")
+    remote_port: IntProperty(name="Port", default=8765, min=1, max=65535)
+    remote_token: StringProperty(name="Token", subtype="PASSWORD", default="")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    models_dir: StringProperty(name="Models folder", subtype="DIR_PATH", default="",
+                               description="Extra models are read from here (empty: the folder the 'aware3d' "
+                                           "command uses, so both see the same models)")
+    torch_channel: EnumProperty(name="PyTorch build", items=TORCH_CHANNELS, default="cpu")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        s = backend_settings(context)
+        if os.environ.get(ENV_PYTHON):
+            layout.label(text=f"{ENV_PYTHON} overrides the interpreter: {os.environ[ENV_PYTHON]}", icon="INFO")
+        layout.prop(self, "backend_mode")
+        if self.backend_mode == "PYTHON":
+            layout.prop(self, "python_path")
+        elif self.backend_mode == "REMOTE":
+            row = layout.row()
+            row.prop(self, "remote_host")
+            row.prop(self, "remote_port")
+            layout.prop(self, "remote_token")
+        else:
+            row = layout.row()
+            row.prop(self, "torch_channel")
+            row.operator("aware3d.setup_backend", icon="IMPORT")
+            if not bpy.app.online_access:
+                layout.label(text="Set up needs online access (Preferences > System > Network)", icon="ERROR")
+        layout.label(text=f"Uses: {s.describe()}")
+        layout.prop(self, "device")
+        layout.prop(self, "models_dir")
+        row = layout.row()
+        row.operator("aware3d.doctor", icon="CHECKMARK")
+        row.operator("aware3d.free_backend", icon="X")
+
+
+def preferences(context: bpy.types.Context | None = None) -> AWARE3D_AP_preferences | None:
+    ctx = context or bpy.context
+    try:
+        return ctx.preferences.addons[PACKAGE].preferences
+    except (KeyError, AttributeError):
+        return None
+
+
+def _pref(name: str, default: object, context: bpy.types.Context | None = None) -> object:
+    p = preferences(context)
+    return getattr(p, name, default) if p is not None else default
+
+
+def user_dir(name: str) -> Path:
+    """A writable folder of ours: the extension's user folder (kept across upgrades), else Blender's."""
+    try:
+        path = bpy.utils.extension_path_user(PACKAGE, path=name, create=True)
+    except (ValueError, TypeError, AttributeError):
+        path = bpy.utils.user_resource("DATAFILES", path=os.path.join("aware3d", name), create=True)
+    return Path(path)
+
+
+def package_root() -> Path:
+    """The extension's folder: it holds the bundled ``backend`` package the child process imports."""
+    return Path(__file__).resolve().parent
+
+
+def managed_env_dir() -> Path:
+    return user_dir("backend-env")
+
+
+def env_python(env_dir: Path) -> Path:
+    return env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    kind: str  # 'pipe' | 'tcp'
+    python: str = ""
+    host: str = ""
+    port: int = 0
+    token: str = ""
+    device: str = "auto"
+    models_dir: str = ""
+    source: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "tcp":
+            return f"remote backend {self.host}:{self.port}"
+        return f"{self.python or '(no interpreter)'} [{self.source}]"
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What forces a new backend when it changes (the device is per request)."""
+        return (self.kind, self.python, self.host, self.port, self.token, self.models_dir)
+
+
+def backend_settings(context: bpy.types.Context | None = None) -> BackendSettings:
+    device = str(_pref("device", "auto", context))
+    models = str(_pref("models_dir", "", context))
+    models = bpy.path.abspath(models) if models else ""
+    env = os.environ.get(ENV_PYTHON)
+    if env:
+        return BackendSettings("pipe", python=env, device=device, models_dir=models, source=ENV_PYTHON)
+    mode = str(_pref("backend_mode", "MANAGED", context))
+    if mode == "REMOTE":
+        return BackendSettings("tcp", host=str(_pref("remote_host", "127.0.0.1", context)),
+                               port=int(_pref("remote_port", 8765, context)),  # type: ignore[call-overload]
+                               token=str(_pref("remote_token", "", context)), device=device, models_dir=models,
+                               source="remote")
+    if mode == "PYTHON":
+        path = str(_pref("python_path", "", context))
+        return BackendSettings("pipe", python=bpy.path.abspath(path) if path else "", device=device,
+                               models_dir=models, source="preferences")
+    return BackendSettings("pipe", python=str(env_python(managed_env_dir())), device=device, models_dir=models,
+                           source="managed environment")
+
+
+def check_settings(s: BackendSettings) -> None:
+    """Raise a clear error before trying to start a backend that cannot work."""
+    from .client import BackendError
+
+    if s.kind == "tcp":
+        if s.host not in ("127.0.0.1", "localhost", "::1") and not bpy.app.online_access:
+            raise BackendError(P.OFFLINE, f"a remote backend at {s.host} needs online access",
+                               "enable Preferences > System > Network > Allow Online Access, or use 127.0.0.1")
+        return
+    if not s.python:
+        raise BackendError(P.BACKEND_DIED, "no backend interpreter is set",
+                           "Preferences > Add-ons > Aware3D: pick a Python, or Set up backend")
+    if not Path(s.python).is_file():
+        hint = ("press Set up backend in the add-on preferences (needs online access), or choose an existing "
+                "Python" if s.source == "managed environment" else "check the interpreter path")
+        raise BackendError(P.BACKEND_DIED, f"backend interpreter not found: {s.python}", hint)

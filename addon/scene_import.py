@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Turning a finished ``mesh`` job into Blender data: mesh, colour attribute or texture, material, camera.
+
+Why bulk ``foreach_set`` on numpy arrays (not ``from_pydata``): a 100k-triangle head imports in tens of
+milliseconds, so applying a result never stalls Blender's main thread. The arrays are already in Blender's
+axes and metres (the backend converted them), so the object only needs a location: the 3D cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+COLOUR_ATTRIBUTE = "Color"
+UV_MAP = "UVMap"
+
+
+class ImportFailed(Exception):
+    pass
+
+
+def build_mesh(name: str, arrays: Any) -> bpy.types.Mesh:
+    """A mesh datablock from ``vertices`` [V, 3] float32 and ``faces`` [F, 3] int32 (+ colours, uvs)."""
+    verts = np.ascontiguousarray(arrays["vertices"], dtype=np.float32)
+    faces = np.ascontiguousarray(arrays["faces"], dtype=np.int32)
+    nv, nf = len(verts), len(faces)
+    if nv == 0 or nf == 0:
+        raise ImportFailed("the backend returned an empty mesh")
+    if faces.min() < 0 or faces.max() >= nv:  # cheap numpy check instead of a slow mesh.validate()
+        raise ImportFailed("the mesh refers to vertices that do not exist")
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(nv)
+    mesh.vertices.foreach_set("co", verts.ravel())
+    mesh.loops.add(3 * nf)
+    mesh.loops.foreach_set("vertex_index", faces.ravel())
+    mesh.polygons.add(nf)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * nf, 3, dtype=np.int32))
+    mesh.polygons.foreach_set("use_smooth", np.ones(nf, dtype=bool))
+    if "colours" in arrays:
+        rgb = np.asarray(arrays["colours"], dtype=np.float32)
+        rgba = np.ones((nv, 4), dtype=np.float32)
+        rgba[:, :3] = np.clip(rgb[:, :3], 0.0, 1.0)
+        attr = mesh.color_attributes.new(COLOUR_ATTRIBUTE, "BYTE_COLOR", "POINT")
+        attr.data.foreach_set("color_srgb", rgba.ravel())  # the backend's colours are sRGB
+        mesh.color_attributes.active_color = attr
+        mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+    if "uvs" in arrays:
+        uv = np.asarray(arrays["uvs"], dtype=np.float32)
+        layer = mesh.uv_layers.new(name=UV_MAP)
+        layer.data.foreach_set("uv", uv[faces].reshape(-1))
+    mesh.update()
+    return mesh
+
+
+def make_material(name: str, texture: bpy.types.Image | None, vertex_colours: bool) -> bpy.types.Material:
+    mat = bpy.data.materials.new(name)
+    if mat.node_tree is None:  # Blender < 5.0: node materials are opt-in (5.0 deprecates the switch)
+        mat.use_nodes = True
+    nt = mat.node_tree
+    bsdf = next((n for n in nt.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is None:
+        bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+        out = next(n for n in nt.nodes if n.type == "OUTPUT_MATERIAL")
+        nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    bsdf.inputs["Roughness"].default_value = 0.6
+    if texture is not None:
+        tex = nt.nodes.new("ShaderNodeTexImage")
+        tex.image = texture
+        tex.location = (bsdf.location.x - 350, bsdf.location.y)
+        nt.links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    elif vertex_colours:
+        col = nt.nodes.new("ShaderNodeVertexColor")
+        col.layer_name = COLOUR_ATTRIBUTE
+        col.location = (bsdf.location.x - 300, bsdf.location.y)
+        nt.links.new(col.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def load_texture(path: Path, name: str) -> bpy.types.Image:
+    img = bpy.data.images.load(str(path), check_existing=False)
+    img.name = name
+    img.colorspace_settings.name = "sRGB"
+    img.pack()  # the job folder is temporary; the .blend keeps the pixels
+    return img
+
+
+def add_camera(name: str, cam: dict[str, Any], parent: bpy.types.Object,
+               collection: bpy.types.Collection) -> bpy.types.Object:
+    """A camera at the generator's pose, parented to the head (so it follows the head)."""
+    data = bpy.data.cameras.new(name)
+    data.type = "PERSP"
+    data.lens_unit = "MILLIMETERS"
+    data.sensor_fit = str(cam.get("sensor_fit", "HORIZONTAL"))
+    data.sensor_width = float(cam["sensor_width_mm"])
+    data.lens = float(cam["lens_mm"])
+    data.shift_x, data.shift_y = float(cam.get("shift_x", 0.0)), float(cam.get("shift_y", 0.0))
+    data.clip_start = 0.01
+    obj = bpy.data.objects.new(name, data)
+    collection.objects.link(obj)
+    obj.parent = parent
+    obj.matrix_parent_inverse = Matrix.Identity(4)
+    obj.matrix_basis = Matrix([[float(v) for v in row] for row in cam["matrix_world"]])
+    return obj
+
+
+def import_head(files: dict[str, str], name: str, location: Any, collection: bpy.types.Collection,
+                meta: dict[str, Any] | None = None, with_camera: bool = True) -> bpy.types.Object:
+    """Create the head object (and its camera) from a finished mesh job's files."""
+    if "mesh" not in files:
+        raise ImportFailed("the backend's result has no mesh file")
+    with np.load(files["mesh"]) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    mesh = build_mesh(name, arrays)
+    texture = load_texture(Path(files["texture"]), f"{name}_texture") if "texture" in files else None
+    mesh.materials.append(make_material(name, texture, "colours" in arrays))
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    obj.location = location
+    if meta:
+        obj["aware3d"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
+    if with_camera and "camera" in files:
+        cam = json.loads(Path(files["camera"]).read_text())
+        add_camera(f"{name}_camera", cam, obj, collection)
+    return obj
+
+
+def remove_job_folder(job_dir: str | None, root: Path) -> None:
+    """Delete a finished job's folder, but only inside our own jobs folder."""
+    if not job_dir:
+        return
+    path = Path(job_dir).resolve()
+    try:
+        path.relative_to(root.resolve())
+    except ValueError:
+        return
+    if path != root.resolve():
+        shutil.rmtree(path, ignore_errors=True)
