@@ -32,5 +32,5 @@ class BlobDataset:
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, np.ndarray]:
         return torch.from_numpy(self.images[idx]), self._labels[idx]
 
-    def labels(self) -> np.ndarray:
-        return self._labels
+    def get_label(self, idx: int) -> np.ndarray:
+        return self._labels[idx]

@@ -54,9 +54,9 @@ class ImageDataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, np.ndarray]: ...
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, Any]: ...
 
-    def labels(self) -> np.ndarray: ...
+    def get_label(self, idx: int) -> np.ndarray: ...
 
 
 @dataclass
@@ -95,7 +95,10 @@ class GanTrainer:
             raise ValueError(f"the data set's images are {dataset.resolution}px but config {cfg.name} makes "
                              f"{cfg.img_resolution}px images")
         self.cfg = cfg
-        self.labels_all = torch.from_numpy(np.asarray(dataset.labels(), dtype=np.float32))
+        labels = np.stack([np.asarray(dataset.get_label(i), dtype=np.float32) for i in range(len(dataset))])
+        if labels.ndim != 2 or labels.shape[1] != cfg.c_dim:
+            raise ValueError(f"the data set needs {cfg.c_dim}-value camera labels (dataset.json)")
+        self.labels_all = torch.from_numpy(labels)
         self.G = TriPlaneGenerator(cfg, seed=opts.seed).train().requires_grad_(False).to(self.device)
         self.G.dataset_label_std.copy_(self.labels_all.std(0).to(self.device))
         self.G_ema = copy.deepcopy(self.G).eval()

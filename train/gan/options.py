@@ -77,7 +77,8 @@ PRESETS: dict[str, GanOptions] = {
     "tiny": GanOptions(config="tiny", batch=4, kimg=0.05, d_channel_base=512, d_channel_max=32,
                        d_mapping_layers=2, blur_fade_kimg=0.02, snap_kimg=0.02, image_kimg=0.02, log_kimg=0.004,
                        imitation=ImitationOptions(start_kimg=0.02, patch_scale=0.5)),
-    "heads64": GanOptions(config="aware3d-heads64", batch=16, kimg=2000, d_channel_base=4096, d_channel_max=128,
-                          d_mapping_layers=2, r1_gamma=0.5, blur_fade_kimg=50, snap_kimg=2, image_kimg=2,
-                          log_kimg=0.2, ema_kimg=2.0, imitation=ImitationOptions(start_kimg=None)),
+    "heads64": GanOptions(config="aware3d-heads64", batch=8, kimg=500, d_channel_base=2048, d_channel_max=64,
+                          d_mapping_layers=2, r1_gamma=0.3, blur_fade_kimg=20, snap_kimg=1, image_kimg=2,
+                          log_kimg=0.1, ema_kimg=1.0, mbstd_group_size=4,
+                          imitation=ImitationOptions(start_kimg=150, patch_scale=0.5)),
 }
