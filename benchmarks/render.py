@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,29 @@ from backend.devices import hardware_description, resolve_device
 from backend.registry import load_generator
 from backend.render.renderer import DEFAULT_MEMORY_BUDGET, SamplingSettings
 from backend.sampling import camera_label
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler(threading.Thread):
+    """Polls the resident set size every few milliseconds: the peak of one phase, not of the process."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = current_rss_bytes()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.005):
+            self.peak = max(self.peak, current_rss_bytes())
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, current_rss_bytes())
 
 
 def peak_rss_bytes() -> int:
@@ -50,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    load_before = round(os.getloadavg()[0], 2)
     model = load_generator(args.model, device)
     G = model.generator
     cfg = G.cfg
@@ -78,6 +104,18 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     best, mean = min(times), sum(times) / len(times)
+    # How much memory the volume rendering itself adds (tri-planes already computed), for the budget.
+    render_increase = None
+    if device.type == "cpu" and Path("/proc/self/statm").exists():
+        z = torch.randn(args.batch, cfg.z_dim, generator=gen).to(device)
+        with torch.no_grad():
+            ws = G.mapping(z, c, truncation_psi=0.7)
+            planes = G.synthesize_planes(ws)
+            before = current_rss_bytes()
+            sampler = RssSampler()
+            sampler.start()
+            G.render(planes, ws, c, resolution=args.resolution, sampling=sampling, fp16_sr=args.fp16_sr)
+            render_increase = sampler.stop() - before
     result = {
         "benchmark": "render",
         "model": model.name,
@@ -99,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_memory_bytes": (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                               else peak_rss_bytes()),
         "memory_budget_bytes": args.memory_budget,
+        "render_phase_rss_increase_bytes": render_increase,
         "threads": torch.get_num_threads(),
+        # Other work on the machine slows CPU runs down; the load average says how busy it was.
+        "load_average_1min_before": load_before,
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -123,3 +123,14 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, f"largest difference between 1 and 2 processes: {worst}"
+
+
+def test_imitation_stage_can_be_added_when_resuming(tmp_path: Path) -> None:
+    plain = dataclasses.replace(tiny_options(kimg=0.008, snap_kimg=0.008, image_kimg=0, log_kimg=1),
+                                imitation=dataclasses.replace(PRESETS["tiny"].imitation, start_kimg=None))
+    GanTrainer(plain, BlobDataset(), tmp_path, log=False).run()
+    later = tiny_options(kimg=0.016, snap_kimg=0.008, image_kimg=0, log_kimg=1)
+    trainer = GanTrainer(later, BlobDataset(), tmp_path, log=False)
+    assert trainer.resume() and trainer.progress.nimg == 8
+    trainer.run()
+    assert trainer.imitation_active() and trainer.progress.nimg == 16

@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--out", type=Path, help="also write the report here")
     e.set_defaults(func=run_eval)
 
+    c = sub.add_parser("card", help="write a model card (samples, orbit, provenance, eval report) beside a model",
+                       description="Render a sample grid and an orbit and write NAME.md beside the model file, "
+                                   "with the provenance stored in the model and an eval report.")
+    c.add_argument("model", type=Path, help="the model file (.safetensors), e.g. assets/models/NAME.safetensors")
+    c.add_argument("--eval", type=Path, help="a report written by aware3d-train eval --out")
+    c.add_argument("--notes", default="", help="a paragraph describing the model (markdown)")
+    c.set_defaults(func=run_card)
+
 
 def _open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
     from backend.errors import Aware3DError
@@ -114,4 +122,16 @@ def run_eval(args: argparse.Namespace) -> int:
         from backend.fileio import write_json
 
         write_json(args.out, report)
+    return 0
+
+
+def run_card(args: argparse.Namespace) -> int:
+    from backend.errors import Aware3DError
+    from train.eval.card import write_model_card
+
+    if not args.model.is_file():
+        raise Aware3DError(f"model file not found: {args.model}", "pass the .safetensors file")
+    report = json.loads(args.eval.read_text()) if args.eval else None
+    path = write_model_card(args.model, report, notes=args.notes)
+    print(f"wrote {path}", file=sys.stderr)
     return 0

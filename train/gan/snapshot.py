@@ -62,11 +62,17 @@ def load_training_state(
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = json.loads((f.metadata() or {})[META_KEY])
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    fresh = []
     for name, module in modules.items():
         prefix = f"{name}."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not sd:  # a network added since the snapshot (e.g. the patch D of a later imitation stage)
+            fresh.append(name)
+            continue
         module.load_state_dict(sd, strict=True)
     for name, opt in optimizers.items():
+        if name not in header["optimizers"]:
+            continue
         om = header["optimizers"][name]
         state: dict[int, dict[str, Any]] = {}
         prefix = f"opt.{name}."
@@ -78,7 +84,9 @@ def load_training_state(
             idx, key = k.split(".", 1)
             state.setdefault(int(idx), {})[key] = v
         opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
-    return header["meta"]
+    meta = dict(header["meta"])
+    meta["fresh_modules"] = fresh
+    return meta
 
 
 def list_snapshots(run_dir: str | os.PathLike[str]) -> list[Path]:

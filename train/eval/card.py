@@ -1,0 +1,105 @@
+"""Model cards for bundled models: what the model is, how exactly it was made, and what it measures.
+
+``write_model_card`` renders a sample grid (seeds × yaws) and an orbit, and writes ``NAME.md`` beside the model
+with the provenance stored in the model file (data, command, kimg, wall time, hardware) and an evaluation
+report from ``aware3d-train eval``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.checkpoints.model_file import read_header
+from backend.fileio import write_bytes, write_png
+from backend.outputs import write_video
+from backend.registry import load_generator
+from backend.sampling import camera_label, make_latent, orbit_labels, render_view
+
+GRID_YAWS = (-45.0, -20.0, 0.0, 20.0, 45.0)
+
+
+def sample_grid(G: Any, seeds: list[int], yaws: tuple[float, ...] = GRID_YAWS, truncation: float = 0.7) -> np.ndarray:
+    rows = []
+    for seed in seeds:
+        latent = make_latent(G, seed, truncation)
+        rows.append(np.concatenate([render_view(G, latent, camera_label(G.cfg, y, 0.0)).image for y in yaws], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def _format_metrics(report: dict[str, Any]) -> str:
+    lines = ["| measure | value |", "|---|---|"]
+    q = report.get("quality", {})
+    for kind, label in (("image", "final image (SR)"), ("raw", "raw render"), ("direct", "direct render")):
+        if f"fid_{kind}" in q:
+            lines.append(f"| FID / KID, {label} (feature-net space, {q.get('count')} images) | "
+                         f"{q[f'fid_{kind}']:.3f} / {q[f'kid_{kind}']:.4f} |")
+    c = report.get("consistency", {})
+    for kind in ("raw", "sr", "direct"):
+        v = c.get(f"reprojection_error_{kind}")
+        if v is not None:
+            lines.append(f"| reprojection error ±{c.get('yaw_deg')}°, {kind} (mean abs, 0–1) | {v:.4f} |")
+    g = c.get("geometry", {})
+    if g:
+        lines.append(f"| frontal depth range over the head (p5–p95, world units) | {g.get('depth_range', 0):.3f} |")
+    d = report.get("dataset", {})
+    if d.get("reprojection_error_ground_truth") is not None:
+        lines.append(f"| same reprojection check on the data's ground truth ±{d['yaw_deg']}° | "
+                     f"{d['reprojection_error_ground_truth']:.4f} |")
+    return "\n".join(lines)
+
+
+def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None, notes: str = "",
+                     seeds: int = 6, orbit_frames: int = 48) -> Path:
+    model_path = Path(model_path)
+    name = model_path.name.removesuffix(".safetensors")
+    folder = model_path.parent
+    header = read_header(model_path)
+    G = load_generator(str(model_path)).generator
+    grid = sample_grid(G, list(range(seeds)))
+    write_png(folder / f"{name}_samples.png", grid)
+    latent = make_latent(G, 0, 0.7)
+    frames = [render_view(G, latent, lab).image for lab in orbit_labels(G.cfg, orbit_frames, 45.0, 10.0)]
+    write_video(folder / f"{name}_orbit.gif", frames, fps=16)
+    p = header.provenance
+    cfg = header.config
+    size_mb = model_path.stat().st_size / 2**20
+    text = f"""# Model card: {name}
+
+{notes}
+
+| | |
+|---|---|
+| architecture | `{cfg.get('name')}` ({cfg.get('family')}, {cfg.get('img_resolution')}² images from a \
+{cfg.get('neural_rendering_resolution')}² neural render, {cfg.get('triplane_resolution')}² tri-planes, projection \
+{cfg.get('projection')}) |
+| file | `{model_path.name}`, {size_mb:.2f} MB |
+| training data | `{p.get('data', '?')}` (synthetic heads made by `aware3d-train make-dataset`, see the README) |
+| command | `{p.get('command', '?')}` |
+| length | {p.get('kimg', '?')} kimg |
+| wall time | {float(p.get('wall_time_s', 0)) / 3600:.2f} h |
+| hardware | {p.get('hardware', '?')}, {p.get('processes', 1)} process(es) |
+
+Samples (seeds 0–{seeds - 1}, truncation 0.7, yaw −45°, −20°, 0°, 20°, 45°):
+
+![samples]({name}_samples.png)
+
+Orbit (seed 0, yaw ±45°, pitch ±10°): [{name}_orbit.gif]({name}_orbit.gif)
+
+## Evaluation (`aware3d-train eval`)
+
+{_format_metrics(eval_report) if eval_report else 'Not evaluated.'}
+
+<details><summary>Full report</summary>
+
+```json
+{json.dumps(eval_report, indent=2) if eval_report else '{}'}
+```
+</details>
+"""
+    path = folder / f"{name}.md"
+    write_bytes(path, text.encode())
+    return path
