@@ -98,3 +98,21 @@ def test_generator_consistency_report_on_a_head_shaped_field() -> None:
     assert report["reprojection_error_direct"] < 0.05
     assert report["geometry"]["depth_range"] > 0.05  # a ball is not flat
     json.dumps(report)
+
+
+def test_model_card_lists_provenance_and_metrics(tmp_path: Path) -> None:
+    from backend.checkpoints.model_file import save_model
+    from backend.configs import TINY
+    from backend.generator import TriPlaneGenerator
+    from train.eval.card import write_model_card
+
+    path = tmp_path / "mini.safetensors"
+    save_model(path, TriPlaneGenerator(TINY).state_dict(), kind="gan", config=TINY.to_dict(),
+               provenance={"source": "aware3d-train gan", "command": "aware3d-train gan --data d.zip", "kimg": 1.5,
+                           "wall_time_s": 7200, "hardware": "CPU: test", "data": "d.zip"})
+    report = {"quality": {"count": 10, "fid_image": 1.5, "kid_image": 0.01},
+              "consistency": {"reprojection_error_raw": 0.02, "yaw_deg": 20, "geometry": {"depth_range": 0.3}}}
+    card = write_model_card(path, report, notes="A test model.", seeds=2, orbit_frames=4)
+    text = card.read_text()
+    assert "aware3d-train gan --data d.zip" in text and "2.00 h" in text and "1.500" in text
+    assert (tmp_path / "mini_samples.png").is_file() and (tmp_path / "mini_orbit.gif").is_file()
