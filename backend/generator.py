@@ -111,14 +111,17 @@ class TriPlaneGenerator(nn.Module):
         plane_set: PlaneSet = "all",
         on_progress: Callable[[int, int], None] | None = None,
     ) -> RenderResult:
-        """Volume-render the rays through normalised image points ``uv`` ([M, 2] or [N, M, 2]) of cameras c."""
+        """Volume-render the rays through normalised image points ``uv`` ([M, 2] or [N, M, 2]) of cameras c.
+
+        Returns channels-first per-ray results: features [N, C, M], depth and opacity [N, 1, M].
+        """
         selected = self._select(planes, plane_set)
         cam2world, intrinsics = label_cameras(c.to(torch.float32))
         origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
         return self.renderer.render(
             lambda pts: self.query(selected, pts), origins, dirs, sampling or SamplingSettings(),
             feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
-            on_chunk=on_progress)
+            out_channels=self.cfg.decoder_output_dim, on_chunk=on_progress)
 
     def super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
                       fp16: bool = True) -> torch.Tensor:
@@ -151,9 +154,9 @@ class TriPlaneGenerator(nn.Module):
         uv = pixel_uv(res, c.device)
         result = self.render_rays(planes, c, uv, sampling, plane_set, on_progress)
         n = c.shape[0]
-        feature_image = result.features.permute(0, 2, 1).reshape(n, -1, res, res).contiguous()
-        depth_image = result.depth.permute(0, 2, 1).reshape(n, 1, res, res)
-        alpha_image = result.weight_sum.permute(0, 2, 1).reshape(n, 1, res, res)
+        feature_image = result.features.reshape(n, -1, res, res)
+        depth_image = result.depth.reshape(n, 1, res, res)
+        alpha_image = result.weight_sum.reshape(n, 1, res, res)
         rgb_image = feature_image[:, :3]
         sr = self.superresolution
         if run_sr == "auto":

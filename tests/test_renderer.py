@@ -115,8 +115,8 @@ def test_sphere_renders_with_the_analytic_depth_and_silhouette() -> None:
     c = label()
     origins, dirs = camera_rays(c, 32)
     res = renderer.render(sphere_field(), origins, dirs, SamplingSettings(exact=True), feature_channels=3)
-    alpha = res.weight_sum[0, :, 0].reshape(32, 32)
-    depth = res.depth[0, :, 0].reshape(32, 32)
+    alpha = res.weight_sum[0, 0].reshape(32, 32)
+    depth = res.depth[0, 0].reshape(32, 32)
     # Analytic: ray-sphere intersection distance along the unit ray.
     o, d = origins[0], dirs[0]
     b = (o * d).sum(-1)
@@ -147,7 +147,7 @@ def render(settings: SamplingSettings, field=None) -> torch.Tensor:
     origins, dirs = camera_rays(label(10, 5), 16)
     with torch.no_grad():
         res = renderer.render(field or tiny_field(), origins, dirs, settings, feature_channels=4)
-    return torch.cat([res.features, res.depth], dim=-1)
+    return torch.cat([res.features, res.depth], dim=1)
 
 
 def test_seeded_render_is_bit_identical_and_seed_dependent() -> None:

@@ -19,7 +19,8 @@ from backend.config import RenderingConfig
 # A field maps world points [N, M, 3] to {'sigma': [N, M, 1], 'rgb': [N, M, C]}.
 FieldFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of intermediate activations per ray chunk (1 GiB)
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes a whole render may use beyond its inputs (1 GiB)
+RANDOM_BLOCK = 1024  # rays per seeded block of random numbers
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,11 @@ class SamplingSettings:
 
 @dataclass
 class RenderResult:
-    features: torch.Tensor  # [N, M, C]
-    depth: torch.Tensor     # [N, M, 1]
-    weight_sum: torch.Tensor  # [N, M, 1] accumulated opacity
+    """Per-ray results; ``render`` returns them channels-first ([N, C, M]), chunks channels-last."""
+
+    features: torch.Tensor
+    depth: torch.Tensor
+    weight_sum: torch.Tensor  # accumulated opacity
 
 
 def bytes_per_ray(samples: int, feature_channels: int, hidden: int, out_dim: int) -> int:
@@ -141,28 +144,40 @@ class ImportanceRenderer:
         self.opts = opts
 
     def _random_streams(
-        self, n: int, m: int, n_coarse: int, n_fine: int, settings: SamplingSettings, device: torch.device
+        self, n: int, ray_slice: slice, n_coarse: int, n_fine: int, settings: SamplingSettings,
+        device: torch.device,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Jitter [N, m, n_coarse, 1] and importance ``u`` [N, m, n_fine] for the rays of one chunk.
+
+        Seeded numbers come in blocks of ``RANDOM_BLOCK`` rays, each from a generator seeded by (seed,
+        sample, block), so a ray's numbers do not depend on the chunking and no chunk holds more than its
+        own share.
+        """
+        m = ray_slice.stop - ray_slice.start
         if settings.exact:
-            jitter = None
-            u = torch.linspace(0, 1, n_fine, device=device).expand(n, m, n_fine)
-            return jitter, u
+            return None, torch.linspace(0, 1, n_fine, device=device).expand(n, m, n_fine)
+        if settings.sample_seeds is None and settings.seed is None:
+            jitter = torch.rand([n, m, n_coarse, 1], device=device)
+            return jitter, torch.rand([n, m, n_fine], device=device)
         if settings.sample_seeds is not None:
             if len(settings.sample_seeds) != n:
                 raise ValueError(f"{len(settings.sample_seeds)} sample seeds for a batch of {n}")
-            jit, us = [], []
-            for s in settings.sample_seeds:
-                g = torch.Generator(device=device).manual_seed(s)
-                jit.append(torch.rand([1, m, n_coarse, 1], device=device, generator=g))
-                us.append(torch.rand([1, m, n_fine], device=device, generator=g))
-            return torch.cat(jit), torch.cat(us)
-        gen = None
-        if settings.seed is not None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(settings.seed)
-        jitter = torch.rand([n, m, n_coarse, 1], device=device, generator=gen)
-        u = torch.rand([n, m, n_fine], device=device, generator=gen)
-        return jitter, u
+            seeds = [int(s) for s in settings.sample_seeds]
+        else:
+            assert settings.seed is not None
+            seeds = [int(settings.seed) * 1_000_003 + i for i in range(n)]
+        first, last = ray_slice.start // RANDOM_BLOCK, (ray_slice.stop - 1) // RANDOM_BLOCK
+        offset = ray_slice.start - first * RANDOM_BLOCK
+        jit, us = [], []
+        for seed in seeds:
+            blocks_j, blocks_u = [], []
+            for b in range(first, last + 1):
+                g = torch.Generator(device=device).manual_seed((seed * 7_919 + b) % (2**63 - 1))
+                blocks_j.append(torch.rand([RANDOM_BLOCK, n_coarse, 1], device=device, generator=g))
+                blocks_u.append(torch.rand([RANDOM_BLOCK, n_fine], device=device, generator=g))
+            jit.append(torch.cat(blocks_j)[offset : offset + m])
+            us.append(torch.cat(blocks_u)[offset : offset + m])
+        return torch.stack(jit), torch.stack(us)
 
     def _coarse_depths(
         self, origins: torch.Tensor, dirs: torch.Tensor, n_coarse: int, jitter: torch.Tensor | None
@@ -225,39 +240,54 @@ class ImportanceRenderer:
         rgb, depth, weights = ray_march(colors, densities, depths, self.opts)
         return RenderResult(rgb, depth, weights.sum(dim=2))
 
+    def chunk_size(self, n: int, m: int, samples: int, settings: SamplingSettings, feature_channels: int,
+                   hidden: int, out_channels: int) -> int:
+        """Rays per chunk so that the whole render (outputs included) fits ``settings.memory_budget``."""
+        if settings.ray_chunk is not None:
+            return max(1, settings.ray_chunk)
+        fixed = 4 * n * m * (out_channels + 2)
+        per_ray = bytes_per_ray(samples, feature_channels, hidden, out_channels) * n
+        return max(256, (settings.memory_budget - fixed) // per_ray)
+
     def render(
         self,
         field: FieldFn,
         origins: torch.Tensor,
         dirs: torch.Tensor,
-        settings: SamplingSettings = SamplingSettings(),
+        settings: SamplingSettings | None = None,
         feature_channels: int = 32,
         hidden: int = 64,
+        out_channels: int = 32,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> RenderResult:
-        """Render rays [N, M, 3]; rays are processed in chunks that fit ``settings.memory_budget``."""
+        """Render rays [N, M, 3] in chunks that fit ``settings.memory_budget``.
+
+        Returns channels-first results: features [N, C, M], depth [N, 1, M], accumulated opacity [N, 1, M].
+        """
+        settings = settings or SamplingSettings()
         n, m, _ = origins.shape
         n_coarse = settings.depth_resolution or self.opts.depth_resolution
         n_fine = (self.opts.depth_resolution_importance if settings.depth_resolution_importance is None
                   else settings.depth_resolution_importance)
-        jitter, u = self._random_streams(n, m, n_coarse, n_fine, settings, origins.device)
-        chunk = settings.ray_chunk
-        if chunk is None:
-            per_ray = bytes_per_ray(n_coarse + n_fine, feature_channels, hidden, feature_channels) * n
-            chunk = max(256, settings.memory_budget // per_ray)
-        parts: list[RenderResult] = []
+        chunk = self.chunk_size(n, m, n_coarse + n_fine, settings, feature_channels, hidden, out_channels)
         n_chunks = (m + chunk - 1) // chunk
+        out: RenderResult | None = None
         for i, start in enumerate(range(0, m, chunk)):
             sl = slice(start, min(start + chunk, m))
-            parts.append(self._render_chunk(
-                field, origins[:, sl], dirs[:, sl],
-                None if jitter is None else jitter[:, sl], u[:, sl], n_coarse, n_fine))
+            jitter, u = self._random_streams(n, sl, n_coarse, n_fine, settings, origins.device)
+            part = self._render_chunk(field, origins[:, sl], dirs[:, sl], jitter, u, n_coarse, n_fine)
+            feats, depth, alpha = (t.transpose(1, 2) for t in (part.features, part.depth, part.weight_sum))
+            if n_chunks == 1:
+                out = RenderResult(feats, depth, alpha)
+            else:
+                if out is None:  # written chunk by chunk: no list of parts and no concatenation copy
+                    out = RenderResult(feats.new_empty(n, feats.shape[1], m), depth.new_empty(n, 1, m),
+                                       alpha.new_empty(n, 1, m))
+                out.features[:, :, sl] = feats
+                out.depth[:, :, sl] = depth
+                out.weight_sum[:, :, sl] = alpha
+            del part, feats, depth, alpha, jitter, u
             if on_chunk is not None:
                 on_chunk(i + 1, n_chunks)
-        if len(parts) == 1:
-            return parts[0]
-        return RenderResult(
-            torch.cat([p.features for p in parts], dim=1),
-            torch.cat([p.depth for p in parts], dim=1),
-            torch.cat([p.weight_sum for p in parts], dim=1),
-        )
+        assert out is not None
+        return out

@@ -219,7 +219,7 @@ class GanTrainer:
             uv = patch_uv(full, ps, corners[:, 0], corners[:, 1]).to(self.device)
             res = G.render_rays(planes, c, uv, self._sampling(f"patchrender_{phase}"))
             n = c.shape[0]
-            out["patch_raw"] = res.features[..., :3].permute(0, 2, 1).reshape(n, 3, ps, ps)
+            out["patch_raw"] = res.features[:, :3].reshape(n, 3, ps, ps)
             rows = corners[:, 0, None] + torch.arange(ps, device=self.device)
             cols = corners[:, 1, None] + torch.arange(ps, device=self.device)
             img = out["image"]
