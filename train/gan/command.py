@@ -40,6 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The command as a user would type it, rebuilt from the parsed arguments (also for in-process calls)."""
+    words = ["aware3d-train", "gan"]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return words
+
+
 def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from backend.configs import get_config
     from backend.errors import Aware3DError
@@ -96,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError(f"data set not found: {args.data}", "check the path") from None
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = GanTrainer(opts, data, args.out, device=device, dist=info, command=["aware3d-train", *sys.argv[1:]],
+        trainer = GanTrainer(opts, data, args.out, device=device, dist=info, command=command_line(args),
                              data_path=str(args.data))
     except ValueError as exc:
         raise Aware3DError(str(exc), "pick a --config whose image size matches the data set") from None

@@ -278,7 +278,7 @@ class GanTrainer:
             sigma = self.G.query(planes, torch.cat([pts, pts + noise * o.density_reg_p_dist], dim=1))["sigma"]
             tv = F.l1_loss(sigma[:, :1000], sigma[:, 1000:]) * o.density_reg
             self._step(self.opt_G, self.G, tv * o.g_reg_interval)
-            stats["loss/G_density"] = float(tv)
+            stats["loss/G_density"] = float(tv.detach())
         self.G.requires_grad_(False)
 
         # Discriminator: fakes and reals (+ lazy R1).
