@@ -12,6 +12,8 @@ allocator's peak on GPUs and the process's peak resident set size on CPUs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -52,6 +54,12 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
         self.join()
         return max(self.peak, current_rss_bytes())
+
+
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc), making RSS track live allocations."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def peak_rss_bytes() -> int:
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             ws = G.mapping(z, c, truncation_psi=0.7)
             planes = G.synthesize_planes(ws)
+            release_free_memory()  # so that memory freed earlier cannot hide the render's own allocations
             before = current_rss_bytes()
             sampler = RssSampler()
             sampler.start()

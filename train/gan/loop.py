@@ -262,8 +262,8 @@ class GanTrainer:
             imitation = self.perceptual(out["patch_raw"], out["patch_target"].detach())
             adv_patch = F.softplus(-self.D_patch(out["patch_raw"], None)).mean()  # type: ignore[call-overload]
             loss_g = loss_g + o.imitation.weight * imitation + o.imitation.patch_gan_weight * adv_patch
-            stats["loss/G_imitation"] = float(imitation)
-            stats["loss/G_patch"] = float(adv_patch)
+            stats["loss/G_imitation"] = float(imitation.detach())
+            stats["loss/G_patch"] = float(adv_patch.detach())
         self._step(self.opt_G, self.G, loss_g)
 
         # Generator regulariser: density smoothness (EG3D's 'l1' density regularisation).
@@ -301,9 +301,9 @@ class GanTrainer:
             grads = torch.autograd.grad(logits_real.sum(), [real_in, real_raw_in], create_graph=True)
             r1 = sum(g.square().sum(dim=[1, 2, 3]) for g in grads).mean()  # type: ignore[union-attr]
             loss_d = loss_d + r1 * (o.r1_gamma / 2) * o.d_reg_interval
-            stats["loss/D_r1"] = float(r1)
-        stats["loss/D"] = float(loss_fake + loss_real)
-        stats["scores/real"] = float(logits_real.mean())
+            stats["loss/D_r1"] = float(r1.detach())
+        stats["loss/D"] = float((loss_fake + loss_real).detach())
+        stats["scores/real"] = float(logits_real.detach().mean())
         self._step(self.opt_D, self.D, loss_d)
         self.D.requires_grad_(False)
 
@@ -324,7 +324,7 @@ class GanTrainer:
                 (g,) = torch.autograd.grad(logits.sum(), [crops_in], create_graph=True)  # type: ignore[union-attr]
                 r1p = g.square().sum(dim=[1, 2, 3]).mean()
                 loss_p = loss_p + r1p * (o.imitation.r1_gamma_patch / 2) * o.d_reg_interval
-            stats["loss/D_patch"] = float(loss_pf + loss_pr)
+            stats["loss/D_patch"] = float((loss_pf + loss_pr).detach())
             self._step(self.opt_Dp, self.D_patch, loss_p)
             self.D_patch.requires_grad_(False)
 
@@ -379,6 +379,14 @@ class GanTrainer:
         self.progress = Progress(**meta["progress"])
         return True
 
+    def _export_before_imitation(self) -> None:
+        """Keep the generator as it is when the imitation stage starts, to compare before and after."""
+        start = self.opts.imitation.start_kimg
+        path = self.run_dir / "before-imitation.safetensors"
+        if (self.dist.is_main and self.D_patch is not None and start is not None and start <= self.kimg < start + 1
+                and not path.exists()):
+            self.export(path)
+
     def provenance(self, wall_time: float) -> dict[str, Any]:
         return {
             "source": "aware3d-train gan",
@@ -430,6 +438,7 @@ class GanTrainer:
             write_json(self.run_dir / "options.json", {"options": o.to_dict(), "config": self.cfg.to_dict(),
                                                        "command": self.command, "data": self.data_path})
         while self.progress.nimg < o.kimg * 1000:
+            self._export_before_imitation()
             if o.image_kimg > 0 and self.progress.nimg >= next_img and self.dist.is_main:
                 self.log.image_grid(self.kimg, "grid", self.image_grid(4), cols=6)
                 next_img += int(o.image_kimg * 1000)
