@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Entry point of the ``aware3d-train`` command.
+
+Sub-commands are registered by modules listed in ``COMMAND_MODULES``; each exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the parsed arguments
+and returning an exit code. A module that does not exist yet is skipped, so others can add ``gan``,
+``eval``, ``diffusion``, ``depth`` ... by adding a module and one line here. Heavy imports (torch) happen
+inside the callables, so ``aware3d-train --help`` stays fast. User errors are one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from backend import __version__
+from backend.errors import Aware3DError
+
+PROG = "aware3d-train"
+
+# Modules providing sub-commands, in the order ``--help`` lists them ("train.cli" = this module).
+COMMAND_MODULES: tuple[str, ...] = (
+    "train.cli",
+    "train.gan.command",
+    "train.eval.command",
+    "train.diffusion.command",
+    "train.depth.command",
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# make-dataset
+# --------------------------------------------------------------------------------------------------------
+
+
+def _make_dataset(args: argparse.Namespace) -> int:
+    from train.synthetic.writer import DatasetError, build_dataset
+
+    try:
+        summary = build_dataset(
+            out=args.out, count=args.count, res=args.res, seed=args.seed, test_heads=args.test_heads,
+            test_out=args.test_out, device=args.device, resume=args.resume, workers=args.workers,
+            batch=args.batch, progress=not args.quiet, keep_parts=args.keep_parts,
+        )
+    except DatasetError as exc:
+        raise Aware3DError(str(exc)) from exc
+    except OSError as exc:
+        raise Aware3DError(f"cannot write the data set: {exc.strerror or exc} ({exc.filename or args.out})") \
+            from exc
+    test = f" + {summary['test_out']}" if summary["test_out"] else ""
+    if summary["rendered"] == 0 and summary["workers"] == 0:
+        print(f"{summary['out']}{test} already complete ({summary['images']} images); nothing to do")
+        return 0
+    print(f"wrote {summary['out']}{test}: {summary['images']} images in {summary['seconds']} s "
+          f"({summary['images_per_s']} images/s rendering, {summary['workers']} worker(s))")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "make-dataset",
+        help="render the procedural synthetic-head data set (EG3D zip + depth + parameters)",
+        description="Render N synthetic heads in EG3D's FFHQ camera convention and write an EG3D-format "
+        "zip (PNGs + dataset.json labels) with per-image depth (.depth.npy) and params.json; with "
+        "--test-heads K also a held-out test zip with 27 views per head. Deterministic by --seed.",
+    )
+    p.add_argument("--count", type=_positive_int, required=True, help="number of training images")
+    p.add_argument("--res", type=_positive_int, default=128, help="image size, a power of two (default 128)")
+    p.add_argument("--out", required=True, help="output zip, e.g. heads128.zip")
+    p.add_argument("--seed", type=_positive_int, default=0, help="data set seed (default 0)")
+    p.add_argument("--test-heads", type=_positive_int, default=0,
+                   help="held-out test heads, 27 views each (default 0: no test split)")
+    p.add_argument("--test-out", default=None, help="test zip (default: <out stem>_test.zip)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--resume", action="store_true", help="keep the finished units of a killed run")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="render processes (default: one per CPU core; 1 on CUDA)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="images per render batch")
+    p.add_argument("--keep-parts", action="store_true", help="keep the <out>.parts work folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_make_dataset)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Aware3D training: data sets, models, evaluation.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if name == __name__ or name == "train.cli":
+            register(sub)
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command whose module is not there yet
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Aware3DError as exc:
+        print(f"{PROG}: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (finished units are kept; rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
