@@ -12,11 +12,10 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from backend import __version__
+from backend.cli import driver
 from backend.errors import Aware3DError
 
 PROG = "aware3d-train"
@@ -97,37 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Aware3D training: data sets, models, evaluation.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        if name == __name__ or name == "train.cli":
-            register(sub)
-            continue
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command whose module is not there yet
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
-    return parser
+    return driver.build_parser(PROG, "Aware3D training: data sets, models, evaluation.", COMMAND_MODULES,
+                               local={"train.cli": register})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except Aware3DError as exc:
-        print(f"{PROG}: error: {exc.one_line()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (finished units are kept; rerun with --resume)", file=sys.stderr)
-        return 130
+    return driver.run(PROG, build_parser(), argv,
+                      interrupted="interrupted (finished units are kept; rerun with --resume)")
 
 
 if __name__ == "__main__":
