@@ -107,11 +107,23 @@ def stage(root: Path, dest: Path, with_models: bool = True) -> Path:
     models = root / "assets" / "models"
     if with_models and models.is_dir():
         for path in sorted(models.iterdir()):
-            if path.is_file() and path.suffix in MODEL_SUFFIXES and not path.name.startswith("."):
+            if (path.is_file() and path.suffix in MODEL_SUFFIXES and not path.name.startswith(".")
+                    and _is_generator(path)):
                 (dest / "assets" / "models").mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest / "assets" / "models" / path.name)
     (dest / "backend_requirements.txt").write_text(requirements_text(root))
     return dest
+
+
+def _is_generator(path: Path) -> bool:
+    """Only generators go into the extension (the evaluation feature network is of no use in Blender)."""
+    from backend.checkpoints.model_file import read_header
+    from backend.errors import Aware3DError
+
+    try:
+        return read_header(path).kind == "gan"
+    except Aware3DError:
+        return False
 
 
 def _tool_cmd(blender: str | None) -> list[str]:

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "statistics; and, with --test-data, the same consistency check on ground truth.")
     e.add_argument("--model", required=True, help="model name or path")
     e.add_argument("--data", required=True, type=Path, help="real images (EG3D-format zip)")
-    e.add_argument("--features", required=True, type=Path, help="feature network (aware3d-train features)")
+    e.add_argument("--features", type=Path,
+                   help="feature network from aware3d-train features (default: the bundled aware3d-features64)")
     e.add_argument("--test-data", type=Path, help="a *_test.zip with ground-truth depth (dataset check)")
     e.add_argument("--count", type=int, default=2000, help="images per FID/KID estimate")
     e.add_argument("--latents", type=int, default=16, help="heads for the consistency measure")
@@ -100,6 +101,10 @@ def run_eval(args: argparse.Namespace) -> int:
     model = load_generator(args.model, device)
     data = _open_zip(args.data)
     test = _open_zip(args.test_data, extras=True) if args.test_data else None
+    if args.features is None:
+        from backend.registry import bundled_models_dir
+
+        args.features = bundled_models_dir() / "aware3d-features64.safetensors"
     net = load_feature_net(args.features, device)
     bars: dict[str, object] = {}
 
