@@ -85,6 +85,10 @@ class GeneratorConfig:
     projection: Projection = "eg3d"
     aware3d_res: tuple[int, ...] = ()
     detail_plane: bool = False
+    # Aware3D's own models: 'gradient' learns a backdrop (a top and a bottom colour/feature vector per head,
+    # blended by image row) composited behind the volume, so the tri-planes need not model the image
+    # background as geometry. Official checkpoints use 'none'.
+    background: Literal["none", "gradient"] = "none"
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
 
     def __post_init__(self) -> None:

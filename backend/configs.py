@@ -39,7 +39,7 @@ TINY = GeneratorConfig(
     name="tiny", family="eg3d", z_dim=32, w_dim=32, img_resolution=64, triplane_resolution=32,
     triplane_channels=24, channel_base=512, channel_max=32, superresolution="hybrid2x", sr_input=32,
     sr_channels=(16, 8), sr_fp16=False, decoder_hidden=16, decoder_output_dim=8,
-    neural_rendering_resolution=32, projection="corrected",
+    neural_rendering_resolution=32, projection="corrected", background="gradient",
     rendering=RenderingConfig(depth_resolution=12, depth_resolution_importance=12),
 )
 
@@ -61,7 +61,7 @@ HEADS64 = GeneratorConfig(
     name="aware3d-heads64", family="eg3d", z_dim=256, w_dim=256, img_resolution=64, triplane_resolution=64,
     triplane_channels=48, channel_base=2048, channel_max=64, superresolution="hybrid2x", sr_input=32,
     sr_channels=(32, 16), sr_fp16=False, decoder_hidden=64, decoder_output_dim=16, neural_rendering_resolution=32,
-    projection="corrected",
+    projection="corrected", background="gradient",
     rendering=RenderingConfig(depth_resolution=16, depth_resolution_importance=16),
 )
 

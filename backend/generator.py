@@ -15,6 +15,7 @@ from torch import nn
 
 from backend.config import GeneratorConfig
 from backend.nets.decoder import Decoder
+from backend.nets.layers import FullyConnectedLayer
 from backend.nets.superresolution import SuperResolution
 from backend.nets.synthesis import Backbone, BlockRuntime
 from backend.render.rays import label_cameras, pixel_uv, rays_from_uv
@@ -42,6 +43,8 @@ class TriPlaneGenerator(nn.Module):
             self.superresolution = SuperResolution(cfg) if cfg.superresolution != "none" else None
             self.decoder = Decoder(cfg.plane_channels, cfg.decoder_hidden, cfg.decoder_output_dim,
                                    cfg.decoder_lr_mul)
+            if cfg.background == "gradient":
+                self.background = FullyConnectedLayer(cfg.w_dim, 2 * cfg.decoder_output_dim)
         self.renderer = ImportanceRenderer(cfg.rendering)
 
     # Latents -----------------------------------------------------------------------------------------
@@ -102,6 +105,16 @@ class TriPlaneGenerator(nn.Module):
 
     # Rendering ---------------------------------------------------------------------------------------
 
+    def backdrop(self, ws: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+        """Background features in [0, 1] ([N, C, M]) at image rows ``v`` ([N, M] or [M], 0 = top)."""
+        if self.cfg.background != "gradient":
+            return None
+        top_bottom = torch.sigmoid(self.background(ws[:, -1])) * (1 + 2 * 0.001) - 0.001
+        top, bottom = top_bottom.reshape(ws.shape[0], 2, -1).unbind(1)
+        v = v.expand(ws.shape[0], -1) if v.ndim == 1 else v
+        t = v.clamp(0, 1).unsqueeze(1)
+        return top.unsqueeze(-1) * (1 - t) + bottom.unsqueeze(-1) * t
+
     def render_rays(
         self,
         planes: list[torch.Tensor],
@@ -110,6 +123,7 @@ class TriPlaneGenerator(nn.Module):
         sampling: SamplingSettings | None = None,
         plane_set: PlaneSet = "all",
         on_progress: Callable[[int, int], None] | None = None,
+        ws: torch.Tensor | None = None,
     ) -> RenderResult:
         """Volume-render the rays through normalised image points ``uv`` ([M, 2] or [N, M, 2]) of cameras c.
 
@@ -118,10 +132,18 @@ class TriPlaneGenerator(nn.Module):
         selected = self._select(planes, plane_set)
         cam2world, intrinsics = label_cameras(c.to(torch.float32))
         origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
-        return self.renderer.render(
+        result = self.renderer.render(
             lambda pts: self.query(selected, pts), origins, dirs, sampling or SamplingSettings(),
             feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
             out_channels=self.cfg.decoder_output_dim, on_chunk=on_progress)
+        if self.cfg.background != "none":
+            if ws is None:
+                raise ValueError("this model composites a learned backdrop: pass ws to render_rays")
+            back = self.backdrop(ws, uv[..., 1])
+            assert back is not None
+            # Features are 2·x − 1 of the accumulated colour x; adding (1 − α)·b behind gives + 2(1 − α)·b.
+            result.features = result.features + 2 * (1 - result.weight_sum) * back
+        return result
 
     def super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
                       fp16: bool = True) -> torch.Tensor:
@@ -152,7 +174,7 @@ class TriPlaneGenerator(nn.Module):
         """
         res = resolution or self.cfg.neural_rendering_resolution
         uv = pixel_uv(res, c.device)
-        result = self.render_rays(planes, c, uv, sampling, plane_set, on_progress)
+        result = self.render_rays(planes, c, uv, sampling, plane_set, on_progress, ws=ws)
         n = c.shape[0]
         feature_image = result.features.reshape(n, -1, res, res)
         depth_image = result.depth.reshape(n, 1, res, res)

@@ -146,3 +146,23 @@ def test_ffhq512_128_samples_on_cpu_with_random_weights() -> None:
     assert view.image.shape == (512, 512, 3)
     assert view.raw.shape == (128, 128, 3)
     assert np.isfinite(view.depth).all()
+
+
+def test_learned_backdrop_fills_what_the_volume_leaves_transparent() -> None:
+    """With an empty volume the image is the backdrop: a vertical blend of two learned colours."""
+    G = TriPlaneGenerator(TINY).eval()
+    ws = G.mapping(torch.randn(1, TINY.z_dim), torch.zeros(1, 25))
+    c = torch.from_numpy(camera_label(TINY))[None]
+
+    def empty(planes, coords, plane_set="all"):  # type: ignore[no-untyped-def]
+        n, m, _ = coords.shape
+        return {"sigma": torch.full((n, m, 1), -100.0), "rgb": torch.zeros(n, m, TINY.decoder_output_dim)}
+
+    G.query = empty  # type: ignore[method-assign]
+    with torch.no_grad():
+        planes = G.synthesize_planes(ws)
+        raw = G.render(planes, ws, c, sampling=SamplingSettings(exact=True))["image_raw"][0]
+        back = G.backdrop(ws, torch.linspace(0, 1, 3))[0, :3]
+    assert torch.allclose(raw[:, 0, :], (raw[:, 0, :1]).expand_as(raw[:, 0, :]), atol=1e-5)  # rows are flat
+    assert torch.allclose(raw[:, 0, 0], back[:, 0] * 2 - 1, atol=0.05)   # top row ≈ top colour
+    assert torch.allclose(raw[:, -1, 0], back[:, 2] * 2 - 1, atol=0.05)  # bottom row ≈ bottom colour

@@ -46,8 +46,12 @@ def register(subparsers: Any) -> None:
                    help="blender: metres, imports upright facing -Y with Blender's default importers; "
                         "eg3d: generator units and axes (Y up, face +Z)")
     add_device_arg(p)
-    p.add_argument("--coarse-to-fine", action="store_true",
-                   help="query the network only near the surface (10x+ fewer queries at 512³, same mesh)")
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument("--coarse-to-fine", dest="coarse_to_fine", action="store_true", default=True,
+                      help="query the network only near the surface (the default: ~10x fewer queries at 512³, "
+                           "the same mesh)")
+    grid.add_argument("--full-grid", dest="coarse_to_fine", action="store_false",
+                      help="query every grid point (for comparison; much slower)")
     p.add_argument("--mc", choices=MC_CHOICES, default="auto", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, help="output file: .glb, .obj (+.mtl/.png) or .ply")
     p.set_defaults(func=run)

@@ -217,7 +217,7 @@ class GanTrainer:
             corners = torch.randint(full - ps + 1, (self.opts.batch, 2), generator=self._gen(f"patch_{phase}"))
             corners = self._local(corners)
             uv = patch_uv(full, ps, corners[:, 0], corners[:, 1]).to(self.device)
-            res = G.render_rays(planes, c, uv, self._sampling(f"patchrender_{phase}"))
+            res = G.render_rays(planes, c, uv, self._sampling(f"patchrender_{phase}"), ws=ws)
             n = c.shape[0]
             out["patch_raw"] = res.features[:, :3].reshape(n, 3, ps, ps)
             rows = corners[:, 0, None] + torch.arange(ps, device=self.device)
