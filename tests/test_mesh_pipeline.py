@@ -76,11 +76,8 @@ def test_bumpy_ellipsoid_matches_ground_truth() -> None:
 
 
 def _synthetic_head():  # type: ignore[no-untyped-def]
-    try:
-        from train.synthetic.params import sample_head
-        from train.synthetic.sdf import head_albedo, head_sdf
-    except ImportError as exc:  # the colleague's module is not there (yet)
-        pytest.skip(f"train.synthetic.head_sdf is not available ({exc})")
+    from train.synthetic import head_albedo, head_sdf, sample_head
+
     return sample_head(0, 0), head_sdf, head_albedo
 
 

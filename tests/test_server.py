@@ -395,7 +395,8 @@ def test_add_model_file(server: Server, head_models_dir: Path, tmp_path: Path,
     from backend.configs import TINY
     from backend.generator import TriPlaneGenerator
 
-    pkl = write_official(tmp_path / "network-snapshot-000100.pkl", TriPlaneGenerator(TINY))
+    # Official snapshots have no learned backdrop (an Aware3D addition).
+    pkl = write_official(tmp_path / "network-snapshot-000100.pkl", TriPlaneGenerator(TINY.replace(background="none")))
     send(server, rec, "p", "add_model", path=str(pkl), name="official")
     res = rec.terminal("p", 120)
     assert res["event"] == "result", res

@@ -114,15 +114,16 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     one = tmp_path / "one.safetensors"
     two = tmp_path / "two.safetensors"
     # One iteration runs every phase (G, imitation, density regulariser, D, R1, patch D). Longer runs drift
-    # apart: Adam's first steps are ±lr for every parameter, so float-rounding sign flips of near-zero
-    # gradients are amplified (a property of Adam, not of the data parallelism).
+    # apart: Adam's first steps are ±lr for every parameter, so float-rounding differences of near-zero
+    # gradients are amplified (a property of Adam, not of the data parallelism). The tolerance is 4% of one
+    # step (lr 0.0025); a missing gradient average would differ by whole steps.
     subprocess.run([sys.executable, str(worker), str(one), "1"], check=True, env=env, timeout=600)
     subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", str(worker), str(two), "1"],
                    check=True, env=env, timeout=600)
     a, b = load_file(str(one)), load_file(str(two))
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert worst < 1e-5, f"largest difference between 1 and 2 processes: {worst}"
+    assert worst < 1e-4, f"largest difference between 1 and 2 processes: {worst}"
 
 
 def test_imitation_stage_can_be_added_when_resuming(tmp_path: Path) -> None:
