@@ -135,3 +135,48 @@ def test_imitation_stage_can_be_added_when_resuming(tmp_path: Path) -> None:
     assert trainer.resume() and trainer.progress.nimg == 8
     trainer.run()
     assert trainer.imitation_active() and trainer.progress.nimg == 16
+
+
+def lpips_weights_file(path: Path) -> Path:
+    """A weights file in the documented layout (VGG16 features.* + lin0..4), with random values."""
+    from safetensors.torch import save_file
+
+    from train.gan.perceptual import LPIPS
+
+    torch.manual_seed(0)
+    net = LPIPS.__new__(LPIPS)
+    torch.nn.Module.__init__(net)
+    layers, in_ch = [], 3
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]:
+        if v == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(in_ch, int(v), 3, padding=1), torch.nn.ReLU()]
+            in_ch = int(v)
+    tensors = {f"features.{k}": v for k, v in torch.nn.Sequential(*layers).state_dict().items()}
+    for i, c in enumerate((64, 128, 256, 512, 512)):
+        tensors[f"lin{i}.model.1.weight"] = torch.rand(1, c, 1, 1)
+    save_file(tensors, str(path))
+    return path
+
+
+def test_user_supplied_lpips_weights_drive_the_imitation_loss(tmp_path: Path) -> None:
+    from train.gan.perceptual import LPIPSDistance
+
+    weights = lpips_weights_file(tmp_path / "lpips_vgg.safetensors")
+    dist = LPIPSDistance(weights)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert float(dist(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(dist(x, torch.flip(x, dims=[-1]))) > 0
+    opts = tiny_options(kimg=0.008, snap_kimg=1, image_kimg=0, log_kimg=0.004)
+    opts = dataclasses.replace(opts, imitation=dataclasses.replace(opts.imitation, start_kimg=0.0,
+                                                                   lpips_weights=str(weights)))
+    trainer = GanTrainer(opts, BlobDataset(), tmp_path / "run", log=False)
+    assert isinstance(trainer.perceptual, LPIPSDistance)
+    stats = trainer.train_step()
+    assert np.isfinite(stats["loss/G_imitation"]) and stats["loss/G_imitation"] > 0
+    from backend.errors import Aware3DError
+
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(Aware3DError, match="LPIPS"):
+        LPIPSDistance(tmp_path / "bad.safetensors")
