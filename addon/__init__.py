@@ -11,19 +11,20 @@ from __future__ import annotations
 
 
 def _modules() -> tuple:  # type: ignore[type-arg]
-    from . import operators, panels, prefs, props
+    from . import operators, panel_invert, panels, prefs, props
 
-    return props, prefs, operators, panels
+    return props, prefs, operators, panels, panel_invert
 
 
 def register() -> None:
     import bpy
 
-    props, prefs, operators, panels = _modules()
+    props, prefs, operators, panels, panel_invert = _modules()
     props.register()
     bpy.utils.register_class(prefs.AWARE3D_AP_preferences)
     for cls in operators.CLASSES + panels.CLASSES:
         bpy.utils.register_class(cls)
+    panel_invert.register()  # a sub-panel of the main one: after it
 
 
 def unregister() -> None:
@@ -32,7 +33,8 @@ def unregister() -> None:
     from . import session
 
     session.shutdown()
-    props, prefs, operators, panels = _modules()
+    props, prefs, operators, panels, panel_invert = _modules()
+    panel_invert.unregister()
     for cls in reversed(operators.CLASSES + panels.CLASSES):
         bpy.utils.unregister_class(cls)
     bpy.utils.unregister_class(prefs.AWARE3D_AP_preferences)

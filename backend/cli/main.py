@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "info_cmd",
     "convert_cmd",
     "mesh_cmd",
+    "invert_cmd",
     "serve_cmd",
     "extension_cmd",
 )

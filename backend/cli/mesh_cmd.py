@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     )
     add_model_arg(p)
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    p.add_argument("--avatar", type=Path,
+                   help="mesh an avatar made by 'aware3d invert' instead of a seed (--model: its base model, "
+                        "when it cannot be found by name)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--res", type=int, default=256, help="grid resolution per axis, 64-1024 (default 256)")
     p.add_argument("--level", type=float, default=10.0, help="density level of the surface (EG3D: 10)")
@@ -113,9 +116,16 @@ def run(args: argparse.Namespace) -> int:
     from backend.sampling import make_latent
 
     device = resolve_device(args.device)
-    loaded = load_generator(args.model, device)
-    G = loaded.generator
-    latent = make_latent(G, args.seed, args.truncation)
+    if args.avatar is not None:
+        from backend.invert.avatar import avatar_latent
+
+        G, latent, _ = avatar_latent(args.avatar, device, args.model)
+        name, what = args.avatar.name.removesuffix(".safetensors"), "avatar"
+    else:
+        loaded = load_generator(args.model, device)
+        G = loaded.generator
+        latent = make_latent(G, args.seed, args.truncation)
+        name, what = loaded.name, f"seed {args.seed}"
     field = GeneratorField(G, latent.planes)
     bars = StageBars()
     try:
@@ -127,6 +137,6 @@ def run(args: argparse.Namespace) -> int:
         bars.close()
     secs = mesh.stats.get("seconds", {})
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in secs.items())
-    print(f"{loaded.name} seed {args.seed}: {mesh.num_vertices} vertices, {mesh.num_faces} faces "
+    print(f"{name} {what}: {mesh.num_vertices} vertices, {mesh.num_faces} faces "
           f"({timing}) -> {', '.join(str(p) for p in written)}", file=sys.stdout)
     return 0

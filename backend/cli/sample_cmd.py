@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "NAME_camera.json; with --orbit, NAME_orbit.mp4 (or .gif).")
     add_model_arg(p)
     p.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7 or 1,5,9 (default 0-3)")
+    p.add_argument("--avatar", type=Path,
+                   help="render an avatar made by 'aware3d invert' instead of seeds (--model: its base model, "
+                        "when it cannot be found by name)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--yaw", type=float, default=0.0, help="camera yaw in degrees, + moves the camera to +x")
     p.add_argument("--pitch", type=float, default=0.0, help="camera pitch in degrees, + moves the camera up")
@@ -53,21 +56,29 @@ def run(args: argparse.Namespace) -> int:
                            "e.g. --resolution 128")
     device = resolve_device(args.device)
     t0 = time.time()
-    model = load_generator(args.model, device)
-    G = model.generator
+    if args.avatar is not None:
+        from backend.invert.avatar import avatar_latent
+
+        G, avatar, _ = avatar_latent(args.avatar, device, args.model)
+        name = args.avatar.name.removesuffix(".safetensors")
+        items = [(name.removesuffix(".avatar"), 0, avatar, {"avatar": str(args.avatar)})]
+    else:
+        model = load_generator(args.model, device)
+        G, name = model.generator, model.name
+        items = [(f"seed{seed:04d}", seed, None, {"seed": seed, "truncation": args.truncation}) for seed in seeds]
     label = camera_label(G.cfg, args.yaw, args.pitch, focal=args.focal, fov=args.fov)
     orbit = (orbit_labels(G.cfg, args.orbit, args.orbit_yaw, args.orbit_pitch, args.focal, args.fov)
              if args.orbit else [])
-    print(f"model {model.name} ({G.cfg.name}, {G.cfg.img_resolution}px) on {device}, "
+    print(f"model {name} ({G.cfg.name}, {G.cfg.img_resolution}px) on {device}, "
           f"loaded in {time.time() - t0:.1f}s", file=sys.stderr)
     written = 0
-    with progress(total=len(seeds) * (1 + len(orbit)), desc="sample", unit="view") as bar:
-        for seed in seeds:
-            latent = make_latent(G, seed, args.truncation, args.noise_mode)
+    with progress(total=len(items) * (1 + len(orbit)), desc="sample", unit="view") as bar:
+        for stem, seed, latent, what in items:
+            if latent is None:
+                latent = make_latent(G, seed, args.truncation, args.noise_mode)
             sampling = SamplingSettings(exact=args.exact, seed=seed)
             view = render_view(G, latent, label, args.resolution, sampling)
-            stem = f"seed{seed:04d}"
-            extra = {"model": model.name, "config": G.cfg.name, "seed": seed, "truncation": args.truncation,
+            extra = {"model": name, "config": G.cfg.name, **what,
                      "yaw_deg": args.yaw, "pitch_deg": args.pitch, "noise_mode": args.noise_mode}
             written += len(save_view(view, args.out, stem, extra))
             bar.update(1)

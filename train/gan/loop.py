@@ -264,6 +264,10 @@ class GanTrainer:
             loss_g = loss_g + o.imitation.weight * imitation + o.imitation.patch_gan_weight * adv_patch
             stats["loss/G_imitation"] = float(imitation.detach())
             stats["loss/G_patch"] = float(adv_patch.detach())
+        if o.opacity_reg > 0 and self.cfg.background != "none":
+            opacity = opacity_prior(out["image_alpha"])
+            loss_g = loss_g + o.opacity_reg * opacity
+            stats["loss/G_opacity"] = float(opacity.detach())
         self._step(self.opt_G, self.G, loss_g)
 
         # Generator regulariser: density smoothness (EG3D's 'l1' density regularisation).
@@ -473,6 +477,17 @@ class GanTrainer:
 def read_options_file(run_dir: Path) -> GanOptions:
     data = json.loads((run_dir / "options.json").read_text())
     return GanOptions.from_dict(data["options"])
+
+
+def opacity_prior(alpha: torch.Tensor) -> torch.Tensor:
+    """Mean opacity plus binary entropy of the raw render's alpha.
+
+    The mean pushes unexplained density out of empty space (the learned backdrop paints the background), the
+    entropy makes each pixel either clearly head or clearly backdrop, so the density field has a sharp level set.
+    """
+    a = alpha.clamp(1e-4, 1 - 1e-4)
+    entropy = -(a * a.log() + (1 - a) * (1 - a).log())
+    return a.mean() + entropy.mean()
 
 
 def nan_safe(x: float) -> float:

@@ -39,6 +39,10 @@ class GanOptions:
     g_reg_interval: int = 4
     density_reg: float = 0.25
     density_reg_p_dist: float = 0.004
+    # Empty-space prior for models with a learned backdrop: weight of mean raw-image opacity plus its binary
+    # entropy. Without it a volume can stay filled with faint fog (alpha ~1 on every ray), which renders fine
+    # but leaves no surface to mesh; the backdrop explains the background, so the volume is free to empty.
+    opacity_reg: float = 0.0
     gpc_reg_prob: float = 0.5
     ema_kimg: float | None = None     # default: batch · 10 / 32
     ema_rampup: float | None = 0.05
@@ -79,6 +83,6 @@ PRESETS: dict[str, GanOptions] = {
                        imitation=ImitationOptions(start_kimg=0.02, patch_scale=0.5)),
     "heads64": GanOptions(config="aware3d-heads64", batch=8, kimg=500, d_channel_base=2048, d_channel_max=64,
                           d_mapping_layers=2, r1_gamma=0.3, blur_fade_kimg=20, snap_kimg=1, image_kimg=2,
-                          log_kimg=0.1, ema_kimg=1.0, mbstd_group_size=4,
+                          log_kimg=0.1, ema_kimg=1.0, mbstd_group_size=4, opacity_reg=0.1,
                           imitation=ImitationOptions(start_kimg=150, patch_scale=0.5)),
 }

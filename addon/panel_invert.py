@@ -1,0 +1,466 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The "Photo to 3D" sub-panel, its settings and operators, and the scripting entry points.
+
+Flow: pick a photo (a file, or an image datablock, which is written to a temporary PNG first), optionally
+press **Preview Crop** (the backend's ``invert_preview``: the crop drawn on the photo and, if asked, the
+estimated pose, in a few seconds), then **Photo to 3D** (``invert``): the main panel's bar shows every stage
+with its ETA and a Cancel button; when it finishes, the head is imported at the 3D cursor through
+:mod:`.scene_import` with a camera at the photo's estimated pose, and the avatar file's path is stored on the
+object (``obj["aware3d"]["avatar"]``) for other commands (``aware3d sample --avatar``).
+
+Registration (kept out of ``__init__``/``panels`` so this file is self-contained): call :func:`register` after
+``panels.CLASSES`` are registered (the panel's parent is ``VIEW3D_PT_aware3d``) and :func:`unregister`
+before they are unregistered. Like the rest of the add-on, it never imports torch or the backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import prefs, scene_import, session
+from .client import BackendError, JobHandle
+from .panels import ORDER
+
+PREVIEW_IMAGE = "Aware3D Crop Preview"
+MAX_INLINE_BYTES = 700_000  # base64 of this fits the protocol's 1 MiB request limit
+
+SOURCES = [("FILE", "File", "An image file on disk"), ("IMAGE", "Image", "An image datablock in this .blend")]
+CROPS = [("AUTO", "Auto", "Find the head (foreground mask) and frame it like the model's training data"),
+         ("FULL", "Already framed", "The photo is already a head crop: use its centred square")]
+PRESETS = [("FAST", "Fast", "A quick preview (a few seconds)"),
+           ("DEFAULT", "Default", "About a minute for the bundled 64² model on a 2-core CPU"),
+           ("QUALITY", "Quality", "HFGI3D's step counts (many minutes on a CPU)")]
+MODES = [("FULL", "Pseudo multi-view", "HFGI3D: tune on the photo and pseudo views made by visibility analysis"),
+         ("SINGLE", "Single view", "PTI-like: tune on the photo alone (faster, weaker from other angles)")]
+
+
+class AWARE3D_PG_invert(bpy.types.PropertyGroup):
+    """Photo to 3D settings (per scene, saved with the file)."""
+
+    source: EnumProperty(name="Source", items=SOURCES, default="FILE")
+    filepath: StringProperty(name="Photo", subtype="FILE_PATH", default="",
+                             description="The photo (PNG, JPEG, WebP, ...; any size)")
+    image: PointerProperty(name="Image", type=bpy.types.Image, description="An image datablock to invert")
+    crop: EnumProperty(name="Crop", items=CROPS, default="AUTO")
+    auto_mask: BoolProperty(name="Flatten background", default=False,
+                            description="Estimate the foreground and replace the background by flat grey, as in "
+                                        "the training data")
+    estimate_pose: BoolProperty(name="Estimate pose", default=True,
+                                description="Find the camera by render-and-compare (else use yaw and pitch)")
+    yaw: FloatProperty(name="Yaw", default=0.0, min=-89.0, max=89.0, description="Degrees, + towards the face's left")
+    pitch: FloatProperty(name="Pitch", default=0.0, min=-59.0, max=59.0, description="Degrees, + from above")
+    preset: EnumProperty(name="Quality", items=PRESETS, default="DEFAULT")
+    mode: EnumProperty(name="Method", items=MODES, default="FULL")
+    resolution: IntProperty(name="Mesh resolution", default=128, min=32, max=512)
+    faces: IntProperty(name="Target faces", default=20000, min=0, max=2_000_000, soft_max=200_000)
+    add_camera: BoolProperty(name="Add photo camera", default=True,
+                             description="Add a camera at the photo's (estimated) pose, parented to the head")
+
+
+class AWARE3D_PG_invert_state(bpy.types.PropertyGroup):
+    """Run-time results shown in the panel (on the WindowManager, never saved)."""
+
+    preview_image: StringProperty(default="")
+    crop_text: StringProperty(default="")
+    pose_text: StringProperty(default="")
+    metrics_text: StringProperty(default="")
+    avatar_path: StringProperty(default="")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Photo → request arguments
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "image"
+
+
+def image_to_file(img: bpy.types.Image, folder: Path) -> Path:
+    """A file the backend can read for an image datablock: its own file when unchanged, else a PNG copy."""
+    if img.source == "FILE" and img.packed_file is None and not img.is_dirty and img.filepath:
+        path = Path(bpy.path.abspath(img.filepath, library=img.library))
+        if path.is_file():
+            return path
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{_safe(img.name)}.png"
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise BackendError("ImageSaveFailed", f"image {img.name!r} has no pixels", "load or paint the image first")
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    # A new byte image with the same pixels saves reliably; a copy of a generated or painted image saves
+    # its generator's blank pixels instead.
+    tmp = bpy.data.images.new("aware3d_photo_export", w, h, alpha=img.channels == 4)
+    try:
+        if img.channels != 4:
+            px = np.concatenate([px.reshape(-1, img.channels)[:, :3], np.ones((w * h, 1), np.float32)], 1).ravel()
+        tmp.pixels.foreach_set(px)
+        tmp.filepath_raw = str(out)
+        tmp.file_format = "PNG"
+        tmp.save()
+    finally:
+        bpy.data.images.remove(tmp)
+    if not out.is_file():
+        raise BackendError("ImageSaveFailed", f"could not write image {img.name!r} to a file",
+                           "save the image to disk and pick the file instead")
+    return out
+
+
+def photo_args(context: bpy.types.Context | None = None, photo: str | None = None,
+               image: bpy.types.Image | None = None) -> dict[str, Any]:
+    """``image`` (a path) or ``image_b64`` for the request: from the arguments, else the panel's settings."""
+    ctx = context or bpy.context
+    s = ctx.scene.aware3d_invert
+    if photo is None and image is None:
+        if s.source == "IMAGE":
+            image = s.image
+            if image is None:
+                raise BackendError("NoPhoto", "no image picked", "pick an image datablock, or switch to File")
+        else:
+            photo = s.filepath
+            if not photo:
+                raise BackendError("NoPhoto", "no photo picked", "pick a photo file")
+    if image is not None:
+        path = image_to_file(image, prefs.user_dir("photos"))
+    else:
+        path = Path(bpy.path.abspath(str(photo)))
+        if not path.is_file():
+            raise BackendError("NoPhoto", f"photo not found: {path}", "check the path")
+    if prefs.backend_settings(ctx).kind == "tcp":  # a remote backend cannot read our files: send the bytes
+        data = path.read_bytes()
+        if len(data) > MAX_INLINE_BYTES:
+            raise BackendError("PhotoTooLarge", f"{path.name} is {len(data) // 1000} KB; a remote backend takes "
+                               f"at most {MAX_INLINE_BYTES // 1000} KB", "send a smaller JPEG")
+        return {"image_b64": base64.b64encode(data).decode("ascii")}
+    return {"image": str(path)}
+
+
+def request_args(context: bpy.types.Context | None = None, **overrides: Any) -> dict[str, Any]:
+    """The ``invert`` request for the panel's settings (``overrides`` win)."""
+    ctx = context or bpy.context
+    s = ctx.scene.aware3d_invert
+    args: dict[str, Any] = {
+        "model": ctx.scene.aware3d.model or None, "device": session.device(ctx),
+        "crop": "auto" if s.crop == "AUTO" else "full", "auto_mask": bool(s.auto_mask),
+        "matte": [0.6, 0.6, 0.6] if s.auto_mask else None,
+        "pose": None if s.estimate_pose else [float(s.yaw), float(s.pitch)],
+        "preset": s.preset.lower(), "mode": "full" if s.mode == "FULL" else "single-view",
+        "resolution": int(s.resolution), "faces": int(s.faces), "camera": bool(s.add_camera)}
+    args.update(overrides)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _state() -> Any:
+    wm = bpy.context.window_manager if hasattr(bpy.context, "window_manager") else None
+    if wm is None and len(bpy.data.window_managers):
+        wm = bpy.data.window_managers[0]
+    return getattr(wm, "aware3d_invert", None)
+
+
+def show_preview(path: str | None) -> bpy.types.Image | None:
+    """Load (or reload) the crop preview into one packed image datablock shown by the panel."""
+    if not path or not Path(path).is_file():
+        return None
+    img = bpy.data.images.get(PREVIEW_IMAGE)
+    if img is not None:
+        bpy.data.images.remove(img)
+    img = bpy.data.images.load(path, check_existing=False)
+    img.name = PREVIEW_IMAGE
+    img.pack()
+    with contextlib.suppress(Exception):  # no previews in background mode
+        img.preview_ensure()
+    st = _state()
+    if st is not None:
+        st.preview_image = img.name
+    return img
+
+
+def _record(data: dict[str, Any]) -> None:
+    st = _state()
+    if st is None:
+        return
+    crop = data.get("crop") or {}
+    if crop:
+        st.crop_text = f"Crop {crop.get('method', '')}: {crop.get('box')}" + (
+            f" - {crop['note']}" if crop.get("note") else "")
+    pose = data.get("pose") or {}
+    if pose:
+        st.pose_text = f"Pose ({pose.get('source')}): yaw {pose.get('yaw_deg', 0):+.1f}°, " \
+                       f"pitch {pose.get('pitch_deg', 0):+.1f}°"
+    final = (data.get("metrics") or {}).get("final")
+    if final:
+        st.metrics_text = f"Photo view: PSNR {final.get('psnr', 0):.1f} dB, SSIM {final.get('ssim', 0):.2f}"
+    if data.get("avatar"):
+        st.avatar_path = str(data["avatar"])
+
+
+class InvertFuture:
+    """A Photo to 3D request in flight; ``object`` is the imported head once done (see ``api.GenerateFuture``)."""
+
+    def __init__(self, handle: JobHandle) -> None:
+        self.handle = handle
+        self.object_name: str | None = None
+        self.error: BackendError | None = None
+        self._callbacks: list[Callable[[InvertFuture], Any]] = []
+        self._finished = False
+
+    def done(self) -> bool:
+        return self._finished
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.handle.data
+
+    @property
+    def object(self) -> bpy.types.Object | None:
+        return bpy.data.objects.get(self.object_name) if self.object_name else None
+
+    def cancel(self) -> None:
+        session.cancel(self.handle)
+
+    def add_done_callback(self, fn: Callable[[InvertFuture], Any]) -> None:
+        if self._finished:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def result(self, timeout: float | None = None) -> bpy.types.Object:
+        session.wait(self.handle, timeout)
+        if self.error is not None:
+            raise self.error
+        if self.object is None:
+            raise BackendError("AddonError", "the head was made but is no longer in the file", "")
+        return self.object
+
+    def _finish(self) -> None:
+        self._finished = True
+        for fn in self._callbacks:
+            fn(self)
+        self._callbacks.clear()
+
+
+def invert_async(photo: str | None = None, image: bpy.types.Image | None = None, location: Any = None,
+                 name: str | None = None, on_done: Callable[[InvertFuture], Any] | None = None,
+                 context: bpy.types.Context | None = None, **args: Any) -> InvertFuture:
+    """Start Photo to 3D for a photo file or image datablock (default: the panel's); returns at once.
+
+    ``args`` override request arguments (``pose=[yaw, pitch]``, ``preset='fast'``, ``steps_stage2=...``).
+    """
+    ctx = context or bpy.context
+    scene = ctx.scene
+    req = {**request_args(ctx, **args), **photo_args(ctx, photo, image)}
+    loc = tuple(scene.cursor.location) if location is None else tuple(location)
+    collection = getattr(ctx, "collection", None) or scene.collection
+    coll_name, scene_name, with_camera = collection.name, scene.name, bool(req.get("camera", True))
+    future: InvertFuture
+
+    def done(h: JobHandle) -> None:
+        try:
+            if h.state != "done":
+                future.error = h.error or BackendError("Cancelled", "cancelled")
+                if h.state == "error":
+                    session.record_error(future.error)
+                return
+            _record(h.data)
+            show_preview(h.files.get("crop_preview"))
+            sc = bpy.data.scenes.get(scene_name) or bpy.context.scene
+            coll = bpy.data.collections.get(coll_name) or sc.collection
+            obj_name = name or f"Aware3D_{h.data.get('name') or 'photo'}"
+            meta = {"model": h.data.get("model", ""), "avatar": h.data.get("avatar", ""),
+                    "yaw": float((h.data.get("pose") or {}).get("yaw_deg", 0.0)),
+                    "pitch": float((h.data.get("pose") or {}).get("pitch_deg", 0.0))}
+            if "mesh" in h.files:
+                try:
+                    obj = scene_import.import_head(h.files, obj_name, loc, coll, meta, with_camera)
+                except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
+                    future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
+                                                "the job folder is kept; see the system console")
+                    session.record_error(future.error)
+                    return
+                future.object_name = obj.name
+                session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo")
+                if not bpy.app.background:
+                    with contextlib.suppress(RuntimeError):
+                        bpy.ops.ed.undo_push(message="Aware3D: photo to 3D")
+        finally:
+            future._finish()
+
+    def progress(h: JobHandle) -> None:
+        if h.stage == "crop" and h.preview:
+            show_preview(h.preview)
+
+    handle = session.submit("invert", req, on_done=done, on_progress=progress, context=ctx)
+    future = InvertFuture(handle)
+    if on_done is not None:
+        future.add_done_callback(on_done)
+    return future
+
+
+def invert(photo: str | None = None, image: bpy.types.Image | None = None, timeout: float | None = None,
+           **kwargs: Any) -> bpy.types.Object:
+    """Photo to 3D, blocking: returns the imported head (raises ``BackendError`` on failure)."""
+    return invert_async(photo, image, **kwargs).result(timeout)
+
+
+def preview(photo: str | None = None, image: bpy.types.Image | None = None, estimate_pose: bool = True,
+            timeout: float | None = None, context: bpy.types.Context | None = None) -> dict[str, Any]:
+    """The crop (and pose) of a photo, blocking; also updates the panel's preview."""
+    ctx = context or bpy.context
+    req = {k: v for k, v in request_args(ctx).items() if k in ("model", "device", "crop", "auto_mask", "matte")}
+    req.update(photo_args(ctx, photo, image), estimate_pose=estimate_pose)
+    h = session.wait(session.submit("invert_preview", req, context=ctx), timeout)
+    if h.error is not None:
+        raise h.error
+    _record(h.data)
+    show_preview(h.files.get("crop_preview"))
+    return h.data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Operators and panel
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _busy_inverting() -> bool:
+    state = getattr(bpy.context.window_manager, "aware3d", None)
+    return bool(state is not None and state.busy and state.op in ("invert", "invert_preview"))
+
+
+class AWARE3D_OT_invert(bpy.types.Operator):
+    """Turn the photo into a 3D head (pose, pivot, pseudo views, tuning) and add it at the 3D cursor"""
+
+    bl_idname = "aware3d.invert"
+    bl_label = "Photo to 3D"
+    bl_options = {"REGISTER"}  # noqa: RUF012 - the undo step is pushed when the head arrives
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and not _busy_inverting()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            fut = invert_async(context=context)
+            if session.blocking():
+                obj = fut.result()
+                self.report({"INFO"}, f"Aware3D: added {obj.name}")
+        except BackendError as exc:
+            session.record_error(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class AWARE3D_OT_invert_preview(bpy.types.Operator):
+    """Show how the photo will be cropped (and, if Estimate pose is on, the camera pose found)"""
+
+    bl_idname = "aware3d.invert_preview"
+    bl_label = "Preview Crop"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and not _busy_inverting()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        s = context.scene.aware3d_invert
+        try:
+            if session.blocking():
+                preview(estimate_pose=s.estimate_pose, context=context)
+            else:
+                req = {k: v for k, v in request_args(context).items()
+                       if k in ("model", "device", "crop", "auto_mask", "matte")}
+                req.update(photo_args(context), estimate_pose=bool(s.estimate_pose))
+
+                def done(h: JobHandle) -> None:
+                    if h.state == "done":
+                        _record(h.data)
+                        show_preview(h.files.get("crop_preview"))
+
+                session.submit("invert_preview", req, on_done=done, context=context)
+        except BackendError as exc:
+            session.record_error(exc)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class VIEW3D_PT_aware3d_photo(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Aware3D"
+    bl_label = "Photo to 3D"
+    bl_parent_id = "VIEW3D_PT_aware3d"
+    bl_order = ORDER["photo"]
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        s = context.scene.aware3d_invert
+        st = context.window_manager.aware3d_invert
+        layout.prop(s, "source", expand=True)
+        if s.source == "FILE":
+            layout.prop(s, "filepath", text="")
+        else:
+            layout.template_ID(s, "image", open="image.open")
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.prop(s, "crop")
+        col.prop(s, "auto_mask")
+        col.prop(s, "estimate_pose")
+        if not s.estimate_pose:
+            col.prop(s, "yaw")
+            col.prop(s, "pitch")
+        col.prop(s, "preset")
+        col.prop(s, "mode")
+        col.prop(s, "resolution")
+        col.prop(s, "faces")
+        col.prop(s, "add_camera")
+        layout.operator("aware3d.invert_preview", icon="IMAGE_DATA")
+        img = bpy.data.images.get(st.preview_image) if st.preview_image else None
+        if img is not None and img.preview is not None:
+            layout.template_icon(icon_value=img.preview.icon_id, scale=8.0)
+        for text in (st.crop_text, st.pose_text, st.metrics_text):
+            if text:
+                layout.label(text=text)
+        state = context.window_manager.aware3d
+        if state.busy and state.op in ("invert", "invert_preview"):
+            row = layout.row(align=True)
+            label = state.stage + (f" · ETA {state.eta}" if state.eta else "")
+            row.progress(factor=state.fraction, type="BAR", text=label)
+            row.operator("aware3d.cancel", text="", icon="CANCEL")
+        layout.operator("aware3d.invert", icon="USER")
+
+
+CLASSES = (AWARE3D_PG_invert, AWARE3D_PG_invert_state, AWARE3D_OT_invert, AWARE3D_OT_invert_preview,
+           VIEW3D_PT_aware3d_photo)
+
+
+def register() -> None:
+    """Register after ``panels.CLASSES`` (the panel's parent must exist)."""
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.aware3d_invert = PointerProperty(type=AWARE3D_PG_invert)
+    bpy.types.WindowManager.aware3d_invert = PointerProperty(type=AWARE3D_PG_invert_state)
+
+
+def unregister() -> None:
+    for attr in ((bpy.types.WindowManager, "aware3d_invert"), (bpy.types.Scene, "aware3d_invert")):
+        if hasattr(*attr):
+            delattr(*attr)
+    for cls in reversed(CLASSES):
+        with contextlib.suppress(RuntimeError):
+            bpy.utils.unregister_class(cls)

@@ -1,0 +1,284 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Server operations for Photo to 3D: ``invert_preview`` (crop, and optionally the pose, in seconds) and
+``invert`` (the whole pipeline: avatar, mesh in Blender coordinates, the photo's camera, renders).
+
+Registered with :func:`register` (``ops_invert.register(server)`` in ``Server.__init__``); the operation
+specs live here rather than in ``protocol.OPS`` because the add-on's client only checks arguments of
+operations it knows, and the server's ``hello`` lists the registered ones.
+
+The photo arrives as a path the backend can read (``image``) or, for a remote backend or a Blender image
+that exists only in memory, as base64 file bytes (``image_b64``, at most ~700 KB inside the 1 MiB request
+limit). Progress: one stage per pipeline stage, so the panel's bar moves through pose, pivot, stage 1,
+pseudo views, stage 2 and mesh with an ETA; the crop preview is sent as a progress ``preview`` as soon as it
+exists. Cancel takes effect at the next optimisation step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+
+from backend.errors import Aware3DError
+from backend.server import protocol as P
+from backend.server.jobs import JobContext, JobResult
+from backend.server.ops_core import load_model
+
+_NUM = (int, float)
+_OPT_INT = ((int, type(None)), None)
+PRESETS = ("fast", "default", "quality")
+MODES = ("full", "single-view")
+COLOUR_MODES = ("vertex", "none")
+MESH_FORMATS = ("glb", "obj", "ply")
+
+_PHOTO_ARGS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "image": ((str, type(None)), None),
+    "image_b64": ((str, type(None)), None),
+    "crop": ((str, list), "auto"),
+    "mask": ((str, type(None)), None),
+    "auto_mask": ((bool,), False),
+    "matte": ((list, type(None)), None),
+    "model": P.MODEL_ARG,
+    "device": P.DEVICE_ARG,
+}
+
+PREVIEW_SPEC = P.OpSpec(True, {**_PHOTO_ARGS, "estimate_pose": ((bool,), False)},
+                        "Photo to 3D, first look: the crop (and optionally the estimated pose) of a photo")
+INVERT_SPEC = P.OpSpec(True, {
+    **_PHOTO_ARGS,
+    "pose": ((list, type(None)), None),
+    "preset": ((str,), "default"),
+    "mode": ((str,), "full"),
+    "steps_project": _OPT_INT, "steps_stage1": _OPT_INT, "steps_stage2": _OPT_INT, "views": _OPT_INT,
+    "seed": ((int,), 0),
+    "name": ((str, type(None)), None),
+    "mesh": ((bool,), True),
+    "resolution": ((int,), 128),
+    "faces": ((int,), 20_000),
+    "level": (_NUM, 10.0),
+    "colour_mode": ((str,), "vertex"),
+    "formats": ((list,), []),
+    "camera": ((bool,), True),
+    "orbit_frames": ((int,), 0),
+}, "Photo to 3D: invert a photo into an avatar; mesh (Blender coordinates), the photo's camera, renders")
+
+
+def register(server: Any) -> None:
+    """Add ``invert_preview`` and ``invert`` to a :class:`backend.server.server.Server`."""
+    server.register_op("invert_preview", PREVIEW_SPEC, op_invert_preview)
+    server.register_op("invert", INVERT_SPEC, op_invert)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------------------
+
+
+def _photo_path(ctx: JobContext) -> Path:
+    a = ctx.args
+    if (a["image"] is None) == (a["image_b64"] is None):
+        raise Aware3DError("give the photo as 'image' (a path) or 'image_b64' (file bytes), not both or neither",
+                           "e.g. {\"image\": \"/path/photo.jpg\"}")
+    if a["image"] is not None:
+        return Path(a["image"]).expanduser()
+    try:
+        data = base64.b64decode(a["image_b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise Aware3DError("image_b64 is not valid base64", "send the file's bytes base64-encoded") from None
+    path = ctx.job_dir / "photo.bin"
+    path.write_bytes(data)
+    return path
+
+
+def _crop(value: Any) -> Any:
+    from backend.invert.image import CropBox
+
+    if isinstance(value, str):
+        if value not in ("auto", "full"):
+            raise Aware3DError(f"unknown crop {value!r}", "use 'auto', 'full' or [x, y, size] in photo pixels")
+        return value
+    if len(value) != 3 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in value) or value[2] <= 0:
+        raise Aware3DError(f"crop must be [x, y, size] with a positive size, got {value!r}", "e.g. [120, 40, 300]")
+    return CropBox(float(value[0]), float(value[1]), float(value[2]))
+
+
+def _matte(value: Any) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if len(value) != 3 or not all(isinstance(v, _NUM) and 0 <= v <= 1 for v in value):
+        raise Aware3DError(f"matte must be [r, g, b] between 0 and 1, got {value!r}", "e.g. [0.6, 0.6, 0.6]")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _settings(a: dict[str, Any]) -> Any:
+    from dataclasses import replace
+
+    from backend.invert.pipeline import preset
+
+    if a["preset"] not in PRESETS:
+        raise Aware3DError(f"unknown preset {a['preset']!r}", f"use one of {', '.join(PRESETS)}")
+    if a["mode"] not in MODES:
+        raise Aware3DError(f"unknown mode {a['mode']!r}", f"use one of {', '.join(MODES)}")
+    s = preset(a["preset"])
+    pose = a["pose"]
+    if pose is not None:
+        if len(pose) != 2 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in pose):
+            raise Aware3DError(f"pose must be [yaw, pitch] in degrees, got {pose!r}", "e.g. [15, -5]")
+        if not (-90 < pose[0] < 90 and -60 < pose[1] < 60):
+            raise Aware3DError(f"pose {pose} is outside the generator's range", "yaw within ±90°, pitch ±60°")
+        s = replace(s, pose=(float(pose[0]), float(pose[1])))
+    for key, lo in (("steps_project", 0), ("steps_stage1", 0), ("steps_stage2", 0), ("views", 2)):
+        if a[key] is not None and not lo <= a[key] <= 5000:
+            raise Aware3DError(f"{key} must be between {lo} and 5000, got {a[key]}", "")
+    if a["steps_project"] is not None:
+        s = replace(s, project=replace(s.project, steps=a["steps_project"]))
+    if a["steps_stage1"] is not None:
+        s = replace(s, stage1=replace(s.stage1, steps=a["steps_stage1"]))
+    if a["steps_stage2"] is not None:
+        s = replace(s, stage2=replace(s.stage2, steps=a["steps_stage2"]))
+    if a["views"] is not None:
+        s = replace(s, pseudo=replace(s.pseudo, views=a["views"]))
+    return replace(s, mode=a["mode"], seed=int(a["seed"]))
+
+
+def _check_mesh_args(a: dict[str, Any]) -> None:
+    if a["colour_mode"] not in COLOUR_MODES:
+        raise Aware3DError(f"unknown colour mode {a['colour_mode']!r}", f"use one of {', '.join(COLOUR_MODES)}")
+    bad = [f for f in a["formats"] if f not in MESH_FORMATS]
+    if bad:
+        raise Aware3DError(f"unknown mesh format(s) {bad}", f"use any of {', '.join(MESH_FORMATS)}")
+    if not 32 <= a["resolution"] <= 1024:
+        raise Aware3DError(f"mesh resolution must be between 32 and 1024, got {a['resolution']}", "e.g. 128")
+    if a["faces"] < 0:
+        raise Aware3DError(f"target faces must be 0 (keep all) or more, got {a['faces']}", "e.g. 20000")
+    if a["orbit_frames"] < 0 or a["orbit_frames"] == 1 or a["orbit_frames"] > 600:
+        raise Aware3DError(f"orbit_frames must be 0 or 2-600, got {a['orbit_frames']}", "e.g. 48")
+
+
+def _read(ctx: JobContext) -> tuple[Any, Any, Path]:
+    """Read and check the photo and its mask before any model is loaded: (photo, mask, photo file)."""
+    from backend.invert.image import load_mask, load_photo
+
+    a = ctx.args
+    _crop(a["crop"])
+    _matte(a["matte"])
+    photo_file = _photo_path(ctx)
+    photo = load_photo(photo_file, Path(a["image"]).name if a["image"] else "the photo")
+    mask = load_mask(a["mask"], photo) if a["mask"] else None
+    return photo, mask, photo_file
+
+
+def _frame(ctx: JobContext, G: Any, photo: Any, mask: Any) -> tuple[Any, Path, Path]:
+    """Frame the photo; writes input.png and crop_preview.png (sent as a progress preview)."""
+    from backend.fileio import write_png
+    from backend.invert.image import crop_preview, frame_photo
+
+    a = ctx.args
+    crop, matte = _crop(a["crop"]), _matte(a["matte"])
+    ctx.progress("crop", 0, 1, "framing the photo")
+    framed = frame_photo(photo, G.cfg.img_resolution, crop, mask, auto_mask=a["auto_mask"], matte=matte)
+    preview = ctx.job_dir / "crop_preview.png"
+    write_png(preview, crop_preview(photo, framed))
+    inp = ctx.job_dir / "input.png"
+    write_png(inp, framed.uint8())
+    ctx.progress("crop", 1, 1, f"crop {framed.method} {framed.box.to_list()}", preview=preview)
+    return framed, preview, inp
+
+
+def _crop_data(photo: Any, framed: Any) -> dict[str, Any]:
+    return {"box": framed.box.to_list(), "method": framed.method, "note": framed.note,
+            "photo_size": list(photo.size)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------------------
+
+
+def op_invert_preview(ctx: JobContext) -> JobResult:
+    from backend.invert.pipeline import InvertSettings, find_pose
+    from backend.invert.project import latent_stats
+
+    a = ctx.args
+    ctx.plan({"load": 1, "crop": 1, "pose": 4 if a["estimate_pose"] else 0})
+    photo, mask, _ = _read(ctx)
+    model, _ = load_model(ctx, a["model"], a["device"])
+    G = model.generator
+    framed, preview, inp = _frame(ctx, G, photo, mask)
+    data: dict[str, Any] = {"model": model.name, "crop": _crop_data(photo, framed)}
+    if a["estimate_pose"]:
+        device = next(G.parameters()).device
+        s = InvertSettings()
+        pose = find_pose(G, framed.image.to(device), s, latent_stats(G, s.project.w_avg_samples), None,
+                         lambda st, i, n, m: ctx.progress(st, i, n, m))
+        data["pose"] = pose.to_dict()
+    return JobResult(data=data, files={"crop_preview": preview, "input": inp})
+
+
+def op_invert(ctx: JobContext) -> JobResult:
+    import numpy as np
+
+    from backend.checkpoints.model_file import file_sha256
+    from backend.fileio import atomic_path, write_json
+    from backend.invert.avatar import base_identity
+    from backend.invert.pipeline import invert
+    from backend.invert.results import OutputOptions, write_outputs
+    from backend.mesh.export import save_mesh
+    from backend.server.ops_mesh import blender_arrays, blender_camera_dict
+
+    a = ctx.args
+    settings = _settings(a)
+    _check_mesh_args(a)
+    photo, mask, photo_file = _read(ctx)
+    steps = settings.project.steps + 2 * settings.stage1.steps + 3 * settings.stage2.steps
+    ctx.plan({"load": 1, "crop": 1, "pose": 0 if settings.pose else max(10, steps // 15),
+              "project": settings.project.steps, "stage1": 0 if settings.mode != "full" else settings.stage1.steps,
+              "pseudo": 2, "stage2": 3 * settings.stage2.steps * (1 if settings.mode == "full" else 0.5),
+              "renders": 2, "video": a["orbit_frames"] / 4, "mesh": 20 if a["mesh"] else 0, "write": 1})
+    model, _ = load_model(ctx, a["model"], a["device"])
+    G = model.generator
+    framed, preview, inp = _frame(ctx, G, photo, mask)
+    device = next(G.parameters()).device
+
+    def progress(stage: str, step: int, total: int, message: str = "") -> None:
+        ctx.progress(stage, step, total, message)
+
+    inv = invert(G, framed.image.to(device), settings, progress=progress)
+    name = a["name"] or (Path(a["image"]).name.split(".")[0] if a["image"] else "avatar")
+    opts = OutputOptions(name=name, novel_yaws=(), orbit_frames=a["orbit_frames"], mesh=a["mesh"],
+                         mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
+                         mesh_level=float(a["level"]))
+    source = {"photo": Path(a["image"]).name if a["image"] else "(sent inline)", "size": list(photo.size),
+              "sha256": file_sha256(photo_file), "crop": framed.box.to_list(), "crop_method": framed.method}
+    # The mesh goes to the add-on as arrays (mesh.npz); files in other formats only when asked for.
+    written = write_outputs(ctx.job_dir, inv, G, base_identity(model), opts, source, None, progress)
+    files: dict[str, Path] = {k: v for k, v in written.files.items() if k in
+                              ("avatar", "render", "render_depth", "orbit", "pseudo_views", "report")}
+    files["crop_preview"], files["input"] = preview, inp
+    if "render" in files:
+        files["preview"] = files.pop("render")
+    ctx.progress("write", 0, 1)
+    data: dict[str, Any] = {"model": model.name, "config": G.cfg.name, "name": name,
+                            "pose": inv.pose.to_dict(), "crop": _crop_data(photo, framed),
+                            "metrics": inv.metrics, "timings_s": {k: round(v, 2) for k, v in inv.timings.items()},
+                            "mode": settings.mode, "avatar": str(written.files["avatar"])}
+    mesh = written.mesh
+    if mesh is not None:
+        if a["colour_mode"] == "none":
+            mesh.colours = None
+        arrays = blender_arrays(mesh)
+        files["mesh"] = ctx.job_dir / "mesh.npz"
+        with atomic_path(files["mesh"], suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        for fmt in a["formats"]:
+            for p in save_mesh(mesh, ctx.job_dir / f"head.{fmt}", axes="blender"):
+                files[p.name if p.suffix[1:] != fmt else fmt] = p
+        v = arrays["vertices"]
+        data.update(vertices=len(v), faces=len(arrays["faces"]), mesh_level=written.report["mesh"]["level"],
+                    bounds_m=[v.min(axis=0).tolist(), v.max(axis=0).tolist()] if len(v) else None)
+    if a["camera"]:
+        files["camera"] = ctx.job_dir / "camera.json"
+        write_json(files["camera"], blender_camera_dict(G.cfg, inv.label[0].cpu().numpy()))
+    ctx.progress("write", 1, 1)
+    return JobResult(data=data, files=files)

@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The "Photo to 3D" panel in real Blender (bpy 5.0.1): install the built extension, register the panel module
+(as ``addon/__init__.py`` will once it is wired), draw it, preview the crop and pose, invert a photo file and
+an image datablock into heads with the photo's camera, and cancel a running inversion.
+
+Like tests/test_addon_blender.py, the scenario runs in a fresh Python process (this file is also the script:
+``python tests/test_invert_blender.py ZIP PHOTO OUT.json``), with the tiny head model in the models folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PKG = "bl_ext.user_default.aware3d"
+MODEL = "head-tiny"
+
+class FakeLayout:
+    """Stands in for ``UILayout`` in background mode: checks every property and operator the panel names."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def _sub(self, *a: Any, **k: Any) -> FakeLayout:
+        return self
+
+    row = column = box = split = _sub
+
+    def prop(self, data: Any, name: str, **k: Any) -> None:
+        assert name in data.bl_rna.properties, name
+        self.calls.append(f"prop:{name}")
+
+    def template_ID(self, data: Any, name: str, **k: Any) -> None:
+        assert name in data.bl_rna.properties, name
+        self.calls.append(f"template_ID:{name}")
+
+    def template_icon(self, **k: Any) -> None:
+        self.calls.append("template_icon")
+
+    def operator(self, idname: str, **k: Any) -> None:
+        import bpy
+
+        mod, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, mod), name), idname
+        self.calls.append(f"op:{idname}")
+
+    def progress(self, **k: Any) -> None:
+        assert 0.0 <= k["factor"] <= 1.0
+        self.calls.append("progress")
+
+    def label(self, **k: Any) -> None:
+        self.calls.append(f"label:{k.get('text', '')}")
+
+    def separator(self, **k: Any) -> None:
+        pass
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+
+def _draw(bpy: Any) -> list[str]:
+    import types
+
+    calls: list[str] = []
+    bpy.types.VIEW3D_PT_aware3d_photo.draw(types.SimpleNamespace(layout=FakeLayout(calls)), bpy.context)
+    return calls
+
+
+def scenario(zip_path: str, photo: str) -> dict[str, Any]:
+    import importlib
+
+    import bpy
+
+    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                    enable_on_install=True) == {"FINISHED"}
+    panel = importlib.import_module(f"{PKG}.panel_invert")
+    session = importlib.import_module(f"{PKG}.session")
+    assert hasattr(bpy.types, "VIEW3D_PT_aware3d_photo")  # registered with the extension
+    out: dict[str, Any] = {}
+    scene, wm = bpy.context.scene, bpy.context.window_manager
+    s = scene.aware3d_invert
+    scene.aware3d.model = MODEL
+    calls = _draw(bpy)
+    assert "prop:filepath" in calls and "op:aware3d.invert" in calls and "op:aware3d.invert_preview" in calls
+    s.source = "IMAGE"
+    assert "template_ID:image" in _draw(bpy)
+    s.source = "FILE"
+
+    # 1. No photo: a clear error in the panel, nothing submitted.
+    s.filepath = ""
+    try:
+        bpy.ops.aware3d.invert()
+        raise AssertionError("expected an error")
+    except RuntimeError as exc:  # an operator's ERROR report raises in background mode
+        assert "no photo" in str(exc)
+    assert "no photo" in wm.aware3d.last_error
+
+    # 2. Preview: crop and estimated pose, the crop preview as an image.
+    s.filepath = photo
+    s.preset, s.resolution, s.faces = "FAST", 64, 3000
+    assert bpy.ops.aware3d.invert_preview() == {"FINISHED"}
+    st = wm.aware3d_invert
+    assert st.crop_text.startswith("Crop auto-face") and st.pose_text.startswith("Pose (estimated)"), st.crop_text
+    img = bpy.data.images.get(panel.PREVIEW_IMAGE)
+    assert img is not None and img.size[0] > 480 and img.packed_file is not None
+    out["preview"] = {"crop": st.crop_text, "pose": st.pose_text}
+
+    # 3. The operator (background mode waits): a head at the cursor with the photo's camera.
+    scene.cursor.location = (0.5, 0.0, 1.0)
+    t0 = time.perf_counter()
+    assert bpy.ops.aware3d.invert() == {"FINISHED"}
+    out["invert_s"] = time.perf_counter() - t0
+    obj = bpy.data.objects["Aware3D_person"]
+    assert len(obj.data.vertices) > 100 and tuple(round(v, 4) for v in obj.location) == (0.5, 0.0, 1.0)
+    cams = [c for c in obj.children if c.type == "CAMERA"]
+    assert len(cams) == 1 and cams[0].data.lens > 100
+    avatar = obj["aware3d"]["avatar"]
+    assert avatar.endswith(".avatar.safetensors") and Path(avatar).is_file()
+    assert st.metrics_text.startswith("Photo view: PSNR") and Path(st.avatar_path) == Path(avatar)
+    assert "template_icon" in _draw(bpy) or bpy.app.background  # no icon previews without a UI
+    out["object"] = {"name": obj.name, "vertices": len(obj.data.vertices), "camera": cams[0].name}
+
+    # 4. An image datablock that exists only in memory, with scripting arguments.
+    src = bpy.data.images.load(photo)
+    mem = bpy.data.images.new("painted", src.size[0], src.size[1])
+    mem.pixels.foreach_set(src.pixels[:])  # a generated image: no file behind it
+    fut = panel.invert_async(image=mem, name="FromImage", mode="single-view", preset="fast", pose=[5.0, 0.0],
+                             steps_project=5, steps_stage2=4, camera=False)
+    obj2 = fut.result(300)
+    assert obj2.name == "FromImage" and not obj2.children and fut.data["pose"]["source"] == "given"
+
+    # 5. Cancel a running inversion: it stops within a step and adds nothing.
+    n = len(bpy.data.objects)
+    fut = panel.invert_async(preset="default", pose=[0.0, 0.0])
+    deadline = time.monotonic() + 120
+    while fut.handle.stage not in ("project", "stage1", "stage2"):
+        session.tick()
+        time.sleep(0.05)
+        assert time.monotonic() < deadline, fut.handle.stage
+    t0 = time.perf_counter()
+    fut.cancel()
+    while not fut.done():
+        session.tick()
+        time.sleep(0.05)
+    out["cancel_s"] = time.perf_counter() - t0
+    assert fut.handle.state == "cancelled" and len(bpy.data.objects) == n and out["cancel_s"] < 10
+
+    heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "backend")))
+    assert not heavy, heavy[:5]
+    session.free()
+    bpy.ops.preferences.addon_disable(module=PKG)
+    assert not hasattr(bpy.types, "VIEW3D_PT_aware3d_photo") and not hasattr(bpy.types.Scene, "aware3d_invert")
+    return out
+
+
+if __name__ != "__main__":
+    import pytest
+
+    pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+    def test_photo_to_3d_panel(tmp_path: Path) -> None:
+        from backend.cli.extension_cmd import build
+        from backend.invert.demo_photo import write_photo
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        try:
+            from test_server import head_model
+        finally:
+            sys.path.pop(0)
+        models = tmp_path / "models"
+        head_model(models)
+        zip_path = build(tmp_path / "ext", with_models=False)
+        photo = write_photo(tmp_path / "person.jpg")
+        env = dict(os.environ)
+        env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
+                    "AWARE3D_MODELS": str(models), "OMP_NUM_THREADS": "1"})
+        out = tmp_path / "out.json"
+        proc = subprocess.run([sys.executable, __file__, str(zip_path), str(photo), str(out)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        print(out.read_text())
+else:
+    result = scenario(sys.argv[1], sys.argv[2])
+    Path(sys.argv[3]).write_text(json.dumps(result, indent=2, default=str))
