@@ -24,7 +24,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import prefs, scene_import, session
+from . import api, prefs, scene_import, session
 from .client import BackendError, JobHandle
 from .panels import ORDER
 
@@ -209,49 +209,13 @@ def _record(data: dict[str, Any]) -> None:
         st.avatar_path = str(data["avatar"])
 
 
-class InvertFuture:
-    """A Photo to 3D request in flight; ``object`` is the imported head once done (see ``api.GenerateFuture``)."""
-
-    def __init__(self, handle: JobHandle) -> None:
-        self.handle = handle
-        self.object_name: str | None = None
-        self.error: BackendError | None = None
-        self._callbacks: list[Callable[[InvertFuture], Any]] = []
-        self._finished = False
-
-    def done(self) -> bool:
-        return self._finished
+class InvertFuture(api.GenerateFuture):
+    """A Photo to 3D request in flight: the same future as ``api.generate_async`` returns, plus the backend's
+    result data (pose, crop, avatar path) once done."""
 
     @property
     def data(self) -> dict[str, Any]:
         return self.handle.data
-
-    @property
-    def object(self) -> bpy.types.Object | None:
-        return bpy.data.objects.get(self.object_name) if self.object_name else None
-
-    def cancel(self) -> None:
-        session.cancel(self.handle)
-
-    def add_done_callback(self, fn: Callable[[InvertFuture], Any]) -> None:
-        if self._finished:
-            fn(self)
-        else:
-            self._callbacks.append(fn)
-
-    def result(self, timeout: float | None = None) -> bpy.types.Object:
-        session.wait(self.handle, timeout)
-        if self.error is not None:
-            raise self.error
-        if self.object is None:
-            raise BackendError("AddonError", "the head was made but is no longer in the file", "")
-        return self.object
-
-    def _finish(self) -> None:
-        self._finished = True
-        for fn in self._callbacks:
-            fn(self)
-        self._callbacks.clear()
 
 
 def invert_async(photo: str | None = None, image: bpy.types.Image | None = None, location: Any = None,

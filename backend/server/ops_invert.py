@@ -24,13 +24,13 @@ from backend.errors import Aware3DError
 from backend.server import protocol as P
 from backend.server.jobs import JobContext, JobResult
 from backend.server.ops_core import load_model
+from backend.server.ops_mesh import check_mesh_output_args
 
 _NUM = (int, float)
 _OPT_INT = ((int, type(None)), None)
 PRESETS = ("fast", "default", "quality")
 MODES = ("full", "single-view")
 COLOUR_MODES = ("vertex", "none")
-MESH_FORMATS = ("glb", "obj", "ply")
 
 _PHOTO_ARGS: dict[str, tuple[tuple[type, ...], Any]] = {
     "image": ((str, type(None)), None),
@@ -143,15 +143,9 @@ def _settings(a: dict[str, Any]) -> Any:
 
 
 def _check_mesh_args(a: dict[str, Any]) -> None:
-    if a["colour_mode"] not in COLOUR_MODES:
-        raise Aware3DError(f"unknown colour mode {a['colour_mode']!r}", f"use one of {', '.join(COLOUR_MODES)}")
-    bad = [f for f in a["formats"] if f not in MESH_FORMATS]
-    if bad:
-        raise Aware3DError(f"unknown mesh format(s) {bad}", f"use any of {', '.join(MESH_FORMATS)}")
+    check_mesh_output_args(a, COLOUR_MODES)
     if not 32 <= a["resolution"] <= 1024:
         raise Aware3DError(f"mesh resolution must be between 32 and 1024, got {a['resolution']}", "e.g. 128")
-    if a["faces"] < 0:
-        raise Aware3DError(f"target faces must be 0 (keep all) or more, got {a['faces']}", "e.g. 20000")
     if a["orbit_frames"] < 0 or a["orbit_frames"] == 1 or a["orbit_frames"] > 600:
         raise Aware3DError(f"orbit_frames must be 0 or 2-600, got {a['orbit_frames']}", "e.g. 48")
 

@@ -24,14 +24,19 @@ MESH_FORMATS = ("glb", "obj", "ply")
 COLOUR_MODES = ("vertex", "texture", "none")
 
 
-def check_mesh_args(a: dict[str, Any]) -> None:
-    if a["colour_mode"] not in COLOUR_MODES:
-        raise Aware3DError(f"unknown colour mode {a['colour_mode']!r}", f"use one of {', '.join(COLOUR_MODES)}")
+def check_mesh_output_args(a: dict[str, Any], colour_modes: tuple[str, ...] = COLOUR_MODES) -> None:
+    """Colour mode, formats and face count: shared by every operation that returns a mesh."""
+    if a["colour_mode"] not in colour_modes:
+        raise Aware3DError(f"unknown colour mode {a['colour_mode']!r}", f"use one of {', '.join(colour_modes)}")
     bad = [f for f in a["formats"] if f not in MESH_FORMATS]
     if bad:
         raise Aware3DError(f"unknown mesh format(s) {bad}", f"use any of {', '.join(MESH_FORMATS)}")
     if a["faces"] < 0:
         raise Aware3DError(f"target faces must be 0 (keep all) or more, got {a['faces']}", "e.g. 50000")
+
+
+def check_mesh_args(a: dict[str, Any]) -> None:
+    check_mesh_output_args(a)
     if not 0 <= a["seed"] < 2**32:
         raise Aware3DError(f"seed must be between 0 and 2^32-1, got {a['seed']}", "e.g. 3")
     check_truncation(a["truncation"])

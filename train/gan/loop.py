@@ -480,14 +480,13 @@ def read_options_file(run_dir: Path) -> GanOptions:
 
 
 def opacity_prior(alpha: torch.Tensor) -> torch.Tensor:
-    """Mean opacity plus binary entropy of the raw render's alpha.
+    """Mean opacity of the raw render: an L1 sparsity prior that pushes unexplained density out of empty space
+    (the learned backdrop paints the background).
 
-    The mean pushes unexplained density out of empty space (the learned backdrop paints the background), the
-    entropy makes each pixel either clearly head or clearly backdrop, so the density field has a sharp level set.
+    No binary-entropy term: from a fogged volume (alpha near 1 everywhere) its gradient pushes alpha further
+    up (d/da of the entropy is log((1 - a) / a)), which was measured to undo the sparsity term.
     """
-    a = alpha.clamp(1e-4, 1 - 1e-4)
-    entropy = -(a * a.log() + (1 - a) * (1 - a).log())
-    return a.mean() + entropy.mean()
+    return alpha.mean()
 
 
 def nan_safe(x: float) -> float:

@@ -39,9 +39,9 @@ class GanOptions:
     g_reg_interval: int = 4
     density_reg: float = 0.25
     density_reg_p_dist: float = 0.004
-    # Empty-space prior for models with a learned backdrop: weight of mean raw-image opacity plus its binary
-    # entropy. Without it a volume can stay filled with faint fog (alpha ~1 on every ray), which renders fine
-    # but leaves no surface to mesh; the backdrop explains the background, so the volume is free to empty.
+    # Empty-space prior for models with a learned backdrop: weight of the mean raw-image opacity. Without it
+    # a volume can stay filled with faint fog (alpha ~1 on every ray), which renders fine but leaves no surface
+    # to mesh; the backdrop explains the background, so the volume is free to empty.
     opacity_reg: float = 0.0
     gpc_reg_prob: float = 0.5
     ema_kimg: float | None = None     # default: batch · 10 / 32
