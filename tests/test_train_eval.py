@@ -116,3 +116,21 @@ def test_model_card_lists_provenance_and_metrics(tmp_path: Path) -> None:
     text = card.read_text()
     assert "aware3d-train gan --data d.zip" in text and "2.00 h" in text and "1.500" in text
     assert (tmp_path / "mini_samples.png").is_file() and (tmp_path / "mini_orbit.gif").is_file()
+
+
+def test_model_card_compares_before_and_after_imitation(tmp_path: Path) -> None:
+    from backend.checkpoints.model_file import save_model
+    from backend.configs import TINY
+    from backend.generator import TriPlaneGenerator
+    from train.eval.card import write_model_card
+
+    path = tmp_path / "mini.safetensors"
+    save_model(path, TriPlaneGenerator(TINY).state_dict(), kind="gan", config=TINY.to_dict(), provenance={"kimg": 3})
+    after = {"quality": {"count": 10, "fid_image": 10.0, "kid_image": 0.1, "fid_direct": 12.0, "kid_direct": 0.2},
+             "consistency": {"reprojection_error_direct": 0.03, "reprojection_error_sr": 0.05}}
+    before = {"model_kimg": 2.0, "quality": {"count": 10, "fid_image": 11.0, "fid_direct": 20.0, "kid_direct": 0.5},
+              "consistency": {"reprojection_error_direct": 0.031, "reprojection_error_sr": 0.05}}
+    text = write_model_card(path, after, seeds=1, orbit_frames=2, before_imitation=before).read_text()
+    assert "Before and after the 3D-to-2D imitation stage" in text and "(2.0 kimg)" in text
+    assert "| FID, direct render | 20.0000 | 12.0000 | -8.0000 |" in text
+    assert "| FID gap direct − SR (before) | | | +9.000 |" in text and "(after) | | | +2.000 |" in text

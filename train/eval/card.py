@@ -52,8 +52,27 @@ def _format_metrics(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Mimic3D's claim in numbers: the direct render's quality moves towards the SR image's, consistency stays."""
+    rows = [("FID, final image (SR)", "quality", "fid_image"), ("FID, raw render", "quality", "fid_raw"),
+            ("FID, direct render", "quality", "fid_direct"), ("KID, direct render", "quality", "kid_direct"),
+            ("reprojection error, SR", "consistency", "reprojection_error_sr"),
+            ("reprojection error, direct", "consistency", "reprojection_error_direct")]
+    lines = ["| measure | before imitation | after imitation | change |", "|---|---|---|---|"]
+    for label, group, key in rows:
+        b, a = before.get(group, {}).get(key), after.get(group, {}).get(key)
+        if b is not None and a is not None:
+            lines.append(f"| {label} | {b:.4f} | {a:.4f} | {a - b:+.4f} |")
+    for name, report in (("before", before), ("after", after)):
+        q = report.get("quality", {})
+        if "fid_direct" in q and "fid_image" in q:
+            lines.append(f"| FID gap direct − SR ({name}) | | | {q['fid_direct'] - q['fid_image']:+.3f} |")
+    return "\n".join(lines)
+
+
 def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None, notes: str = "",
-                     seeds: int = 6, orbit_frames: int = 48) -> Path:
+                     seeds: int = 6, orbit_frames: int = 48,
+                     before_imitation: dict[str, Any] | None = None) -> Path:
     model_path = Path(model_path)
     name = model_path.name.removesuffix(".safetensors")
     folder = model_path.parent
@@ -67,6 +86,12 @@ def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None,
     p = header.provenance
     cfg = header.config
     size_mb = model_path.stat().st_size / 2**20
+    comparison = ""
+    if before_imitation and eval_report:
+        kimg = before_imitation.get("model_kimg", "?")
+        comparison = (f"\n### Before and after the 3D-to-2D imitation stage\n\nThe same evaluation on the snapshot "
+                      f"exported when the imitation stage started ({kimg} kimg) and on this model:\n\n"
+                      f"{_format_comparison(before_imitation, eval_report)}\n")
     text = f"""# Model card: {name}
 
 {notes}
@@ -92,6 +117,7 @@ Orbit (seed 0, yaw ±45°, pitch ±10°): [{name}_orbit.gif]({name}_orbit.gif)
 ## Evaluation (`aware3d-train eval`)
 
 {_format_metrics(eval_report) if eval_report else 'Not evaluated.'}
+{comparison}
 
 <details><summary>Full report</summary>
 

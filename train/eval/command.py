@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("model", type=Path, help="the model file (.safetensors), e.g. assets/models/NAME.safetensors")
     c.add_argument("--eval", type=Path, help="a report written by aware3d-train eval --out")
     c.add_argument("--notes", default="", help="a paragraph describing the model (markdown)")
+    c.add_argument("--before-imitation", type=Path, metavar="EVAL",
+                   help="eval report of the snapshot from before the imitation stage (OUT/before-imitation"
+                        ".safetensors): adds Mimic3D's before/after comparison")
     c.set_defaults(func=run_card)
 
 
@@ -119,7 +122,8 @@ def run_eval(args: argparse.Namespace) -> int:
                       test_data=test, on_progress=on_progress)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
-    report = {"model": model.name, "config": model.generator.cfg.name, "data": str(args.data),
+    report = {"model": model.name, "config": model.generator.cfg.name,
+              "model_kimg": model.header.provenance.get("kimg"), "data": str(args.data),
               "features": str(args.features), **report}
     text = json.dumps(report, indent=2)
     print(text)
@@ -137,6 +141,7 @@ def run_card(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise Aware3DError(f"model file not found: {args.model}", "pass the .safetensors file")
     report = json.loads(args.eval.read_text()) if args.eval else None
-    path = write_model_card(args.model, report, notes=args.notes)
+    before = json.loads(args.before_imitation.read_text()) if args.before_imitation else None
+    path = write_model_card(args.model, report, notes=args.notes, before_imitation=before)
     print(f"wrote {path}", file=sys.stderr)
     return 0
