@@ -32,7 +32,8 @@ def tiny_options(**changes):  # type: ignore[no-untyped-def]
 
 
 def test_tiny_training_runs_end_to_end_with_imitation(tmp_path: Path) -> None:
-    opts = tiny_options(kimg=0.016, snap_kimg=0.008, image_kimg=0.008, log_kimg=0.004)
+    opts = tiny_options(kimg=0.016, snap_kimg=0.008, image_kimg=0.008, log_kimg=0.004, opacity_reg=1.0,
+                        opacity_entropy=1.0)
     trainer = GanTrainer(opts, BlobDataset(), tmp_path, command=["test"])
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
     trainer.run()
@@ -44,6 +45,7 @@ def test_tiny_training_runs_end_to_end_with_imitation(tmp_path: Path) -> None:
 
     records = [json.loads(line) for line in log]
     assert any("loss/G_imitation" in r for r in records), "the imitation stage never ran"
+    assert any("loss/G_opacity" in r for r in records), "the empty-space prior never ran"
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
     assert list(tmp_path.glob("grid-*.png"))
     assert len(list_snapshots(tmp_path)) == opts.keep_snapshots
@@ -180,3 +182,14 @@ def test_user_supplied_lpips_weights_drive_the_imitation_loss(tmp_path: Path) ->
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(Aware3DError, match="LPIPS"):
         LPIPSDistance(tmp_path / "bad.safetensors")
+
+
+def test_opacity_prior_clears_fog_and_sharpens_surfaces() -> None:
+    """The empty-space prior lowers a fogged pixel's alpha; its entropy share sends clear pixels to 0 or 1."""
+    from train.gan.loop import opacity_prior
+
+    alpha = torch.tensor([0.98, 0.9, 0.5, 0.2], requires_grad=True)
+    (grad,) = torch.autograd.grad(opacity_prior(alpha), [alpha])
+    assert (grad > 0).all()  # descent lowers every alpha
+    (grad,) = torch.autograd.grad(opacity_prior(alpha, entropy_weight=1.0), [alpha])
+    assert grad[0] < 0 and grad[1] < 0 and grad[2] > 0 and grad[3] > 0  # opaque → 1, faint → 0

@@ -43,6 +43,7 @@ class GanOptions:
     # a volume can stay filled with faint fog (alpha ~1 on every ray), which renders fine but leaves no surface
     # to mesh; the backdrop explains the background, so the volume is free to empty.
     opacity_reg: float = 0.0
+    opacity_entropy: float = 0.0      # binary-entropy share of the prior (sharp surfaces; see opacity_prior)
     gpc_reg_prob: float = 0.5
     ema_kimg: float | None = None     # default: batch · 10 / 32
     ema_rampup: float | None = 0.05
