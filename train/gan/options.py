@@ -84,6 +84,6 @@ PRESETS: dict[str, GanOptions] = {
                        imitation=ImitationOptions(start_kimg=0.02, patch_scale=0.5)),
     "heads64": GanOptions(config="aware3d-heads64", batch=8, kimg=500, d_channel_base=2048, d_channel_max=64,
                           d_mapping_layers=2, r1_gamma=0.3, blur_fade_kimg=20, snap_kimg=1, image_kimg=2,
-                          log_kimg=0.1, ema_kimg=1.0, mbstd_group_size=4, opacity_reg=0.1,
+                          log_kimg=0.1, ema_kimg=1.0, mbstd_group_size=4, opacity_reg=1.0,
                           imitation=ImitationOptions(start_kimg=150, patch_scale=0.5)),
 }
