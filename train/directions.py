@@ -14,7 +14,7 @@ The synthetic data set knows every head's parameters (hair colour and length, gl
    predicted attribute by one standard deviation, so ``aware3d edit --amount 2`` means "two standard
    deviations more"; the held-out R² says how linear (and how trustworthy) the direction is.
 
-Run: ``python -m train.directions --model M --features F [--out FILE]`` (default: beside the model, where
+Run: ``aware3d-train directions --model M --features F [--out FILE]`` (default: beside the model, where
 ``aware3d edit`` looks). Directions belong to one model's weights (recorded by hash).
 """
 

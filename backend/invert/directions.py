@@ -77,7 +77,7 @@ def load_directions(path: str | os.PathLike[str]) -> DirectionSet:
     header = read_header(p)
     if header.kind != KIND:
         raise Aware3DError(f"{p.name} is a {header.kind} file, not attribute directions",
-                           "learn directions with 'python -m train.directions'")
+                           "learn directions with 'aware3d-train directions'")
     tensors = load_tensors(p)
     attrs = header.config.get("attributes", {})
     out = {}
@@ -106,7 +106,7 @@ def find_directions(explicit: str | os.PathLike[str] | None, base: dict[str, Any
     if cand is None or not cand.is_file():
         where = f" ({cand})" if cand is not None else ""
         raise Aware3DError(f"no attribute directions for model {base.get('name')!r}{where}",
-                           "learn them with 'python -m train.directions --model M --features F' or pass "
+                           "learn them with 'aware3d-train directions --model M --features F' or pass "
                            "--directions FILE")
     ds = load_directions(cand)
     want, have = ds.model.get("state_sha256"), base.get("state_sha256")
