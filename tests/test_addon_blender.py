@@ -177,7 +177,7 @@ def scenario_generate(zip_path: str) -> dict[str, Any]:
     def on_progress(f: Any) -> None:
         seen["progress_calls"] += 1
 
-    fut = api.generate_async(seed=5, model=MODEL, resolution=256, faces=20000, on_progress=on_progress,
+    fut = api.generate_async(seed=5, model=MODEL, resolution=512, faces=20000, on_progress=on_progress,
                              on_done=lambda f: seen.__setitem__("callback", f.object_name))
     ticks = []
     while not fut.done():
