@@ -100,7 +100,7 @@ def test_given_pose_single_view_and_edits(model: Path, photo: Path, tmp_path: Pa
                                str(out / "input.png"), "--out", str(tmp_path / "e")], capsys)
     assert code == 2 and "stage-1 geometry" in stderr
     code, _, stderr = aware3d(["edit", "--avatar", str(out / "me.avatar.safetensors"), "--list"], capsys)
-    assert code == 2 and "no attribute directions" in stderr and "train.directions" in stderr
+    assert code == 2 and "no attribute directions" in stderr and "aware3d-train directions" in stderr
 
 
 def test_texture_and_latent_edit(model: Path, photo: Path, tmp_path: Path,
