@@ -72,6 +72,11 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, synchronize: bool = True) -> None:
+    """Leave the process group. ``synchronize`` waits for every rank first: a rank that tears gloo down while
+    another is still writing its last file can abort the peer ("terminate called without an active
+    exception"). Pass False on the interrupt path, where a peer may already be gone."""
     if info.world_size > 1 and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
