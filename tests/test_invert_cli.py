@@ -157,3 +157,21 @@ def test_bad_input_is_one_line(argv: list[str], needle: str, model: Path, photo:
         argv += ["--model", str(model), "--out", str(tmp_path / "o")]
     code, _, stderr = aware3d(argv, capsys)
     assert code == 2 and needle in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_a_real_photograph_gives_a_mesh(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real photograph (NASA's public-domain portrait of Eileen Collins, shipped inside scikit-image): the
+    automatic crop finds the face, and the whole path runs to an avatar and a mesh."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    photo = tmp_path / "astronaut.png"
+    iio.imwrite(photo, skimage.data.astronaut())
+    out = tmp_path / "astro"
+    code, _, stderr = aware3d(["invert", str(photo), "--model", str(model), "--out", str(out), *FAST], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    x, y, size = report["source"]["crop"]
+    assert report["source"]["crop_method"] == "auto-face"
+    assert 120 < x + size / 2 < 330 and 40 < y + size / 2 < 220  # centred on her face, not the suit or flag
+    assert report["mesh"]["faces"] > 100 and (out / "head.glb").read_bytes()[:4] == b"glTF"
