@@ -154,19 +154,30 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
     return future
 
 
-def _apply(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
-           scene_name: str, with_camera: bool) -> None:
+def import_result(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
+                  scene_name: str, meta: dict[str, Any], with_camera: bool) -> bpy.types.Object | None:
+    """Import a finished job's head into the scene and collection it was started from (looked up by name: they
+    may have been renamed or deleted meanwhile); on failure record the error on ``future`` and return None."""
     scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
     collection = bpy.data.collections.get(coll_name) or scene.collection
-    meta = {k: v for k, v in h.data.items() if k in ("model", "config", "seed", "truncation", "colour_mode")}
     try:
         obj = scene_import.import_head(h.files, name, location, collection, meta, with_camera)
     except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
         future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
                                     "the job folder is kept; see the system console")
         session.record_error(future.error)
-        return
+        return None
     future.object_name = obj.name
+    return obj
+
+
+def _apply(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
+           scene_name: str, with_camera: bool) -> None:
+    meta = {k: v for k, v in h.data.items() if k in ("model", "config", "seed", "truncation", "colour_mode")}
+    obj = import_result(h, future, name, location, coll_name, scene_name, meta, with_camera)
+    if obj is None:
+        return
+    scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
     future.seconds = h.data.get("seconds") and sum(h.data["seconds"].values())
     session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices, "
                           f"{h.data.get('faces', 0)} faces ({h.data.get('model', '')})")

@@ -24,7 +24,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import api, prefs, scene_import, session
+from . import api, prefs, session
 from .client import BackendError, JobHandle
 from .panels import ORDER
 
@@ -242,21 +242,14 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
                 return
             _record(h.data)
             show_preview(h.files.get("crop_preview"))
-            sc = bpy.data.scenes.get(scene_name) or bpy.context.scene
-            coll = bpy.data.collections.get(coll_name) or sc.collection
             obj_name = name or f"Aware3D_{h.data.get('name') or 'photo'}"
             meta = {"model": h.data.get("model", ""), "avatar": h.data.get("avatar", ""),
                     "yaw": float((h.data.get("pose") or {}).get("yaw_deg", 0.0)),
                     "pitch": float((h.data.get("pose") or {}).get("pitch_deg", 0.0))}
             if "mesh" in h.files:
-                try:
-                    obj = scene_import.import_head(h.files, obj_name, loc, coll, meta, with_camera)
-                except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
-                    future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
-                                                "the job folder is kept; see the system console")
-                    session.record_error(future.error)
+                obj = api.import_result(h, future, obj_name, loc, coll_name, scene_name, meta, with_camera)
+                if obj is None:
                     return
-                future.object_name = obj.name
                 session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo")
                 if not bpy.app.background:
                     with contextlib.suppress(RuntimeError):

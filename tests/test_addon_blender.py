@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
+
+from tests.support.fake_layout import FakeLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PKG = "bl_ext.user_default.aware3d"
@@ -66,47 +70,6 @@ def _check_head(obj: Any, location: tuple[float, float, float]) -> dict[str, Any
     assert 0.1 < max(dims) < 0.6 and dims[2] >= dims[1] * 0.9, dims  # metres, upright
     assert len(me.materials) == 1 and me.materials[0].node_tree is not None
     return {"vertices": len(me.vertices), "faces": len(me.polygons), "dimensions": dims}
-
-
-class FakeLayout:
-    """Stands in for ``UILayout`` (no UI in background mode): checks every property and operator a panel
-    names, so a typo in a draw function fails here instead of in front of a user."""
-
-    def __init__(self, calls: list[str]) -> None:
-        self.calls = calls
-
-    def _sub(self, *a: Any, **k: Any) -> FakeLayout:
-        return self
-
-    row = column = box = split = _sub
-
-    def prop(self, data: Any, name: str, **k: Any) -> None:
-        assert name in data.bl_rna.properties, name
-        self.calls.append(f"prop:{name}")
-
-    def prop_search(self, data: Any, name: str, sdata: Any, sname: str, **k: Any) -> None:
-        assert name in data.bl_rna.properties and sname in sdata.bl_rna.properties, (name, sname)
-        self.calls.append(f"prop_search:{name}")
-
-    def operator(self, idname: str, **k: Any) -> None:
-        import bpy
-
-        mod, name = idname.split(".")
-        assert hasattr(getattr(bpy.ops, mod), name), idname
-        self.calls.append(f"op:{idname}")
-
-    def progress(self, **k: Any) -> None:
-        assert 0.0 <= k["factor"] <= 1.0
-        self.calls.append("progress")
-
-    def label(self, **k: Any) -> None:
-        self.calls.append("label")
-
-    def separator(self, **k: Any) -> None:
-        pass
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
 
 
 class _WithLayout:

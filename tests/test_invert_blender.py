@@ -17,50 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
+
+from tests.support.fake_layout import FakeLayout
+
 PKG = "bl_ext.user_default.aware3d"
 MODEL = "head-tiny"
-
-class FakeLayout:
-    """Stands in for ``UILayout`` in background mode: checks every property and operator the panel names."""
-
-    def __init__(self, calls: list[str]) -> None:
-        self.calls = calls
-
-    def _sub(self, *a: Any, **k: Any) -> FakeLayout:
-        return self
-
-    row = column = box = split = _sub
-
-    def prop(self, data: Any, name: str, **k: Any) -> None:
-        assert name in data.bl_rna.properties, name
-        self.calls.append(f"prop:{name}")
-
-    def template_ID(self, data: Any, name: str, **k: Any) -> None:
-        assert name in data.bl_rna.properties, name
-        self.calls.append(f"template_ID:{name}")
-
-    def template_icon(self, **k: Any) -> None:
-        self.calls.append("template_icon")
-
-    def operator(self, idname: str, **k: Any) -> None:
-        import bpy
-
-        mod, name = idname.split(".")
-        assert hasattr(getattr(bpy.ops, mod), name), idname
-        self.calls.append(f"op:{idname}")
-
-    def progress(self, **k: Any) -> None:
-        assert 0.0 <= k["factor"] <= 1.0
-        self.calls.append("progress")
-
-    def label(self, **k: Any) -> None:
-        self.calls.append(f"label:{k.get('text', '')}")
-
-    def separator(self, **k: Any) -> None:
-        pass
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
 
 
 def _draw(bpy: Any) -> list[str]:
