@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.fileio import write_json
+
 TARGET_IMAGES_PER_S = 30000 / (30 * 60)  # the issue: 30k images at 128² in under 30 minutes
 
 
@@ -97,8 +99,7 @@ def main() -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_json(args.out, report)
     return 0
 
 

@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
+from backend.fileio import write_json
 from backend.invert.geometry import orbit_labels
 from backend.invert.losses import downsample, psnr, ssim
 from backend.invert.pipeline import Inversion, find_pose, input_metrics, preset, run_stage2
@@ -325,10 +326,8 @@ def main() -> int:
         }
         if args.photo:
             result["photo_check"] = photo_check(G, s, str(model_copy))
-    text = json.dumps(result, indent=1)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_json(args.out, result)
     print(json.dumps(result["summary"], indent=1))
     return 0
 

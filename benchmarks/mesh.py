@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
+from backend.fileio import write_json
 from backend.mesh.export import save_mesh
 from backend.mesh.field import ANALYTIC_FIELDS, CountingField, Field, GeneratorField
 from backend.mesh.marching_cubes import cuda_kernel_available, marching_cubes
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_json(args.out, result)
     return result
 
 

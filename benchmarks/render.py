@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
+from backend.fileio import write_json
 from backend.registry import load_generator
 from backend.render.renderer import DEFAULT_MEMORY_BUDGET, SamplingSettings
 from backend.sampling import camera_label
@@ -154,8 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_json(args.out, result)
     return result
 
 
