@@ -78,5 +78,5 @@ def shutdown(info: DistInfo, synchronize: bool = True) -> None:
     exception"). Pass False on the interrupt path, where a peer may already be gone."""
     if info.world_size > 1 and dist.is_initialized():
         if synchronize:
-            dist.barrier()
+            barrier(info)
         dist.destroy_process_group()

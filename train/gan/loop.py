@@ -488,9 +488,9 @@ def opacity_prior(alpha: torch.Tensor, entropy_weight: float = 0.0) -> torch.Ten
     to 1 and the rest to 0 (d/da of the entropy is log((1 - a) / a)). Start it only once the volume has cleared:
     from a fogged volume (alpha near 1 everywhere) it pushes every ray further towards opaque, as measured.
     """
-    a = alpha.clamp(1e-4, 1 - 1e-4)
     loss = alpha.mean()
     if entropy_weight > 0:
+        a = alpha.clamp(1e-4, 1 - 1e-4)
         loss = loss + entropy_weight * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
     return loss
 
