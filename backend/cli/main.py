@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "info_cmd",
     "convert_cmd",
     "mesh_cmd",
+    "texture_cmd",
+    "views_cmd",
     "invert_cmd",
     "serve_cmd",
     "extension_cmd",

@@ -1,0 +1,77 @@
+"""``aware3d views``: novel views of a head with the diffusion models (IVID), along a trajectory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from backend.cli.common import add_device_arg, progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "views", help="generate 3D-consistent novel views with the RGBD diffusion models",
+        description="Generate RGBD views along a trajectory: the first view from the unconditional model "
+                    "(--first uncond, from --seed) or rendered by a GAN (--first gan --model M --seed S), every "
+                    "further view from the warp-conditioned model given all previous views. Writes "
+                    "view_NN.png, view_NN_depth.npy, sheet.png and views.json.")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first view and of the sampling noise")
+    p.add_argument("--trajectory", default="yaw:-60:60:15",
+                   help="3x9, yaw:A:B:STEP, ring:N or 'yaw,pitch;...' (degrees; default yaw:-60:60:15)")
+    p.add_argument("--first", choices=("uncond", "gan"), default="uncond",
+                   help="where the first view comes from (default: the unconditional diffusion model)")
+    p.add_argument("--model", default=None, help="GAN for --first gan (default: the bundled default model)")
+    p.add_argument("--truncation", type=float, default=0.7, help="GAN truncation for --first gan")
+    p.add_argument("--views-model", default=None,
+                   help="conditional model name or file (default: aware3d-views-cond)")
+    p.add_argument("--first-model", default=None,
+                   help="unconditional model name or file (default: aware3d-views-uncond)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps per view (default 25)")
+    p.add_argument("--ddpm", action="store_true", help="first view by the full 1000-step DDPM (IVID's G_u sampler)")
+    p.add_argument("--no-refine", action="store_true", help="no per-step pull towards the warped condition")
+    add_device_arg(p)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.devices import resolve_device
+    from backend.errors import Aware3DError
+    from backend.views import rgbd, trajectories
+    from backend.views.generate import generate_views, load_view_models
+    from backend.views.outputs import save_views
+
+    if not 1 <= args.steps <= 1000:
+        raise Aware3DError(f"--steps must be between 1 and 1000, got {args.steps}", "e.g. --steps 25")
+    angles = trajectories.parse(args.trajectory)
+    device = resolve_device(args.device)
+    t0 = time.time()
+    models = load_view_models(args.views_model, args.first_model, args.steps, device,
+                              need_uncond=args.first == "uncond")
+    models.refine = not args.no_refine
+    size = models.resolution
+    cams = [rgbd.orbit(y, p, size) for y, p in angles]
+    first = None
+    extra: dict[str, object] = {"seed": args.seed, "trajectory": args.trajectory, "steps": args.steps,
+                                "first": args.first}
+    if args.first == "gan":
+        from backend.registry import load_generator
+        from backend.sampling import make_latent
+        from backend.views.from_gan import gan_view
+
+        model = load_generator(args.model, device)
+        latent = make_latent(model.generator, args.seed, args.truncation)
+        first = gan_view(model.generator, latent, angles[0][0], angles[0][1], size)
+        extra["model"] = model.name
+    elif args.ddpm:
+        first = models.first_view(cams[0], args.seed, ddpm=True)
+    print(f"{len(cams)} views at {size}px, {args.steps} DDIM steps, on {device} (loaded in "
+          f"{time.time() - t0:.1f}s)", file=sys.stderr)
+    with progress(total=len(cams), desc="views", unit="view") as bar:
+        views = generate_views(models, cams, args.seed, first, progress=lambda *_: bar.update(1))
+    extra["seconds"] = round(time.time() - t0, 2)
+    paths = save_views(views, angles, args.out, extra)
+    print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
+    return 0

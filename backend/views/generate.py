@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Generating RGBD views with IVID's two diffusion models (spec §1, §3.4).
+
+G_u samples a first view from noise; G_c samples each further view conditioned on the aggregate of all
+previous views warped into its camera (``backend.views.warp.aggregate``). At every sampling step the
+predicted clean view is pulled towards the condition - 10 % of the colour inside the colour mask, 20 % of
+the depth inside the depth mask - and new content is kept from appearing in front of known surfaces
+(depth code at least the stretched-triangle depth, half-way). Visible pixels are thus regenerated, not
+copied: the model may refine what earlier views saw.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.diffusion.model_file import load_net
+from backend.diffusion.sampler import ddim_sample, ddpm_sample
+from backend.diffusion.schedule import NoiseSchedule
+from backend.diffusion.unet import UNet
+from backend.views import rgbd
+from backend.views.rgbd import Camera, Condition, RGBDView
+from backend.views.warp import aggregate
+
+ViewGenerator = Callable[[Condition], RGBDView]
+ViewProgress = Callable[[int, int, str, RGBDView | None], None]  # (done, total, message, latest view)
+
+RGB_PULL = 0.1
+DEPTH_PULL = 0.2
+CONVEX_MIX = 0.5
+
+
+def condition_tensor(cond: Condition, generator: torch.Generator) -> torch.Tensor:
+    """G_c's 6 condition channels [1, 6, H, W], holes filled with N(0, 1) noise (IVID §4.4)."""
+    x = torch.from_numpy(cond.to_network())
+    noise = torch.randn(x[1:5].shape, generator=generator)
+    rm = torch.from_numpy(cond.rgb_mask)[None]
+    dm = torch.from_numpy(cond.depth_mask)
+    x[1:4] = torch.where(rm, x[1:4], noise[:3])
+    x[4] = torch.where(dm, x[4], noise[3])
+    return x[None]
+
+
+def refine_hook(cond: Condition, device: torch.device | str) -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
+    """The per-step x0 adjustment of IVID §3.4 for one condition."""
+    near, far = cond.camera.depth_range()
+    c = torch.from_numpy(cond.to_network()).to(device)
+    cond_rgb, cond_d = c[1:4], c[4]
+    rm = torch.from_numpy(cond.rgb_mask).to(device)
+    dm = torch.from_numpy(cond.depth_mask).to(device)
+    convex = torch.from_numpy(rgbd.encode_depth(cond.z_convex, near, far)).to(device)
+
+    def hook(x0: torch.Tensor, t: int, last: bool) -> torch.Tensor:
+        x0 = x0.clone()
+        if not last:
+            x0[:, :3] = torch.where(rm, (1 - RGB_PULL) * x0[:, :3] + RGB_PULL * cond_rgb, x0[:, :3])
+        d = x0[:, 3]
+        d = torch.where(dm, (1 - DEPTH_PULL) * d + DEPTH_PULL * cond_d,
+                        CONVEX_MIX * torch.maximum(d, convex) + (1 - CONVEX_MIX) * d)
+        x0[:, 3] = d
+        return x0
+
+    return hook
+
+
+@dataclass
+class ViewModels:
+    """The loaded G_u (optional) and G_c with their sampling settings."""
+
+    cond: UNet
+    uncond: UNet | None = None
+    steps: int = 25
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    refine: bool = True
+
+    @property
+    def resolution(self) -> int:
+        return self.cond.cfg.resolution
+
+    def first_view(self, camera: Camera, seed: int, ddpm: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> RGBDView:
+        """Sample a first view with G_u (DDIM with ``steps``, or the full 1000-step DDPM)."""
+        if self.uncond is None:
+            raise ValueError("no unconditional model loaded")
+        net = self.uncond
+        sched = NoiseSchedule.from_config(net.cfg)
+        g = torch.Generator().manual_seed(int(seed))
+        shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
+        with torch.inference_mode():
+            if ddpm:
+                x = ddpm_sample(net, sched, shape, generator=g, device=self.device, progress=progress)
+            else:
+                x = ddim_sample(net, sched, shape, self.steps, generator=g, device=self.device, progress=progress)
+        return rgbd.from_network(x[0].cpu().numpy(), camera.resized(net.cfg.resolution, net.cfg.resolution))
+
+    def next_view(self, cond: Condition, seed: int,
+                  progress: Callable[[int, int], None] | None = None) -> RGBDView:
+        """Sample the view ``cond`` describes with G_c."""
+        net = self.cond
+        sched = NoiseSchedule.from_config(net.cfg)
+        g = torch.Generator().manual_seed(int(seed))
+        c = condition_tensor(cond, g).to(self.device)
+        hook = refine_hook(cond, self.device) if self.refine else None
+        shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
+        with torch.inference_mode():
+            x = ddim_sample(lambda xt, t: net(torch.cat([xt, c], 1), t), sched, shape, self.steps, generator=g,
+                            device=self.device, x0_hook=hook, progress=progress)
+        return rgbd.from_network(x[0].cpu().numpy(), cond.camera)
+
+    def as_generator(self, seed: int = 0) -> ViewGenerator:
+        """A ``Condition -> RGBDView`` callable (what texturing uses); each call gets the next seed."""
+        counter = [0]
+
+        def generate(cond: Condition) -> RGBDView:
+            size = self.resolution
+            c = _resize_condition(cond, size) if cond.camera.width != size or cond.camera.height != size else cond
+            counter[0] += 1
+            return self.next_view(c, seed * 1000 + counter[0])
+
+        return generate
+
+
+def _resize_condition(cond: Condition, size: int) -> Condition:
+    """Nearest-neighbour resize of a condition to the model's resolution (the camera keeps its K)."""
+    h, w = cond.rgb_mask.shape
+    iy = ((np.arange(size) + 0.5) * h / size).astype(int)
+    ix = ((np.arange(size) + 0.5) * w / size).astype(int)
+    pick = np.ix_(iy, ix)
+    return Condition(cond.rgb[pick], cond.z[pick], cond.rgb_mask[pick], cond.depth_mask[pick],
+                     cond.z_convex[pick], cond.camera.resized(size, size))
+
+
+def resolve_view_model(kind: str, name_or_path: str | os.PathLike[str] | None = None) -> Path:
+    """A view-model file: a path as given, else ``<name>.safetensors`` (default ``aware3d-views-<kind>``)
+    in the user models folder, then in the bundled ``assets/models``."""
+    from backend.registry import bundled_models_dir, user_models_dir
+
+    if name_or_path is not None and (Path(name_or_path).suffix or os.sep in str(name_or_path)):
+        return Path(name_or_path)
+    name = str(name_or_path) if name_or_path is not None else f"aware3d-views-{kind}"
+    for folder in (user_models_dir(), bundled_models_dir()):
+        if (folder / f"{name}.safetensors").is_file():
+            return folder / f"{name}.safetensors"
+    return bundled_models_dir() / f"{name}.safetensors"
+
+
+def load_view_models(cond: str | os.PathLike[str] | None = None, uncond: str | os.PathLike[str] | None = None,
+                     steps: int = 25, device: str | torch.device = "cpu", need_uncond: bool = False) -> ViewModels:
+    """Load G_c (default: the bundled one) and, if given or needed, G_u."""
+    dev = torch.device(device)
+    c = load_net(resolve_view_model("cond", cond), expect="cond", device=dev).net
+    u = None
+    if uncond is not None or need_uncond:
+        u = load_net(resolve_view_model("uncond", uncond), expect="uncond", device=dev).net
+    return ViewModels(c, u, steps, dev)
+
+
+def load_view_generator(model_path: str | os.PathLike[str] | None = None, steps: int = 25, seed: int = 0,
+                        device: str | torch.device = "cpu") -> ViewGenerator:
+    """A ``Condition -> RGBDView`` generator from a G_c model file (the texturing entry point)."""
+    return load_view_models(model_path, steps=steps, device=device).as_generator(seed)
+
+
+def generate_views(models: ViewModels, cams: list[Camera], seed: int = 0, first: RGBDView | None = None,
+                   progress: ViewProgress | None = None) -> list[RGBDView]:
+    """Views for ``cams`` in order: the first from ``first`` (e.g. a GAN render or a photo's RGBD) or G_u,
+    each later one from G_c conditioned on all previous views."""
+    out: list[RGBDView] = []
+    total = len(cams)
+    for i, cam in enumerate(cams):
+        cam = cam.resized(models.resolution, models.resolution)
+        if i == 0:
+            view = first if first is not None else models.first_view(cam, seed)
+        else:
+            view = models.next_view(aggregate(out, cam), seed * 1000 + i)
+        out.append(view)
+        if progress is not None:
+            progress(i + 1, total, f"view {i + 1}/{total}", view)
+    return out

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Options of a diffusion training run (stored in every snapshot, so a resume continues the same run)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class DiffusionOptions:
+    data: str
+    out: str
+    kind: str = "uncond"  # uncond | cond
+    preset: str = "views64"
+    steps: int = 20000
+    batch: int = 16  # global batch (split over DDP ranks)
+    lr: float = 2e-4
+    ema: float = 0.999  # per step; IVID uses 0.9999 over 1 M steps, we train ~100× shorter
+    warmup: int = 200
+    seed: int = 0
+    xflip: bool = True
+    snap_every: int = 250  # steps between snapshots (and exports of the EMA net)
+    keep_snapshots: int = 2
+    init_from: str | None = None  # cond only: start from a trained uncond model (IVID's finetune_ckpt)
+    depth_model: str | None = None  # for zips without depth: a monocular depth network
+    threads: int | None = None
+    device: str = "auto"
+    command: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionOptions:
+        return cls(**d)
