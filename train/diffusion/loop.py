@@ -78,6 +78,7 @@ class DiffusionTrainer:
         self.examples = RGBDExamples(data, options.kind, seed=options.seed,
                                      depth_fn=_depth_fn(options.depth_model, self.device))
         self.cfg = cfg
+        torch.manual_seed(options.seed)  # the initial weights are part of the run
         self.net = UNet(cfg).to(self.device)
         if options.init_from and not snaps:
             if options.kind != "cond":
