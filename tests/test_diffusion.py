@@ -121,7 +121,7 @@ def test_model_file_round_trip_and_kind_check(tmp_path: Path) -> None:
 
 def _condition(size: int = 16) -> Condition:
     cam = rgbd.orbit(20, 0, size)
-    near, far = cam.depth_range()
+    _, far = cam.depth_range()
     rgb = np.zeros((size, size, 3), np.float32)
     rgb[..., 0] = 1.0
     z = np.full((size, size), far, np.float32)
@@ -155,7 +155,7 @@ def test_generate_views_chain_conditions_on_previous_views() -> None:
     assert seen == [1, 2, 3] and len(views) == 3
     for v, cam in zip(views, cams):
         near, far = cam.depth_range()
-        assert v.rgb.shape == (16, 16, 3) and 0 <= v.rgb.min() and v.rgb.max() <= 1
+        assert v.rgb.shape == (16, 16, 3) and v.rgb.min() >= 0 and v.rgb.max() <= 1
         assert near - 1e-4 <= v.z.min() and v.z.max() <= far + 1e-4
         np.testing.assert_allclose(v.camera.cam2world, cam.cam2world)
     again = generate_views(models, cams, seed=4)

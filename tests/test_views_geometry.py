@@ -61,7 +61,7 @@ def test_ray_depth_becomes_the_camera_z_of_the_same_point() -> None:
 def test_view_mesh_unprojects_pixels_to_their_own_depth(test_zip: ZipDataset) -> None:
     v = _view(test_zip, 0)
     m = view_mesh(v, cut_tol=0.03, skirt=False)
-    xy, z = camera_space(m.verts, v.camera)
+    _, z = camera_space(m.verts, v.camera)
     np.testing.assert_allclose(z, v.z.reshape(-1), rtol=1e-5)
     assert (m.normals * (v.camera.position - m.verts)).sum(1).min() >= 0  # normals face the camera
 
@@ -77,7 +77,7 @@ def test_warp_to_the_same_camera_is_the_identity_on_the_head(test_zip: ZipDatase
     # 3× supersampling re-filters the colours (bilinear between pixel centres): measured 29.6 dB at 32 px
     assert psnr(c.rgb, v.rgb, c.rgb_mask) > 27
     np.testing.assert_allclose(c.z[c.depth_mask], v.z[c.depth_mask], rtol=1e-2)
-    rgb, z, mask = forward_backward_warp(v, v.camera)
+    rgb, _, mask = forward_backward_warp(v, v.camera)
     assert mask[inner].mean() > 0.8 and psnr(rgb, v.rgb, mask) > 24  # filtered twice: measured 26.6 dB
 
 

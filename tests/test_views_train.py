@@ -54,7 +54,7 @@ def test_examples_are_rgbd_targets_and_warped_conditions(zips: dict[str, Path]) 
     e = ex.example(2, step=5)
     t, c = e["target"].numpy(), e["cond"].numpy()
     assert t.shape == (4, RES, RES) and c.shape == (6, RES, RES)
-    assert -1 <= t.min() and t.max() <= 1
+    assert t.min() >= -1 and t.max() <= 1
     head = t[3] < 0.99  # background is the far code +1
     assert head.any() and (~head).any()
     rgb_mask, depth_mask = c[0] > 0.5, c[5] > 0.5
