@@ -132,9 +132,12 @@ class DiffusionTrainer:
         distributed.average_gradients(params, self.info)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         self.opt.step()
+        # EMA with a warm-up: the decay grows as (1 + step) / (10 + step) up to --ema, so a short CPU run's
+        # exported net is not mostly its random initialisation (0.999^1000 ≈ 0.37)
+        decay = min(self.opts.ema, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for pe, p in zip(self.ema.parameters(), self.net.parameters()):
-                pe.lerp_(p, 1.0 - self.opts.ema)
+                pe.lerp_(p, 1.0 - decay)
         self.step += 1
         return float(loss.detach())
 
