@@ -126,3 +126,12 @@ def test_trajectories() -> None:
     for bad in ("yaw:1:0:5", "ring:0", "nonsense", "1,2,3"):
         with pytest.raises(Aware3DError):
             trajectories.parse(bad)
+
+
+def test_a_view_of_only_backdrop_gives_an_empty_condition() -> None:
+    cam = rgbd.orbit(0, 0, 16)
+    far = cam.depth_range()[1]
+    empty = rgbd.RGBDView(np.full((16, 16, 3), 0.5, np.float32), np.full((16, 16), far, np.float32), cam)
+    c = aggregate([empty], rgbd.orbit(20, 0, 16))
+    assert not c.depth_mask.any() and not c.rgb_mask.any()
+    np.testing.assert_allclose(c.z_convex, rgbd.orbit(20, 0, 16).depth_range()[1])

@@ -147,3 +147,16 @@ def test_train_cli_errors_are_one_line(zips: dict[str, Path], tmp_path: Path,
     assert aware3d_train(["eval-views", "--test-data", str(zips["train"]), "--views-model",
                           str(tmp_path / "r" / "cond-latest.safetensors"), "--out", str(tmp_path / "e.json")]) == 2
     assert "not a test split" in capsys.readouterr().err
+
+
+def test_views_cli_first_view_from_a_gan(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "gan"
+    rc = aware3d(["views", "--first", "gan", "--model", "random:tiny", "--seed", "1",
+                  "--views-model", str(tiny_models["cond"]), "--trajectory", "0,0;25,0", "--steps", "2",
+                  "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "views.json").read_text())
+    assert meta["first"] == "gan" and len(meta["views"]) == 2
+    z = np.load(out / "view_00_depth.npy")
+    cam = meta["views"][0]["camera"]
+    assert z.shape == (cam["height"], cam["width"]) and np.isfinite(z).all()

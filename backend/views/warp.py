@@ -183,6 +183,8 @@ def aggregate(views: list[RGBDView], target: Camera, supersample: int = 3, cut_t
         vw = np.where(m.eroded, vw * ERODED_FACTOR, vw)
         attrs = np.concatenate([m.colours, np.log(vw)[:, None], m.eroded[:, None].astype(np.float64)], axis=1)
         drawn = m.kind != BACKGROUND
+        if not drawn.any():  # a view of nothing but backdrop says nothing about the target
+            continue
         r = render_mesh(m.verts, m.faces[drawn], attrs, target, s)
         covered = r.face >= 0
         kind = np.where(covered, m.kind[drawn][np.maximum(r.face, 0)], -1)
