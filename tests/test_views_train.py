@@ -160,3 +160,27 @@ def test_views_cli_first_view_from_a_gan(tiny_models: dict[str, Path], tmp_path:
     z = np.load(out / "view_00_depth.npy")
     cam = meta["views"][0]["camera"]
     assert z.shape == (cam["height"], cam["width"]) and np.isfinite(z).all()
+
+
+def test_two_process_ddp_matches_one_process(zips: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("torchrun", path=str(bin_dir)) is None or shutil.which("aware3d-train", path=str(bin_dir)) is None:
+        pytest.skip("torchrun / aware3d-train not found next to the Python interpreter")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["diffusion", "--data", str(zips["train"]), "--kind", "cond", "--preset", "tiny", "--steps", "3",
+              "--batch", "4", "--snap", "100", "--threads", "1", "--quiet", "--device", "cpu"]
+    subprocess.run([str(bin_dir / "aware3d-train"), *common, "--out", str(tmp_path / "one")], check=True, env=env,
+                   timeout=600, capture_output=True)
+    subprocess.run([str(bin_dir / "torchrun"), "--nproc-per-node", "2", "--master-port", "29533",
+                    str(bin_dir / "aware3d-train"), *common, "--out", str(tmp_path / "two")], check=True, env=env,
+                   timeout=600, capture_output=True)
+    one = load_net(tmp_path / "one" / "cond-latest.safetensors").net.state_dict()
+    two = load_net(tmp_path / "two" / "cond-latest.safetensors").net.state_dict()
+    for k in one:
+        torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4)
+    assert load_net(tmp_path / "two" / "cond-latest.safetensors").provenance["hardware"].endswith("x2")

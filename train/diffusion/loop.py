@@ -2,7 +2,8 @@
 """The diffusion training loop: ε-MSE at uniformly drawn timesteps (IVID §5.3), AdamW, EMA, DDP,
 atomic snapshots with exact resume, and the EMA net exported as a model file at every snapshot.
 
-Randomness is a function of (seed, step, rank), so a resumed run continues as if never stopped.
+The global batch, its timesteps and noise are functions of (seed, step): a resumed run continues as if never
+stopped, and N data-parallel ranks (each taking its slice) compute what one process would.
 """
 
 from __future__ import annotations
@@ -105,18 +106,25 @@ class DiffusionTrainer:
         self.log = TrainingLog(self.out, enabled=self.info.is_main, tensorboard=False)
 
     # -- one step ---------------------------------------------------------------------------------------
+    def _local(self) -> slice:
+        n = self.opts.batch // self.info.world_size
+        return slice(self.info.rank * n, (self.info.rank + 1) * n)
+
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        local = self.opts.batch // self.info.world_size
-        rng = np.random.default_rng([self.opts.seed, step, self.info.rank])
-        idx = rng.integers(0, len(self.examples), local)
+        """This rank's share of the global batch of ``step`` (the global batch does not depend on the
+        number of processes, so N ranks average to the gradient one process would compute)."""
+        rng = np.random.default_rng([self.opts.seed, step])
+        idx = rng.integers(0, len(self.examples), self.opts.batch)[self._local()]
         items = [self.examples.example(int(i), step) for i in idx]
         return {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
 
     def loss(self, b: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(hash((self.opts.seed, step, self.info.rank, 1)) & 0x7FFFFFFF)
+        g = torch.Generator().manual_seed(hash((self.opts.seed, step, 1)) & 0x7FFFFFFF)
+        shape = (self.opts.batch, *b["target"].shape[1:])
+        t = torch.randint(0, self.schedule.timesteps, (self.opts.batch,), generator=g)[self._local()]
+        noise = torch.randn(shape, generator=g)[self._local()]
         x0 = b["target"]
-        t = torch.randint(0, self.schedule.timesteps, (x0.shape[0],), generator=g).to(self.device)
-        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        t, noise = t.to(self.device), noise.to(self.device)
         xt = self.schedule.add_noise(x0, noise, t)
         inp = torch.cat([xt, b["cond"]], dim=1) if "cond" in b else xt
         return (self.net(inp, t) - noise).square().mean()
