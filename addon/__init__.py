@@ -11,20 +11,21 @@ from __future__ import annotations
 
 
 def _modules() -> tuple:  # type: ignore[type-arg]
-    from . import operators, panel_invert, panels, prefs, props
+    from . import operators, panel_invert, panel_views, panels, prefs, props
 
-    return props, prefs, operators, panels, panel_invert
+    return props, prefs, operators, panels, panel_invert, panel_views
 
 
 def register() -> None:
     import bpy
 
-    props, prefs, operators, panels, panel_invert = _modules()
+    props, prefs, operators, panels, panel_invert, panel_views = _modules()
     props.register()
     bpy.utils.register_class(prefs.AWARE3D_AP_preferences)
     for cls in operators.CLASSES + panels.CLASSES:
         bpy.utils.register_class(cls)
-    panel_invert.register()  # a sub-panel of the main one: after it
+    panel_invert.register()  # sub-panels of the main one: after it
+    panel_views.register()
 
 
 def unregister() -> None:
@@ -33,7 +34,8 @@ def unregister() -> None:
     from . import session
 
     session.shutdown()
-    props, prefs, operators, panels, panel_invert = _modules()
+    props, prefs, operators, panels, panel_invert, panel_views = _modules()
+    panel_views.unregister()
     panel_invert.unregister()
     for cls in reversed(operators.CLASSES + panels.CLASSES):
         bpy.utils.unregister_class(cls)

@@ -26,7 +26,8 @@ from . import scene_import, session
 from .client import BackendError, JobHandle
 
 __all__ = ["BackendError", "GenerateFuture", "add_model", "cancel", "doctor", "download_model", "free",
-           "generate", "generate_async", "list_models", "request"]
+           "generate", "generate_async", "list_models", "make_camera_ring", "request", "texture_object",
+           "texture_object_async"]
 
 COLOUR_MODES = ("vertex", "texture", "none")
 
@@ -249,6 +250,34 @@ def download_model(url: str, sha256: str | None = None, name: str | None = None,
                    online_access=True)
     list_models()
     return data
+
+
+def texture_object_async(obj: bpy.types.Object | None = None, cameras: Any = None, ring: int | None = None,
+                         **kwargs: Any) -> Any:
+    """Novel-view texture for ``obj`` (default: the active mesh) from ``cameras`` (default: the selected
+    camera objects; none selected, or ``ring=N``: a new ring of N cameras); returns a future at once.
+
+    Keyword arguments: ``pitch`` (of a new ring), ``bake`` (use the one baked texture instead of the camera
+    blend), ``generator`` ('auto', 'diffusion', 'projection'), ``size``, ``texture_size``, ``exponent``,
+    ``steps``, ``seed``, ``on_done``, ``on_progress``, ``context``; the rest come from the panel. The future's
+    ``object``, ``material``, ``data`` and ``cameras`` describe the result (see docs/blender.md).
+    """
+    from . import panel_views
+
+    return panel_views.texture_object_async(obj, cameras, ring, **kwargs)
+
+
+def texture_object(obj: bpy.types.Object | None = None, cameras: Any = None, ring: int | None = None,
+                   timeout: float | None = None, **kwargs: Any) -> bpy.types.Object:
+    """:func:`texture_object_async`, blocking: returns the textured object (raises BackendError on failure)."""
+    return texture_object_async(obj, cameras, ring, **kwargs).result(timeout)
+
+
+def make_camera_ring(obj: bpy.types.Object, count: int = 8, pitch: float = 0.0) -> list[bpy.types.Object]:
+    """``count`` cameras around ``obj`` (frontal first) in a collection of their own, to move before texturing."""
+    from . import panel_views
+
+    return panel_views.make_camera_ring(obj, count, pitch)
 
 
 def cancel() -> None:
