@@ -9,6 +9,7 @@ from support.spheres import PIVOT, icosphere, pattern_colours, sphere_mesh
 
 from backend.mesh.cleanup import vertex_normals
 from backend.mesh.data import Mesh
+from backend.mesh.texture import texel_geometry
 from backend.texture import bake
 from backend.texture.cameras_io import ring
 from backend.texture.generators import projection_generator
@@ -89,7 +90,7 @@ def test_texels_seen_by_no_camera_keep_the_mesh_colour() -> None:
     cam = orbit(0.0, 0.0, 48)
     res = texture_mesh(mesh, [cam], _constant_generator((1.0, 0.0, 0.0)), size=48, texture_size=256)
     out = res.mesh
-    geom = bake.texel_geometry(out.vertices, out.faces, out.normals, out.uvs, 256)
+    geom = texel_geometry(out.vertices, out.faces, out.normals, out.uvs, 256)
     tex = res.mesh.texture.astype(np.float64)[geom.covered] / 255.0
     own = bake.texel_colours_from_vertices(geom, out.faces, pattern_colours(out.vertices))
     rel = geom.position - PIVOT

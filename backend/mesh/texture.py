@@ -13,6 +13,8 @@ uv ``((column + 0.5) / size, (row + 0.5) / size)``. OBJ writers flip v (OBJ's or
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -32,12 +34,44 @@ def unwrap(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return vmap.astype(np.int64), idx.astype(np.int64), uvs.astype(np.float32)
 
 
-def fill_empty_texels(texture: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """Give each empty texel the colour of its nearest covered texel (seam dilation to the whole image)."""
+@dataclass
+class TexelGeometry:
+    """Covered texels of a size×size atlas, in row-major order of ``covered``: their face, barycentrics,
+    surface position and unit normal; ``fill_rows``/``fill_cols`` [T, T] give every texel its nearest
+    covered texel (gutter filling without a distance transform per update)."""
+
+    size: int
+    covered: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+    position: np.ndarray
+    normal: np.ndarray
+    fill_rows: np.ndarray
+    fill_cols: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.face)
+
+
+def texel_geometry(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray, uvs: np.ndarray,
+                   size: int) -> TexelGeometry:
+    """Rasterise the UV layout (glTF UVs) at ``size``² and interpolate positions and normals per texel."""
+    f = np.asarray(faces, dtype=np.int64)
+    xy = torch.from_numpy(np.asarray(uvs, dtype=np.float64) * size)
+    frags = rasterize(xy, torch.ones(len(uvs), dtype=torch.float64), torch.from_numpy(f), size, size)
+    covered = frags.mask.numpy()
+    face = frags.face.numpy()[covered]
+    bary = frags.bary.numpy()[covered].astype(np.float64)
+    tri = f[face]
+    pos = np.einsum("kc,kcd->kd", bary, np.asarray(verts, dtype=np.float64)[tri])
+    nrm = np.einsum("kc,kcd->kd", bary, np.asarray(normals, dtype=np.float64)[tri])
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     if covered.all() or not covered.any():
-        return texture
-    _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
-    return texture[iy, ix]
+        rows, cols = np.indices(covered.shape)
+    else:
+        _, (rows, cols) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    return TexelGeometry(size, covered, face, bary, pos, nrm, rows, cols)
 
 
 def bake_texture(
@@ -51,19 +85,8 @@ def bake_texture(
     budget_bytes: int | None = None,
 ) -> np.ndarray:
     """Bake the colour field into a size×size×3 uint8 texture for a UV-mapped mesh (see module docstring)."""
-    f = np.asarray(faces, dtype=np.int64)
-    xy = torch.from_numpy(np.asarray(uvs, dtype=np.float64) * size)
-    frags = rasterize(xy, torch.ones(len(uvs), dtype=torch.float64), torch.from_numpy(f), size, size)
-    covered = frags.mask.numpy()
-    face = frags.face.numpy()[covered]
-    bary = frags.bary.numpy()[covered].astype(np.float64)
-    tri = f[face]
-    v = np.asarray(verts, dtype=np.float64)
-    n = np.asarray(normals, dtype=np.float64)
-    pos = np.einsum("kc,kcd->kd", bary, v[tri])
-    nrm = np.einsum("kc,kcd->kd", bary, n[tri])
-    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    geom = texel_geometry(verts, faces, normals, uvs, size)
     texture = np.zeros((size, size, 3), dtype=np.float32)
-    texture[covered] = query_colours(field, pos - inset * nrm, budget_bytes)
-    texture = fill_empty_texels(texture, covered)
+    texture[geom.covered] = query_colours(field, geom.position - inset * geom.normal, budget_bytes)
+    texture = texture[geom.fill_rows, geom.fill_cols]
     return np.clip(np.round(texture * 255.0), 0, 255).astype(np.uint8)

@@ -24,54 +24,10 @@ view painted keep the mesh's own colour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
-from scipy import ndimage
 
-from backend.mesh.raster import rasterize
+from backend.mesh.texture import TexelGeometry
 from backend.texture.visibility import smoothstep
-
-
-@dataclass
-class TexelGeometry:
-    """Covered texels of a size×size atlas, in row-major order of ``covered``: their face, barycentrics,
-    surface position and unit normal; ``fill_rows``/``fill_cols`` [T, T] give every texel its nearest
-    covered texel (gutter filling without a distance transform per update)."""
-
-    size: int
-    covered: np.ndarray
-    face: np.ndarray
-    bary: np.ndarray
-    position: np.ndarray
-    normal: np.ndarray
-    fill_rows: np.ndarray
-    fill_cols: np.ndarray
-
-    @property
-    def count(self) -> int:
-        return len(self.face)
-
-
-def texel_geometry(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray, uvs: np.ndarray,
-                   size: int) -> TexelGeometry:
-    """Rasterise the UV layout (glTF UVs) at ``size``² and interpolate positions and normals per texel."""
-    f = np.asarray(faces, dtype=np.int64)
-    xy = torch.from_numpy(np.asarray(uvs, dtype=np.float64) * size)
-    frags = rasterize(xy, torch.ones(len(uvs), dtype=torch.float64), torch.from_numpy(f), size, size)
-    covered = frags.mask.numpy()
-    face = frags.face.numpy()[covered]
-    bary = frags.bary.numpy()[covered].astype(np.float64)
-    tri = f[face]
-    pos = np.einsum("kc,kcd->kd", bary, np.asarray(verts, dtype=np.float64)[tri])
-    nrm = np.einsum("kc,kcd->kd", bary, np.asarray(normals, dtype=np.float64)[tri])
-    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-    if covered.all() or not covered.any():
-        rows, cols = np.indices(covered.shape)
-    else:
-        _, (rows, cols) = ndimage.distance_transform_edt(~covered, return_indices=True)
-    return TexelGeometry(size, covered, face, bary, pos, nrm, rows, cols)
 
 
 def texel_colours_from_vertices(geom: TexelGeometry, faces: np.ndarray, colours: np.ndarray) -> np.ndarray:

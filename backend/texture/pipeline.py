@@ -32,6 +32,7 @@ from backend.errors import Aware3DError
 from backend.fileio import atomic_path, write_json, write_png
 from backend.mesh.cleanup import vertex_normals
 from backend.mesh.data import Mesh
+from backend.mesh.texture import texel_geometry
 from backend.texture import bake
 from backend.texture.cameras_io import resize_cameras, save_cameras
 from backend.texture.generators import ViewGenerator
@@ -197,7 +198,7 @@ def texture_mesh(
         vmap, faces_u, uvs = unwrap(verts, faces)
     verts_u, normals_u = verts[vmap], normals[vmap]
     tick("unwrap")
-    geom = bake.texel_geometry(verts_u, faces_u, normals_u, uvs, texture_size)
+    geom = texel_geometry(verts_u, faces_u, normals_u, uvs, texture_size)
     if own_uvs:
         base = bake.texel_colours_from_texture(geom, mesh.texture)  # type: ignore[arg-type]
     elif mesh.colours is not None:
