@@ -184,3 +184,26 @@ def test_two_process_ddp_matches_one_process(zips: dict[str, Path], tmp_path: Pa
     for k in one:
         torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4)
     assert load_net(tmp_path / "two" / "cond-latest.safetensors").provenance["hardware"].endswith("x2")
+
+
+def test_zips_without_depth_use_the_depth_network(zips: dict[str, Path], tmp_path: Path) -> None:
+    import zipfile
+
+    from backend.depth import depth_for_view
+    from train.data.zip_dataset import ZipDatasetError
+
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(zips["train"]) as src, zipfile.ZipFile(plain, "w") as dst:
+        for name in src.namelist():
+            if not name.endswith(".depth.npy"):
+                dst.writestr(name, src.read(name))
+    data = ZipDataset(plain, extras=True)
+    assert not data.has_depth
+    with pytest.raises(ZipDatasetError, match="no depth maps"):
+        RGBDExamples(data, "cond")
+    net = load_net(Path(__file__).resolve().parents[1] / "assets" / "models" / "aware3d-depth.safetensors",
+                   expect="depth").net
+    ex = RGBDExamples(data, "cond", depth_fn=lambda rgb, cam: depth_for_view(net, rgb, cam))
+    e = ex.example(0, step=1)
+    head = e["target"][3] < 0.99
+    assert head.any() and (~head).any() and e["cond"][5].sum() > 0  # the estimated head is warped

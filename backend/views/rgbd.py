@@ -4,7 +4,7 @@
 Why one convention: IVID trains with near/far 0.5/100 and samples with 0.6/5 (spec §2.5), so its
 generated parallax differs from its training warps. Aware3D uses the same mapping everywhere, defined per
 camera from its distance ``r`` to the pivot it looks at: ``near = r - 0.7`` and ``far = r + 1.3`` world
-units (2.0 and 4.0 for the FFHQ orbit, which brackets a head of radius ≈ 0.6 around the pivot). The code
+units (1.8 and 3.8 for the frontal FFHQ camera, 2.5 from the pivot: they bracket a head of radius ≈ 0.6). The code
 is IVID's z-buffer form, linear in inverse depth::
 
     code = 2 · (1/near - 1/z) / (1/near - 1/far) - 1      (−1 at the near plane, +1 at the far plane)
