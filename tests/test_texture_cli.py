@@ -94,7 +94,6 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, head_gl
 
 def test_a_wrong_diffusion_model_is_a_one_line_error(head_glb: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("backend.views.generate")
     from backend.diffusion.config import PRESETS
     from backend.diffusion.model_file import save_net
     from backend.diffusion.unet import UNet
@@ -109,7 +108,6 @@ def test_a_wrong_diffusion_model_is_a_one_line_error(head_glb: Path, tmp_path: P
 def test_diffusion_generator_at_its_own_resolution(head_glb: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A (random, tiny) conditional view model end to end: it answers at 16 px for 32 px cameras."""
-    pytest.importorskip("backend.views.generate")
     from backend.diffusion.config import PRESETS
     from backend.diffusion.model_file import save_net
     from backend.diffusion.unet import UNet

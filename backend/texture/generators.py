@@ -19,7 +19,6 @@ from backend.views.rgbd import Condition, RGBDView, backdrop
 
 ViewGenerator = Callable[[Condition], RGBDView]
 
-DIFFUSION_MODEL_NAME = "aware3d-views-cond.safetensors"
 GENERATORS: tuple[str, ...] = ("auto", "projection", "diffusion")
 
 
@@ -46,15 +45,10 @@ def projection_generator(condition: Condition) -> RGBDView:
 
 
 def default_diffusion_model() -> Path:
-    """The conditional view model: the views package's resolver (user models folder, then the bundled
-    ``assets/models``) when it is there, else the bundled file name."""
-    try:
-        from backend.views.generate import resolve_view_model
-    except ImportError:
-        from backend.registry import bundled_models_dir
+    """The conditional view model ``aware3d-views-cond``: the user models folder, then the bundled one."""
+    from backend.views.generate import resolve_view_model
 
-        return bundled_models_dir() / DIFFUSION_MODEL_NAME
-    return Path(resolve_view_model("cond"))
+    return resolve_view_model("cond")
 
 
 def choose_generator(kind: str, model: str | Path | None = None) -> tuple[str, Path | None]:
@@ -78,11 +72,6 @@ def load_generator(kind: str, model: str | Path | None = None, steps: int = 25, 
     kind, path = choose_generator(kind, model)
     if kind == "projection":
         return kind, projection_generator
-    try:
-        from backend.views.generate import load_view_generator  # the lead's module; may be absent
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("backend.views.generate", "backend.views"):
-            raise
-        raise Aware3DError("the diffusion view generator is not part of this build",
-                           "use --generator projection") from None
+    from backend.views.generate import load_view_generator
+
     return kind, load_view_generator(str(path), steps=steps, seed=seed, device=device)
