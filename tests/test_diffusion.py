@@ -162,3 +162,35 @@ def test_generate_views_chain_conditions_on_previous_views() -> None:
     np.testing.assert_array_equal(again[2].rgb, views[2].rgb)  # seeded: reproducible
     other = generate_views(models, cams, seed=5)
     assert not np.array_equal(other[0].rgb, views[0].rgb)
+
+
+def test_v_prediction_converts_to_the_same_noise_and_image() -> None:
+    s = NoiseSchedule()
+    x0, eps = torch.rand(2, 4, 8, 8) * 2 - 1, torch.randn(2, 4, 8, 8)
+    t = torch.tensor([10, 990])
+    xt = s.add_noise(x0, eps, t)
+    v = s.v_target(x0, eps, t)
+    torch.testing.assert_close(s.eps_from_output(xt, v, t, "v"), eps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(s.predict_x0(xt, s.eps_from_output(xt, v, t, "v"), t), x0, atol=1e-3, rtol=0)
+    assert s.eps_from_output(xt, eps, t, "eps") is eps
+    with pytest.raises(ValueError):
+        UNetConfig(prediction="x0")
+    assert PRESETS["views64"].prediction == "v"
+
+
+def test_a_v_predicting_net_samples_like_its_eps_oracle() -> None:
+    from backend.views.generate import eps_denoiser
+
+    s = NoiseSchedule()
+    target = torch.rand(1, 4, 16, 16) * 1.6 - 0.8
+
+    class VOracle(torch.nn.Module):
+        cfg = TINY.replace(prediction="v")
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            eps = s.predict_eps(x, target, t)
+            return s.v_target(target, eps, t)
+
+    g = torch.Generator().manual_seed(0)
+    out = ddim_sample(eps_denoiser(VOracle(), s), s, (1, 4, 16, 16), steps=8, generator=g)
+    torch.testing.assert_close(out, target, atol=1e-3, rtol=0)

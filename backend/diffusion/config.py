@@ -29,7 +29,11 @@ class UNetConfig:
     head_channels: int = 32
     groups: int = 8
     dropout: float = 0.0
-    # noise schedule (IVID §5.3: T = 1000, linear β from 1e-4 to 0.02, ε-prediction)
+    # noise schedule (IVID §5.3: T = 1000, linear β from 1e-4 to 0.02) and what the network predicts:
+    # IVID's ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho), which weights the high-noise steps - the global
+    # layout - more and gives coherent samples after far fewer steps (measured: ε-prediction still gave
+    # noise after 1 300 CPU steps); the bundled models use v.
+    prediction: str = "eps"
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -37,6 +41,8 @@ class UNetConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
         if self.resolution % (2 ** (len(self.channel_mults) - 1)):
             raise ValueError(f"resolution {self.resolution} is not divisible by 2^{len(self.channel_mults) - 1}")
         for m in self.channel_mults:
@@ -80,7 +86,7 @@ class UNetConfig:
 PRESETS: dict[str, UNetConfig] = {
     # the bundled 64 px models: ~1.6 M parameters, one 25-step DDIM view in well under 5 s on 2 CPU cores
     "views64": UNetConfig(resolution=64, base_channels=32, channel_mults=(1, 2, 2, 2), blocks_per_level=1,
-                          attention_resolutions=(16, 8)),
+                          attention_resolutions=(16, 8), prediction="v"),
     # tests: a few thousand parameters
     "tiny": UNetConfig(resolution=16, base_channels=8, channel_mults=(1, 2), blocks_per_level=1,
                        attention_resolutions=(8,), head_channels=8, groups=4),

@@ -36,6 +36,18 @@ class NoiseSchedule:
         a = self.abar(t)
         return (xt - a.sqrt() * x0) / (1 - a).sqrt()
 
+    def v_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v = √ᾱ·ε − √(1−ᾱ)·x0."""
+        a = self.abar(t)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def eps_from_output(self, xt: torch.Tensor, out: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+        """The network's output as ε (``prediction`` 'eps' or 'v': ε = √(1−ᾱ)·x_t + √ᾱ·v)."""
+        if prediction == "eps":
+            return out
+        a = self.abar(t)
+        return (1 - a).sqrt() * xt + a.sqrt() * out
+
     def ddim_timesteps(self, steps: int) -> list[int]:
         """``steps`` evenly spaced timesteps from T−1 down to 0."""
         if not 1 <= steps <= self.timesteps:

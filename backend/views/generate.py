@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from backend.diffusion.model_file import load_net
-from backend.diffusion.sampler import ddim_sample, ddpm_sample
+from backend.diffusion.sampler import Denoiser, ddim_sample, ddpm_sample
 from backend.diffusion.schedule import NoiseSchedule
 from backend.diffusion.unet import UNet
 from backend.views import rgbd
@@ -33,6 +33,16 @@ ViewProgress = Callable[[int, int, str, RGBDView | None], None]  # (done, total,
 RGB_PULL = 0.1
 DEPTH_PULL = 0.2
 CONVEX_MIX = 0.5
+
+
+def eps_denoiser(net: UNet, schedule: NoiseSchedule, cond: torch.Tensor | None = None) -> Denoiser:
+    """The samplers' ``(x_t, t) -> ε`` from a UNet (ε- or v-predicting; G_c with its condition appended)."""
+
+    def denoise(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        inp = xt if cond is None else torch.cat([xt, cond], 1)
+        return schedule.eps_from_output(xt, net(inp, t), t, net.cfg.prediction)
+
+    return denoise
 
 
 def condition_tensor(cond: Condition, generator: torch.Generator) -> torch.Tensor:
@@ -91,11 +101,13 @@ class ViewModels:
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
+        denoise = eps_denoiser(net, sched)
         with torch.inference_mode():
             if ddpm:
-                x = ddpm_sample(net, sched, shape, generator=g, device=self.device, progress=progress)
+                x = ddpm_sample(denoise, sched, shape, generator=g, device=self.device, progress=progress)
             else:
-                x = ddim_sample(net, sched, shape, self.steps, generator=g, device=self.device, progress=progress)
+                x = ddim_sample(denoise, sched, shape, self.steps, generator=g, device=self.device,
+                                progress=progress)
         return rgbd.from_network(x[0].cpu().numpy(), camera.resized(net.cfg.resolution, net.cfg.resolution))
 
     def next_view(self, cond: Condition, seed: int,
@@ -108,7 +120,7 @@ class ViewModels:
         hook = refine_hook(cond, self.device) if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
         with torch.inference_mode():
-            x = ddim_sample(lambda xt, t: net(torch.cat([xt, c], 1), t), sched, shape, self.steps, generator=g,
+            x = ddim_sample(eps_denoiser(net, sched, c), sched, shape, self.steps, generator=g,
                             device=self.device, x0_hook=hook, progress=progress)
         return rgbd.from_network(x[0].cpu().numpy(), cond.camera)
 

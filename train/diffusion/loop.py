@@ -127,7 +127,8 @@ class DiffusionTrainer:
         t, noise = t.to(self.device), noise.to(self.device)
         xt = self.schedule.add_noise(x0, noise, t)
         inp = torch.cat([xt, b["cond"]], dim=1) if "cond" in b else xt
-        return (self.net(inp, t) - noise).square().mean()
+        target = noise if self.cfg.prediction == "eps" else self.schedule.v_target(x0, noise, t)
+        return (self.net(inp, t) - target).square().mean()
 
     def train_step(self) -> float:
         lr = self.opts.lr * min(1.0, (self.step + 1) / max(self.opts.warmup, 1))
