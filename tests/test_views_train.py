@@ -116,7 +116,8 @@ def test_eval_views_reports_model_and_baseline(zips: dict[str, Path], tiny_model
 def test_views_cli_writes_views_and_rejects_bad_input(tiny_models: dict[str, Path], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "views"
-    rc = aware3d(["views", "--views-model", str(tiny_models["cond"]), "--first-model", str(tiny_models["uncond"]),
+    rc = aware3d(["views", "--first", "uncond", "--views-model", str(tiny_models["cond"]),
+                  "--first-model", str(tiny_models["uncond"]),
                   "--trajectory", "yaw:-20:20:20", "--steps", "2", "--seed", "3", "--out", str(out)])
     assert rc == 0
     meta = json.loads((out / "views.json").read_text())

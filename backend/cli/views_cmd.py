@@ -13,15 +13,16 @@ from backend.cli.common import add_device_arg, progress
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "views", help="generate 3D-consistent novel views with the RGBD diffusion models",
-        description="Generate RGBD views along a trajectory: the first view from the unconditional model "
-                    "(--first uncond, from --seed) or rendered by a GAN (--first gan --model M --seed S), every "
+        description="Generate RGBD views along a trajectory: the first view rendered by a GAN (--first gan "
+                    "--model M --seed S, the default) or sampled by the unconditional model (--first uncond), every "
                     "further view from the warp-conditioned model given all previous views. Writes "
                     "view_NN.png, view_NN_depth.npy, sheet.png and views.json.")
     p.add_argument("--seed", type=int, default=0, help="seed of the first view and of the sampling noise")
     p.add_argument("--trajectory", default="yaw:-60:60:15",
                    help="3x9, yaw:A:B:STEP, ring:N or 'yaw,pitch;...' (degrees; default yaw:-60:60:15)")
-    p.add_argument("--first", choices=("uncond", "gan"), default="uncond",
-                   help="where the first view comes from (default: the unconditional diffusion model)")
+    p.add_argument("--first", choices=("uncond", "gan"), default="gan",
+                   help="where the first view comes from: the GAN (--model, default) or the unconditional "
+                        "diffusion model (IVID's G_u; the bundled one is undertrained, see docs/views.md)")
     p.add_argument("--model", default=None, help="GAN for --first gan (default: the bundled default model)")
     p.add_argument("--truncation", type=float, default=0.7, help="GAN truncation for --first gan")
     p.add_argument("--views-model", default=None,
