@@ -194,3 +194,12 @@ def test_a_v_predicting_net_samples_like_its_eps_oracle() -> None:
     g = torch.Generator().manual_seed(0)
     out = ddim_sample(eps_denoiser(VOracle(), s), s, (1, 4, 16, 16), steps=8, generator=g)
     torch.testing.assert_close(out, target, atol=1e-3, rtol=0)
+
+
+def test_a_full_pull_copies_the_known_colour_and_depth() -> None:
+    cond = _condition()
+    hook = refine_hook(cond, "cpu", rgb_pull=1.0, depth_pull=1.0)
+    out = hook(torch.zeros(1, 4, 16, 16), 0, True)
+    near, far = cond.camera.depth_range()
+    assert float(out[0, 0, 8, 8]) == pytest.approx(1.0)  # copied even at the last step
+    assert float(out[0, 3, 8, 8]) == pytest.approx(float(rgbd.encode_depth(np.array([2.5]), near, far)[0]), abs=1e-5)

@@ -208,3 +208,13 @@ def test_zips_without_depth_use_the_depth_network(zips: dict[str, Path], tmp_pat
     e = ex.example(0, step=1)
     head = e["target"][3] < 0.99
     assert head.any() and (~head).any() and e["cond"][5].sum() > 0  # the estimated head is warped
+
+
+def test_pull_option(tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backend.views.generate import parse_pull
+
+    assert parse_pull("0.1,0.2") == (0.1, 0.2)
+    for bad in ("0.1", "a,b", "1.5,0"):
+        assert aware3d(["views", "--first", "uncond", "--views-model", str(tiny_models["cond"]),
+                        "--first-model", str(tiny_models["uncond"]), "--pull", bad, "--out", str(tmp_path)]) == 2
+        assert "--pull" in capsys.readouterr().err

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--diffusion-model", type=Path, default=None,
                    help="the conditional view model (default assets/models/aware3d-views-cond.safetensors)")
     p.add_argument("--steps", type=int, default=25, help="diffusion sampling steps (default 25)")
+    p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH",
+                   help="diffusion: share of the mesh's colour and depth mixed into every sampling step where they "
+                        "are known (IVID: 0.1,0.2; 1 keeps the mesh's colours where it is seen well)")
     p.add_argument("--seed", type=int, default=0, help="diffusion seed (default 0)")
     add_device_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -85,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     from backend.texture.pipeline import TextureOptions, texture_mesh, write_outputs
 
     device = str(resolve_device(args.device)) if kind == "diffusion" else "cpu"
-    _, generator = load_generator(kind, model, steps=args.steps, seed=args.seed, device=device)
+    from backend.views.generate import parse_pull
+
+    _, generator = load_generator(kind, model, steps=args.steps, seed=args.seed, device=device,
+                                  pull=parse_pull(args.pull))
     why = f" ({model})" if model else (" (no diffusion model found: re-projecting the mesh's own colours)"
                                        if args.generator == "auto" else "")
     print(f"view generator: {kind}{why}", file=sys.stderr)

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per view (default 25)")
     p.add_argument("--ddpm", action="store_true", help="first view by the full 1000-step DDPM (IVID's G_u sampler)")
     p.add_argument("--no-refine", action="store_true", help="no per-step pull towards the warped condition")
+    p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH",
+                   help="share of the warped colour and depth mixed into every step's clean estimate inside "
+                        "their masks (IVID: 0.1,0.2; 1 copies what earlier views saw)")
     add_device_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from backend.devices import resolve_device
     from backend.errors import Aware3DError
     from backend.views import rgbd, trajectories
-    from backend.views.generate import generate_views, load_view_models
+    from backend.views.generate import generate_views, load_view_models, parse_pull
     from backend.views.outputs import save_views
 
     if not 1 <= args.steps <= 1000:
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     models = load_view_models(args.views_model, args.first_model, args.steps, device,
                               need_uncond=args.first == "uncond")
     models.refine = not args.no_refine
+    models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     size = models.resolution
     cams = [rgbd.orbit(y, p, size) for y, p in angles]
     first = None

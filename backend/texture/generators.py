@@ -67,11 +67,12 @@ def choose_generator(kind: str, model: str | Path | None = None) -> tuple[str, P
 
 
 def load_generator(kind: str, model: str | Path | None = None, steps: int = 25, seed: int = 0,
-                   device: str = "cpu") -> tuple[str, ViewGenerator]:
+                   device: str = "cpu", pull: tuple[float, float] = (0.1, 0.2)) -> tuple[str, ViewGenerator]:
     """(resolved kind, generator) for ``projection``, ``diffusion`` or ``auto`` (see :func:`choose_generator`)."""
     kind, path = choose_generator(kind, model)
     if kind == "projection":
         return kind, projection_generator
     from backend.views.generate import load_view_generator
 
-    return kind, load_view_generator(str(path), steps=steps, seed=seed, device=device)
+    return kind, load_view_generator(str(path), steps=steps, seed=seed, device=device, rgb_pull=pull[0],
+                                     depth_pull=pull[1])

@@ -23,6 +23,7 @@ from backend.diffusion.model_file import load_net
 from backend.diffusion.sampler import Denoiser, ddim_sample, ddpm_sample
 from backend.diffusion.schedule import NoiseSchedule
 from backend.diffusion.unet import UNet
+from backend.errors import Aware3DError
 from backend.views import rgbd
 from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import aggregate
@@ -56,8 +57,10 @@ def condition_tensor(cond: Condition, generator: torch.Generator) -> torch.Tenso
     return x[None]
 
 
-def refine_hook(cond: Condition, device: torch.device | str) -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
-    """The per-step x0 adjustment of IVID §3.4 for one condition."""
+def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = RGB_PULL,
+                depth_pull: float = DEPTH_PULL) -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
+    """The per-step x0 adjustment of IVID §3.4 for one condition (``rgb_pull``/``depth_pull``: the share
+    of the condition mixed into x0 inside its masks; IVID's 0.1 / 0.2 by default, 1 = copy)."""
     near, far = cond.camera.depth_range()
     c = torch.from_numpy(cond.to_network()).to(device)
     cond_rgb, cond_d = c[1:4], c[4]
@@ -67,10 +70,10 @@ def refine_hook(cond: Condition, device: torch.device | str) -> Callable[[torch.
 
     def hook(x0: torch.Tensor, t: int, last: bool) -> torch.Tensor:
         x0 = x0.clone()
-        if not last:
-            x0[:, :3] = torch.where(rm, (1 - RGB_PULL) * x0[:, :3] + RGB_PULL * cond_rgb, x0[:, :3])
+        if not last or rgb_pull >= 1.0:
+            x0[:, :3] = torch.where(rm, (1 - rgb_pull) * x0[:, :3] + rgb_pull * cond_rgb, x0[:, :3])
         d = x0[:, 3]
-        d = torch.where(dm, (1 - DEPTH_PULL) * d + DEPTH_PULL * cond_d,
+        d = torch.where(dm, (1 - depth_pull) * d + depth_pull * cond_d,
                         CONVEX_MIX * torch.maximum(d, convex) + (1 - CONVEX_MIX) * d)
         x0[:, 3] = d
         return x0
@@ -87,6 +90,8 @@ class ViewModels:
     steps: int = 25
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     refine: bool = True
+    rgb_pull: float = RGB_PULL
+    depth_pull: float = DEPTH_PULL
 
     @property
     def resolution(self) -> int:
@@ -117,7 +122,7 @@ class ViewModels:
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
         c = condition_tensor(cond, g).to(self.device)
-        hook = refine_hook(cond, self.device) if self.refine else None
+        hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull) if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
         with torch.inference_mode():
             x = ddim_sample(eps_denoiser(net, sched, c), sched, shape, self.steps, generator=g,
@@ -173,9 +178,23 @@ def load_view_models(cond: str | os.PathLike[str] | None = None, uncond: str | o
 
 
 def load_view_generator(model_path: str | os.PathLike[str] | None = None, steps: int = 25, seed: int = 0,
-                        device: str | torch.device = "cpu") -> ViewGenerator:
+                        device: str | torch.device = "cpu", rgb_pull: float = RGB_PULL,
+                        depth_pull: float = DEPTH_PULL) -> ViewGenerator:
     """A ``Condition -> RGBDView`` generator from a G_c model file (the texturing entry point)."""
-    return load_view_models(model_path, steps=steps, device=device).as_generator(seed)
+    models = load_view_models(model_path, steps=steps, device=device)
+    models.rgb_pull, models.depth_pull = rgb_pull, depth_pull
+    return models.as_generator(seed)
+
+
+def parse_pull(text: str) -> tuple[float, float]:
+    """``'0.1,0.2'`` -> (0.1, 0.2), each in [0, 1]."""
+    try:
+        rgb, depth = (float(v) for v in text.split(","))
+    except ValueError:
+        raise Aware3DError(f"cannot read --pull {text!r}", "give two numbers, e.g. --pull 0.1,0.2") from None
+    if not (0 <= rgb <= 1 and 0 <= depth <= 1):
+        raise Aware3DError(f"--pull values must be between 0 and 1, got {text}", "e.g. --pull 0.1,0.2")
+    return rgb, depth
 
 
 def generate_views(models: ViewModels, cams: list[Camera], seed: int = 0, first: RGBDView | None = None,

@@ -81,6 +81,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--views-model", default=None, help="conditional model (default: aware3d-views-cond)")
     p.add_argument("--heads", type=int, default=10, help="number of test heads (default 10)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per view")
+    p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH", help="per-step pull (see aware3d views)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", required=True, type=Path, help="report .json")
@@ -95,7 +96,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from backend.cli.common import progress
     from backend.errors import Aware3DError
     from backend.fileio import write_json
-    from backend.views.generate import load_view_models, resolve_view_model
+    from backend.views.generate import load_view_models, parse_pull, resolve_view_model
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
     from train.diffusion.evaluate import evaluate_views
 
@@ -111,9 +112,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.heads < 1:
         raise Aware3DError("--heads must be at least 1")
     models = load_view_models(args.views_model, steps=args.steps)
+    models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     with progress(total=min(args.heads, len(test.test_heads)), desc="eval-views", unit="head") as bar:
         report = evaluate_views(models, test, args.heads, args.seed, progress=lambda *_: bar.update(1))
     report["model"] = str(resolve_view_model("cond", args.views_model))
+    report["pull"] = {"rgb": models.rgb_pull, "depth": models.depth_pull}
     report["test_data"] = args.test_data.name
     write_json(args.out, report)
     print(json.dumps(report["summary"], indent=1), file=sys.stderr)
