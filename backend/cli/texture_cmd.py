@@ -47,9 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--diffusion-model", type=Path, default=None,
                    help="the conditional view model (default assets/models/aware3d-views-cond.safetensors)")
     p.add_argument("--steps", type=int, default=25, help="diffusion sampling steps (default 25)")
-    p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH",
+    p.add_argument("--pull", default="1,1", metavar="RGB,DEPTH",
                    help="diffusion: share of the mesh's colour and depth mixed into every sampling step where they "
-                        "are known (IVID: 0.1,0.2; 1 keeps the mesh's colours where it is seen well)")
+                        "are known (default 1,1: keep the mesh's colours where it is seen well; IVID: 0.1,0.2)")
     p.add_argument("--seed", type=int, default=0, help="diffusion seed (default 0)")
     add_device_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
