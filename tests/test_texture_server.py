@@ -171,3 +171,23 @@ def test_bad_input_gives_one_clear_error(server: Server, glb: Path, tmp_path: Pa
 def test_wrong_argument_types_are_refused(server: Server, glb: Path) -> None:
     err = _error(server, "w", mesh=str(glb), cameras="ring:8")
     assert err["type"] == "BadRequest" and "cameras" in err["message"]
+
+
+def test_texture_job_with_a_diffusion_model(server: Server, glb: Path, tmp_path: Path) -> None:
+    """The generator the add-on uses by default when a view model is installed: a (tiny) G_c file."""
+    import torch
+
+    from backend.diffusion.config import PRESETS
+    from backend.diffusion.model_file import save_net
+    from backend.diffusion.unet import UNet
+
+    torch.manual_seed(0)
+    model = tmp_path / "g_c.safetensors"
+    save_net(model, UNet(PRESETS["tiny"].replace(kind="cond")))
+    rec = Recorder()
+    send(server, rec, "d", "texture", mesh=str(glb), cameras={"ring": 2}, generator="diffusion", model=str(model),
+         steps=2, size=16, texture_size=64)
+    ev = _result(rec, "d")
+    assert ev["data"]["generator"] == "diffusion"
+    views = [e for e in rec.of("d") if e["event"] == "progress" and e["stage"] == "views" and e.get("preview")]
+    assert len(views) == 2 and all(Path(e["preview"]).is_file() for e in views)
