@@ -294,8 +294,7 @@ def preview(photo: str | None = None, image: bpy.types.Image | None = None, esti
 
 
 def _busy_inverting() -> bool:
-    state = getattr(bpy.context.window_manager, "aware3d", None)
-    return bool(state is not None and state.busy and state.op in ("invert", "invert_preview"))
+    return session.busy_with("invert", "invert_preview")
 
 
 class AWARE3D_OT_invert(bpy.types.Operator):
@@ -310,16 +309,8 @@ class AWARE3D_OT_invert(bpy.types.Operator):
         return context.scene is not None and not _busy_inverting()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            fut = invert_async(context=context)
-            if session.blocking():
-                obj = fut.result()
-                self.report({"INFO"}, f"Aware3D: added {obj.name}")
-        except BackendError as exc:
-            session.record_error(exc)
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return session.execute_job(self, lambda: invert_async(context=context),
+                                   lambda fut: f"Aware3D: added {fut.result().name}")
 
 
 class AWARE3D_OT_invert_preview(bpy.types.Operator):

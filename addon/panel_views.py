@@ -366,8 +366,7 @@ def texture_object(obj: bpy.types.Object | None = None, cameras: Sequence[bpy.ty
 
 
 def _busy_texturing() -> bool:
-    state = getattr(bpy.context.window_manager, "aware3d", None)
-    return bool(state is not None and state.busy and state.op == "texture")
+    return session.busy_with("texture")
 
 
 class AWARE3D_OT_texture_views(bpy.types.Operator):
@@ -382,16 +381,9 @@ class AWARE3D_OT_texture_views(bpy.types.Operator):
         return context.scene is not None and not _busy_texturing()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            fut = texture_object_async(context=context)
-            if session.blocking():
-                obj = fut.result()
-                self.report({"INFO"}, f"Aware3D: textured {obj.name} from {len(fut.cameras)} views")
-        except BackendError as exc:
-            session.record_error(exc)
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return session.execute_job(
+            self, lambda: texture_object_async(context=context),
+            lambda fut: f"Aware3D: textured {fut.result().name} from {len(fut.cameras)} views")
 
 
 class AWARE3D_OT_add_camera_ring(bpy.types.Operator):

@@ -268,3 +268,24 @@ def shutdown() -> None:
         free()
     _tasks.clear()
     _shown = None
+
+
+def busy_with(*ops: str) -> bool:
+    """True while a job of one of ``ops`` runs (operators grey themselves out instead of queueing twice)."""
+    state = getattr(bpy.context.window_manager, "aware3d", None)
+    return bool(state is not None and state.busy and state.op in ops)
+
+
+def execute_job(op: Any, start: Callable[[], Any], done_message: Callable[[Any], str]) -> set[str]:
+    """An operator's ``execute`` for an async api call: start it, wait and report when running blocking
+    (background Blender, tests), turn a BackendError into the operator's error report."""
+    try:
+        fut = start()
+        if blocking():
+            fut.result()
+            op.report({"INFO"}, done_message(fut))
+    except BackendError as exc:
+        record_error(exc)
+        op.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    return {"FINISHED"}
