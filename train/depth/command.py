@@ -146,18 +146,9 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(str(exc), "resume with the same --preset and data resolution") from None
         if resumed and info.is_main:
             print(f"resumed {args.out} at step {trainer.progress.step}", file=sys.stderr)
-    finished = False
-    try:
-        trainer.run()
-        finished = True
-    except KeyboardInterrupt:
-        trainer.save_snapshot()
-        if info.is_main:
-            print(f"interrupted: snapshot saved at step {trainer.progress.step}; continue with --resume",
-                  file=sys.stderr)
+    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info,
+                                         lambda: f"step {trainer.progress.step}"):
         return 130
-    finally:
-        distributed.shutdown(info, synchronize=finished)
     if info.is_main:
         print(f"exported {args.out / EXPORT_NAME}", file=sys.stderr)
         if trainer.metrics:

@@ -119,18 +119,9 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError(str(exc), "pick a --config whose image size matches the data set") from None
     if args.resume and trainer.resume() and info.is_main:
         print(f"resumed {args.out} at {trainer.kimg:.3f} kimg", file=sys.stderr)
-    finished = False
-    try:
-        trainer.run()
-        finished = True
-    except KeyboardInterrupt:
-        trainer.save_snapshot()
-        if info.is_main:
-            print(f"interrupted: snapshot saved at {trainer.kimg:.3f} kimg; continue with --resume",
-                  file=sys.stderr)
+    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info,
+                                         lambda: f"{trainer.kimg:.3f} kimg"):
         return 130
-    finally:
-        distributed.shutdown(info, synchronize=finished)
     if args.export and info.is_main:
         trainer.export(args.export)
         print(f"exported {args.export}", file=sys.stderr)

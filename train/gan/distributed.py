@@ -8,6 +8,8 @@ one process would (up to floating-point summation order). CPU runs use the gloo 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,3 +82,20 @@ def shutdown(info: DistInfo, synchronize: bool = True) -> None:
         if synchronize:
             barrier(info)
         dist.destroy_process_group()
+
+
+def run_to_completion(run: Callable[[], object], save_snapshot: Callable[[], object], info: DistInfo,
+                      position: Callable[[], str]) -> bool:
+    """Run a training loop; on Ctrl-C save a snapshot and say where (``position()``, e.g. "step 120").
+    Always leaves the process group. Returns False when interrupted (the command then exits 130)."""
+    finished = False
+    try:
+        run()
+        finished = True
+    except KeyboardInterrupt:
+        save_snapshot()
+        if info.is_main:
+            print(f"interrupted: snapshot saved at {position()}; continue with --resume", file=sys.stderr)
+    finally:
+        shutdown(info, synchronize=finished)
+    return finished
