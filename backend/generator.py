@@ -169,7 +169,8 @@ class TriPlaneGenerator(nn.Module):
 
         Returns ``image`` (final, SR or direct), ``image_raw`` [N, 3, R, R], ``image_depth`` [N, 1, R, R]
         (distance along the unit ray, world units), ``feature_image`` [N, C, R, R] and ``image_alpha``
-        (accumulated opacity). Images are in [−1, 1]. ``run_sr='auto'`` runs the super-resolution module
+        (accumulated opacity), plus ``image_distortion`` when ``sampling.distortion`` asks for it. Images are in
+        [−1, 1]. ``run_sr='auto'`` runs the super-resolution module
         for EG3D models and, as Mimic3D does, only for renders no larger than its input for Mimic3D.
         """
         res = resolution or self.cfg.neural_rendering_resolution
@@ -184,8 +185,11 @@ class TriPlaneGenerator(nn.Module):
         if run_sr == "auto":
             run_sr = sr is not None and (self.cfg.family == "eg3d" or res <= sr.input_resolution)
         image = self.super_resolve(rgb_image, feature_image, ws, fp16_sr) if run_sr else rgb_image
-        return {"image": image, "image_raw": rgb_image, "image_depth": depth_image,
-                "feature_image": feature_image, "image_alpha": alpha_image}
+        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image,
+               "feature_image": feature_image, "image_alpha": alpha_image}
+        if result.distortion is not None:
+            out["image_distortion"] = result.distortion.reshape(n, 1, res, res)
+        return out
 
     def synthesis(
         self,

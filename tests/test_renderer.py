@@ -14,6 +14,7 @@ from backend.render.rays import camera_rays
 from backend.render.renderer import (
     ImportanceRenderer,
     SamplingSettings,
+    ray_distortion,
     ray_limits_box,
     ray_march,
     sample_pdf,
@@ -129,6 +130,32 @@ def test_sphere_renders_with_the_analytic_depth_and_silhouette() -> None:
     assert float((depth[inner] - t[inner]).abs().max()) < 0.01
 
 
+def test_ray_distortion_is_the_pairwise_weight_spread() -> None:
+    """The O(S) running-sum form equals the double sum, and a shell in front of a core costs more than one
+    surface holding the same opacity (what the training loss relies on to merge them)."""
+    torch.manual_seed(0)
+    w = torch.rand(3, 7, 11, 1)
+    d = torch.sort(torch.rand(3, 7, 12, 1) * 2 + 2, dim=2).values
+    mid, length, ww = 0.5 * (d[..., 1:, 0] + d[..., :-1, 0]), d[..., 1:, 0] - d[..., :-1, 0], w[..., 0]
+    pairs = (ww[..., :, None] * ww[..., None, :] * (mid[..., :, None] - mid[..., None, :]).abs()).sum((-1, -2))
+    assert torch.allclose(ray_distortion(w, d)[..., 0], pairs + (ww * ww * length).sum(-1) / 3, atol=1e-5)
+
+    depths = torch.linspace(2.0, 3.0, 101).reshape(1, 1, -1, 1)
+    one = torch.zeros(1, 1, 100, 1)
+    one[..., 40:43, :] = 0.9 / 3
+    split = torch.zeros(1, 1, 100, 1)
+    split[..., 40:43, :] = 0.45 / 3
+    split[..., 70:73, :] = 0.45 / 3
+    assert float(ray_distortion(split, depths)) > 10 * float(ray_distortion(one, depths))
+    opts = RenderingConfig(depth_resolution=32, depth_resolution_importance=32)
+    origins, dirs = camera_rays(label(), 8)
+    res = ImportanceRenderer(opts).render(sphere_field(), origins, dirs, SamplingSettings(exact=True, distortion=True),
+                                          feature_channels=3)
+    assert res.distortion is not None and res.distortion.shape == res.depth.shape
+    assert ImportanceRenderer(opts).render(sphere_field(), origins, dirs, SamplingSettings(exact=True),
+                                           feature_channels=3).distortion is None
+
+
 def tiny_field():
     torch.manual_seed(0)
     planes = [torch.randn(1, 3, 4, 8, 8)]
@@ -147,7 +174,8 @@ def render(settings: SamplingSettings, field=None) -> torch.Tensor:
     origins, dirs = camera_rays(label(10, 5), 16)
     with torch.no_grad():
         res = renderer.render(field or tiny_field(), origins, dirs, settings, feature_channels=4)
-    return torch.cat([res.features, res.depth], dim=1)
+    extra = [] if res.distortion is None else [res.distortion]
+    return torch.cat([res.features, res.depth, *extra], dim=1)
 
 
 def test_seeded_render_is_bit_identical_and_seed_dependent() -> None:
@@ -168,10 +196,11 @@ def test_exact_mode_has_no_randomness() -> None:
 
 @pytest.mark.parametrize("settings", [SamplingSettings(exact=True), SamplingSettings(seed=5)])
 def test_chunking_does_not_change_the_image(settings: SamplingSettings) -> None:
-    whole = render(settings)
     from dataclasses import replace
 
-    chunked = render(replace(settings, ray_chunk=37))
+    whole = render(replace(settings, distortion=True))
+    chunked = render(replace(settings, ray_chunk=37, distortion=True))
+    assert whole.shape[1] == 6  # features, depth and distortion
     assert torch.allclose(whole, chunked, atol=1e-5)
 
 

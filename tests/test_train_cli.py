@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +41,27 @@ def test_gan_trains_exports_and_refuses_to_overwrite(heads: Path, tmp_path: Path
     assert "already holds a training run" in capsys.readouterr().err
     assert main([*args[:-2], "--kimg", "0.012", "--resume"]) == 0
     assert json.loads((run / "done.json").read_text())["kimg"] == pytest.approx(0.012)
+
+
+def test_sigterm_saves_a_snapshot_where_training_stopped(heads: Path, tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) on a running ``aware3d-train gan`` keeps the work since the last snapshot."""
+    run = tmp_path / "run"
+    log = run / "log.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.cli", "gan", "--data", str(heads), "--preset", "tiny", "--out", str(run),
+         "--kimg", "10", "--batch", "4", "--snap", "5"],
+        cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (log.is_file() and log.read_text().strip()):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: snapshot saved at" in err
+    snaps = sorted(run.glob("snapshot-*.safetensors"))
+    assert snaps, "no snapshot on SIGTERM (the first interval of 5 kimg was never reached)"
+    assert main(["gan", "--data", str(heads), "--preset", "tiny", "--out", str(run), "--kimg", "0.004",
+                 "--batch", "4", "--resume"]) == 0
 
 
 @pytest.mark.parametrize(

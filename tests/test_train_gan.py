@@ -33,7 +33,7 @@ def tiny_options(**changes):  # type: ignore[no-untyped-def]
 
 def test_tiny_training_runs_end_to_end_with_imitation(tmp_path: Path) -> None:
     opts = tiny_options(kimg=0.016, snap_kimg=0.008, image_kimg=0.008, log_kimg=0.004, opacity_reg=1.0,
-                        opacity_entropy=1.0)
+                        opacity_entropy=1.0, distortion_reg=1.0)
     trainer = GanTrainer(opts, BlobDataset(), tmp_path, command=["test"])
     before = {k: v.clone() for k, v in trainer.G.state_dict().items()}
     trainer.run()
@@ -46,6 +46,7 @@ def test_tiny_training_runs_end_to_end_with_imitation(tmp_path: Path) -> None:
     records = [json.loads(line) for line in log]
     assert any("loss/G_imitation" in r for r in records), "the imitation stage never ran"
     assert any("loss/G_opacity" in r for r in records), "the empty-space prior never ran"
+    assert any(r.get("loss/G_distortion", 0) > 0 for r in records), "the distortion loss never ran"
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
     assert list(tmp_path.glob("grid-*.png"))
     assert len(list_snapshots(tmp_path)) == opts.keep_snapshots

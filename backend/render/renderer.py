@@ -35,6 +35,8 @@ class SamplingSettings:
     depth_resolution_importance: int | None = None
     ray_chunk: int | None = None
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # Also return each ray's distortion (see ``ray_distortion``); training asks for it, renders do not.
+    distortion: bool = False
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RenderResult:
     features: torch.Tensor
     depth: torch.Tensor
     weight_sum: torch.Tensor  # accumulated opacity
+    distortion: torch.Tensor | None = None  # per-ray spread of the weights along the ray (world units)
 
 
 def bytes_per_ray(samples: int, feature_channels: int, hidden: int, out_dim: int) -> int:
@@ -89,6 +92,25 @@ def ray_march(
     if opts.white_back:
         rgb = rgb + 1 - weight_total
     return rgb * 2 - 1, depth, weights
+
+
+def ray_distortion(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """Mip-NeRF 360's distortion of each ray: how far apart along the ray its rendering weights lie.
+
+    ``sum_ij w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 d_i`` over the ray-march intervals (midpoints ``m``,
+    lengths ``d``), in world units. It is small only when a ray's weight sits in one thin interval, so as a
+    training loss it turns a semi-transparent shell in front of a denser core (whose expected depth lies
+    between the two, behind any level set a mesh could follow) into one surface. The double sum is computed in
+    O(S) from running sums of the sorted intervals. ``weights`` [N, M, S-1, 1], ``depths`` [N, M, S, 1].
+    """
+    w = weights.squeeze(-1)
+    mid = 0.5 * (depths[..., 1:, 0] + depths[..., :-1, 0])
+    length = depths[..., 1:, 0] - depths[..., :-1, 0]
+    w_before = torch.cumsum(w, dim=-1) - w
+    wm_before = torch.cumsum(w * mid, dim=-1) - w * mid
+    pairs = 2 * (w * (mid * w_before - wm_before)).sum(dim=-1)
+    own = (w * w * length).sum(dim=-1) / 3
+    return (pairs + own).unsqueeze(-1)
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, u: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -218,6 +240,7 @@ class ImportanceRenderer:
         u: torch.Tensor,
         n_coarse: int,
         n_fine: int,
+        distortion: bool = False,
     ) -> RenderResult:
         n, m, _ = origins.shape
         depths = self._coarse_depths(origins, dirs, n_coarse, jitter)
@@ -238,7 +261,8 @@ class ImportanceRenderer:
                 torch.cat([densities, densities_f], dim=-2),
             )
         rgb, depth, weights = ray_march(colors, densities, depths, self.opts)
-        return RenderResult(rgb, depth, weights.sum(dim=2))
+        spread = ray_distortion(weights, depths) if distortion else None
+        return RenderResult(rgb, depth, weights.sum(dim=2), spread)
 
     def chunk_size(self, n: int, m: int, samples: int, settings: SamplingSettings, feature_channels: int,
                    hidden: int, out_channels: int) -> int:
@@ -262,7 +286,8 @@ class ImportanceRenderer:
     ) -> RenderResult:
         """Render rays [N, M, 3] in chunks that fit ``settings.memory_budget``.
 
-        Returns channels-first results: features [N, C, M], depth [N, 1, M], accumulated opacity [N, 1, M].
+        Returns channels-first results: features [N, C, M], depth [N, 1, M], accumulated opacity [N, 1, M]
+        and, when ``settings.distortion`` is set, the distortion [N, 1, M].
         """
         settings = settings or SamplingSettings()
         n, m, _ = origins.shape
@@ -275,18 +300,23 @@ class ImportanceRenderer:
         for i, start in enumerate(range(0, m, chunk)):
             sl = slice(start, min(start + chunk, m))
             jitter, u = self._random_streams(n, sl, n_coarse, n_fine, settings, origins.device)
-            part = self._render_chunk(field, origins[:, sl], dirs[:, sl], jitter, u, n_coarse, n_fine)
+            part = self._render_chunk(field, origins[:, sl], dirs[:, sl], jitter, u, n_coarse, n_fine,
+                                      settings.distortion)
             feats, depth, alpha = (t.transpose(1, 2) for t in (part.features, part.depth, part.weight_sum))
+            spread = None if part.distortion is None else part.distortion.transpose(1, 2)
             if n_chunks == 1:
-                out = RenderResult(feats, depth, alpha)
+                out = RenderResult(feats, depth, alpha, spread)
             else:
                 if out is None:  # written chunk by chunk: no list of parts and no concatenation copy
                     out = RenderResult(feats.new_empty(n, feats.shape[1], m), depth.new_empty(n, 1, m),
-                                       alpha.new_empty(n, 1, m))
+                                       alpha.new_empty(n, 1, m),
+                                       None if spread is None else spread.new_empty(n, 1, m))
                 out.features[:, :, sl] = feats
                 out.depth[:, :, sl] = depth
                 out.weight_sum[:, :, sl] = alpha
-            del part, feats, depth, alpha, jitter, u
+                if out.distortion is not None and spread is not None:
+                    out.distortion[:, :, sl] = spread
+            del part, feats, depth, alpha, spread, jitter, u
             if on_chunk is not None:
                 on_chunk(i + 1, n_chunks)
         assert out is not None

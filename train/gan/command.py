@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--opacity-entropy", type=float, metavar="W",
                    help="binary-entropy share of the empty-space prior (sharp surfaces; start it once the volume "
                         "has cleared)")
+    p.add_argument("--distortion-reg", type=float, metavar="W",
+                   help="weight of the ray-distortion loss (one surface per ray, so meshes line up with the "
+                        "render's depth; 0: off)")
     p.add_argument("--lr-g", type=float)
     p.add_argument("--lr-d", type=float)
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
@@ -71,6 +74,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     changes = {k: v for k, v in {"kimg": args.kimg, "batch": args.batch, "r1_gamma": args.gamma,
                                   "lr_g": args.lr_g, "lr_d": args.lr_d, "snap_kimg": args.snap,
                                   "opacity_reg": args.opacity_reg, "opacity_entropy": args.opacity_entropy,
+                                  "distortion_reg": args.distortion_reg,
                                   "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None}.items()
                if v is not None}
     opts = dataclasses.replace(opts, **changes)

@@ -8,8 +8,11 @@ one process would (up to floating-point summation order). CPU runs use the gloo 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -84,13 +87,32 @@ def shutdown(info: DistInfo, synchronize: bool = True) -> None:
         dist.destroy_process_group()
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while training: ``kill``, job schedulers and torchrun's agent stop a run with
+    SIGTERM, and without this the work since the last snapshot would be lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_to_completion(run: Callable[[], object], save_snapshot: Callable[[], object], info: DistInfo,
                       position: Callable[[], str]) -> bool:
-    """Run a training loop; on Ctrl-C save a snapshot and say where (``position()``, e.g. "step 120").
-    Always leaves the process group. Returns False when interrupted (the command then exits 130)."""
+    """Run a training loop; on Ctrl-C or SIGTERM save a snapshot and say where (``position()``, e.g. "step
+    120"). Always leaves the process group. Returns False when interrupted (the command then exits 130)."""
     finished = False
     try:
-        run()
+        with sigterm_as_interrupt():
+            run()
         finished = True
     except KeyboardInterrupt:
         save_snapshot()

@@ -199,8 +199,9 @@ class GanTrainer:
         r = self.dist.rank
         return seeds[r * self.local_batch : (r + 1) * self.local_batch].tolist()
 
-    def _sampling(self, stream: str) -> SamplingSettings:
-        return SamplingSettings(sample_seeds=tuple(self._sample_seeds(stream)), ray_chunk=1 << 30)
+    def _sampling(self, stream: str, distortion: bool = False) -> SamplingSettings:
+        return SamplingSettings(sample_seeds=tuple(self._sample_seeds(stream)), ray_chunk=1 << 30,
+                                distortion=distortion)
 
     def _run_G(self, z: torch.Tensor, c: torch.Tensor, c_cond: torch.Tensor, phase: str,
                update_emas: bool = False, patch: bool = False) -> dict[str, torch.Tensor]:
@@ -209,8 +210,9 @@ class GanTrainer:
         gens = [torch.Generator(device=self.device).manual_seed(s) for s in self._sample_seeds(f"noise_{phase}")]
         planes = G.synthesize_planes(ws, noise_mode="random", generator=gens, fused=False)
         plane_set = "coarse" if self.cfg.detail_plane else "all"
+        distortion = phase == "G" and self.opts.distortion_reg > 0
         out = G.render(planes, ws, c, resolution=self.neural_rendering_resolution(),
-                       sampling=self._sampling(f"render_{phase}"), run_sr=True, plane_set=plane_set)
+                       sampling=self._sampling(f"render_{phase}", distortion), run_sr=True, plane_set=plane_set)
         out["ws"] = ws
         if patch:
             ps, full = self.patch_size, self.cfg.img_resolution
@@ -268,6 +270,10 @@ class GanTrainer:
             opacity = opacity_prior(out["image_alpha"], o.opacity_entropy)
             loss_g = loss_g + o.opacity_reg * opacity
             stats["loss/G_opacity"] = float(opacity.detach())
+        if o.distortion_reg > 0:
+            distortion = out["image_distortion"].mean()
+            loss_g = loss_g + o.distortion_reg * distortion
+            stats["loss/G_distortion"] = float(distortion.detach())
         self._step(self.opt_G, self.G, loss_g)
 
         # Generator regulariser: density smoothness (EG3D's 'l1' density regularisation).

@@ -44,6 +44,9 @@ class GanOptions:
     # to mesh; the backdrop explains the background, so the volume is free to empty.
     opacity_reg: float = 0.0
     opacity_entropy: float = 0.0      # binary-entropy share of the prior (sharp surfaces; see opacity_prior)
+    # Weight of the raw render's mean ray distortion (Mip-NeRF 360): one surface per ray instead of a
+    # semi-transparent shell over a core, so the density-10 mesh lies where the render's depth does.
+    distortion_reg: float = 0.0
     gpc_reg_prob: float = 0.5
     ema_kimg: float | None = None     # default: batch · 10 / 32
     ema_rampup: float | None = 0.05
