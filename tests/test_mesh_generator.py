@@ -115,36 +115,29 @@ def test_mesh_lines_up_with_the_generators_depth_render(tiny) -> None:  # type: 
         assert silhouette_iou(np.isfinite(mesh_depth[:, ::-1]), gen_mask) < iou - 0.01  # a flip would show
 
 
+TRAINED_DEPTH_BOUND = 0.08  # world units: the 42-kimg model is a semi-transparent shell over a core
+
+
 @pytest.mark.slow
 def test_trained_model_mesh_matches_its_render() -> None:
-    """On the bundled trained model (when installed): seed 0 mesh vs the generator's frontal depth."""
+    """On the bundled trained model (when installed): mesh vs the generator's own render, frontal and 30°."""
+    from backend.mesh.alignment import latent_alignment
     from backend.registry import load_generator, resolve_model
-    from backend.sampling import camera_label, make_latent
+    from backend.sampling import make_latent
 
     try:
         resolve_model(None)
     except Aware3DError as exc:
         pytest.skip(f"no trained model installed ({exc.message})")
     G = load_generator(None, "cpu").generator
-    latent = make_latent(G, 0, 0.7)
-    # no border trim: the render sees the whole box, shoulders included
-    settings = MeshSettings(resolution=256, coarse_to_fine=True, border_pad=0, component_min_ratio=0.0)
-    mesh = extract_mesh(GeneratorField(G, latent.planes), settings)
-    res = G.cfg.neural_rendering_resolution
-    for yaw in (0.0, 30.0):
-        label = camera_label(G.cfg, yaw=yaw)
-        with torch.no_grad():
-            out = G.render(latent.planes, latent.ws, torch.from_numpy(label)[None], resolution=res, run_sr=False)
-        c2w, k = cameras.split_label(label)
-        d = render_depth(mesh.vertices, mesh.faces, c2w, k, res, res, kind="ray")
-        gen_mask = out["image_alpha"][0, 0].numpy() > 0.5
-        mask = np.isfinite(d)
-        assert silhouette_iou(mask, gen_mask) >= 0.95
-        both = mask & gen_mask
-        # The trained volume is a semi-transparent shell (sigma ~15, alpha ~0.7) over a denser core, so the
-        # render's expected depth lies behind the sigma = 10 surface: measured 0.05-0.06 world units on the
-        # bundled model (a sharp field meets 0.02, test above). The bound catches a mesh off the head.
-        assert np.median(np.abs(d[both] - out["image_depth"][0, 0].numpy()[both])) < 0.08
+    for seed in (0, 1):
+        latent = make_latent(G, seed, 0.7)
+        for view in latent_alignment(G, latent.planes, latent.ws, yaws=(0.0, 30.0)):
+            assert view.iou >= 0.95, view
+            # Trained with the ray-distortion loss, the density-10 surface and the render's expected depth
+            # agree to TRAINED_DEPTH_BOUND; the model before it (a semi-transparent shell over a core) measured
+            # 0.05-0.06 world units here.
+            assert view.depth_error < TRAINED_DEPTH_BOUND, view
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from train.data.zip_dataset import ZipDataset
 from train.eval.features import load_feature_net, save_feature_net, train_feature_net
 from train.eval.metrics import frechet_distance, kernel_inception_distance, reprojection_error
-from train.eval.report import consistency, dataset_ground_truth_consistency
+from train.eval.report import consistency, dataset_ground_truth_consistency, mesh_consistency
 from train.synthetic.writer import build_dataset
 
 
@@ -98,6 +98,22 @@ def test_generator_consistency_report_on_a_head_shaped_field() -> None:
     assert report["reprojection_error_direct"] < 0.05
     assert report["geometry"]["depth_range"] > 0.05  # a ball is not flat
     json.dumps(report)
+    # A solid ball's density-10 mesh is the render's surface: full silhouette overlap, depth within a voxel.
+    mesh = mesh_consistency(G, latents=1, seed=0)
+    assert mesh["no_surface"] == 0 and mesh["views"] == 2
+    assert mesh["iou_min"] > 0.97 and mesh["depth_error_max"] < 0.01
+    json.dumps(mesh)
+
+
+def test_mesh_consistency_counts_latents_without_a_surface() -> None:
+    from backend.configs import TINY
+    from backend.generator import TriPlaneGenerator
+
+    G = TriPlaneGenerator(TINY).eval()
+    G.query = lambda planes, coords, plane_set="all": {  # type: ignore[method-assign]
+        "sigma": torch.full((*coords.shape[:-1], 1), -5.0),
+        "rgb": torch.zeros(*coords.shape[:-1], TINY.decoder_output_dim)}
+    assert mesh_consistency(G, latents=2, seed=0) == {"latents": 2, "no_surface": 2}
 
 
 def test_model_card_lists_provenance_and_metrics(tmp_path: Path) -> None:
@@ -111,10 +127,13 @@ def test_model_card_lists_provenance_and_metrics(tmp_path: Path) -> None:
                provenance={"source": "aware3d-train gan", "command": "aware3d-train gan --data d.zip", "kimg": 1.5,
                            "wall_time_s": 7200, "hardware": "CPU: test", "data": "d.zip"})
     report = {"quality": {"count": 10, "fid_image": 1.5, "kid_image": 0.01},
-              "consistency": {"reprojection_error_raw": 0.02, "yaw_deg": 20, "geometry": {"depth_range": 0.3}}}
+              "consistency": {"reprojection_error_raw": 0.02, "yaw_deg": 20, "geometry": {"depth_range": 0.3}},
+              "mesh": {"latents": 4, "iou_mean": 0.98, "iou_min": 0.96, "depth_error_mean": 0.0123,
+                       "depth_error_max": 0.0234}}
     card = write_model_card(path, report, notes="A test model.", seeds=2, orbit_frames=4)
     text = card.read_text()
     assert "aware3d-train gan --data d.zip" in text and "2.00 h" in text and "1.500" in text
+    assert "| 0.980 / 0.960 |" in text and "| 0.0123 / 0.0234 |" in text
     assert (tmp_path / "mini_samples.png").is_file() and (tmp_path / "mini_orbit.gif").is_file()
 
 

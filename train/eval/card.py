@@ -45,6 +45,12 @@ def _format_metrics(report: dict[str, Any]) -> str:
     g = c.get("geometry", {})
     if g:
         lines.append(f"| frontal depth range over the head (p5–p95, world units) | {g.get('depth_range', 0):.3f} |")
+    m = report.get("mesh", {})
+    if "iou_mean" in m:
+        lines.append(f"| mesh (density 10) vs render, {m['latents']} heads × front and 30°: silhouette IoU mean / min "
+                     f"| {m['iou_mean']:.3f} / {m['iou_min']:.3f} |")
+        lines.append(f"| mesh vs render depth, median error (world units): mean / worst view "
+                     f"| {m['depth_error_mean']:.4f} / {m['depth_error_max']:.4f} |")
     d = report.get("dataset", {})
     if d.get("reprojection_error_ground_truth") is not None:
         lines.append(f"| same reprojection check on the data's ground truth ±{d['yaw_deg']}° | "

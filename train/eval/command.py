@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "eval", help="evaluate a generator: FID/KID, 3D consistency, geometry (JSON report)",
         description="Print a JSON report on a generator: FID and KID in the feature network's space for the "
                     "final, raw and direct renders; the reprojection error between views for each; depth "
-                    "statistics; and, with --test-data, the same consistency check on ground truth.")
+                    "statistics; how well meshes line up with renders; and, with --test-data, the same "
+                    "consistency check on ground truth.")
     e.add_argument("--model", required=True, help="model name or path")
     e.add_argument("--data", required=True, type=Path, help="real images (EG3D-format zip)")
     e.add_argument("--features", type=Path,
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--test-data", type=Path, help="a *_test.zip with ground-truth depth (dataset check)")
     e.add_argument("--count", type=int, default=2000, help="images per FID/KID estimate")
     e.add_argument("--latents", type=int, default=16, help="heads for the consistency measure")
+    e.add_argument("--mesh-latents", type=int, default=4,
+                   help="heads whose density-10 mesh is compared with their render (0: skip)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", type=Path, help="also write the report here")
@@ -119,7 +122,7 @@ def run_eval(args: argparse.Namespace) -> int:
         bar.refresh()  # type: ignore[attr-defined]
 
     report = evaluate(model.generator, data, net, count=args.count, latents=args.latents, seed=args.seed,
-                      test_data=test, on_progress=on_progress)
+                      test_data=test, on_progress=on_progress, mesh_latents=args.mesh_latents)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
     report = {"model": model.name, "config": model.generator.cfg.name,
