@@ -153,3 +153,9 @@ def test_model_card_compares_before_and_after_imitation(tmp_path: Path) -> None:
     assert "Before and after the 3D-to-2D imitation stage" in text and "(2.0 kimg)" in text
     assert "| FID, direct render | 20.0000 | 12.0000 | -8.0000 |" in text
     assert "| FID gap direct − SR (before) | | | +9.000 |" in text and "(after) | | | +2.000 |" in text
+    after["mesh"] = {"iou_min": 0.96, "depth_error_max": 0.02}
+    before_dist = {"model_kimg": 2.5, "quality": {"fid_image": 10.5}, "mesh": {"iou_min": 0.9, "depth_error_max": 0.05}}
+    text = write_model_card(path, after, seeds=1, orbit_frames=2, before_distortion=before_dist).read_text()
+    assert "Before and after the ray-distortion stage" in text and "(2.5 kimg)" in text
+    assert "| mesh vs render depth error, worst view | 0.0500 | 0.0200 | -0.0300 |" in text
+    assert "| FID, final image (SR) | 10.5000 | 10.0000 | -0.5000 |" in text

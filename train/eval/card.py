@@ -58,13 +58,23 @@ def _format_metrics(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """Mimic3D's claim in numbers: the direct render's quality moves towards the SR image's, consistency stays."""
-    rows = [("FID, final image (SR)", "quality", "fid_image"), ("FID, raw render", "quality", "fid_raw"),
-            ("FID, direct render", "quality", "fid_direct"), ("KID, direct render", "quality", "kid_direct"),
-            ("reprojection error, SR", "consistency", "reprojection_error_sr"),
-            ("reprojection error, direct", "consistency", "reprojection_error_direct")]
-    lines = ["| measure | before imitation | after imitation | change |", "|---|---|---|---|"]
+IMITATION_ROWS = [("FID, final image (SR)", "quality", "fid_image"), ("FID, raw render", "quality", "fid_raw"),
+                  ("FID, direct render", "quality", "fid_direct"), ("KID, direct render", "quality", "kid_direct"),
+                  ("reprojection error, SR", "consistency", "reprojection_error_sr"),
+                  ("reprojection error, direct", "consistency", "reprojection_error_direct")]
+DISTORTION_ROWS = [*IMITATION_ROWS[:4], ("reprojection error, raw", "consistency", "reprojection_error_raw"),
+                   *IMITATION_ROWS[4:],
+                   ("mesh vs render silhouette IoU, mean", "mesh", "iou_mean"),
+                   ("mesh vs render silhouette IoU, worst view", "mesh", "iou_min"),
+                   ("mesh vs render depth error, mean (world units)", "mesh", "depth_error_mean"),
+                   ("mesh vs render depth error, worst view", "mesh", "depth_error_max")]
+
+
+def _format_comparison(before: dict[str, Any], after: dict[str, Any], stage: str = "imitation",
+                       rows: list[tuple[str, str, str]] = IMITATION_ROWS) -> str:
+    """A training stage's effect in numbers, e.g. Mimic3D's claim: the direct render's quality moves towards
+    the SR image's while consistency stays."""
+    lines = [f"| measure | before {stage} | after {stage} | change |", "|---|---|---|---|"]
     for label, group, key in rows:
         b, a = before.get(group, {}).get(key), after.get(group, {}).get(key)
         if b is not None and a is not None:
@@ -78,7 +88,8 @@ def _format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None, notes: str = "",
                      seeds: int = 6, orbit_frames: int = 48,
-                     before_imitation: dict[str, Any] | None = None) -> Path:
+                     before_imitation: dict[str, Any] | None = None,
+                     before_distortion: dict[str, Any] | None = None) -> Path:
     model_path = Path(model_path)
     name = model_path.name.removesuffix(".safetensors")
     folder = model_path.parent
@@ -98,6 +109,11 @@ def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None,
         comparison = (f"\n### Before and after the 3D-to-2D imitation stage\n\nThe same evaluation on the snapshot "
                       f"exported when the imitation stage started ({kimg} kimg) and on this model:\n\n"
                       f"{_format_comparison(before_imitation, eval_report)}\n")
+    if before_distortion and eval_report:
+        kimg = before_distortion.get("model_kimg", "?")
+        comparison += (f"\n### Before and after the ray-distortion stage\n\nThe same evaluation on the model "
+                       f"before `--distortion-reg` ({kimg} kimg) and on this model:\n\n"
+                       f"{_format_comparison(before_distortion, eval_report, 'distortion', DISTORTION_ROWS)}\n")
     text = f"""# Model card: {name}
 
 {notes}

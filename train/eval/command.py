@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--before-imitation", type=Path, metavar="EVAL",
                    help="eval report of the snapshot from before the imitation stage (OUT/before-imitation"
                         ".safetensors): adds Mimic3D's before/after comparison")
+    c.add_argument("--before-distortion", type=Path, metavar="EVAL",
+                   help="eval report of the model before the ray-distortion stage (--distortion-reg): adds its "
+                        "before/after comparison, mesh alignment included")
     c.set_defaults(func=run_card)
 
 
@@ -145,6 +148,8 @@ def run_card(args: argparse.Namespace) -> int:
         raise Aware3DError(f"model file not found: {args.model}", "pass the .safetensors file")
     report = json.loads(args.eval.read_text()) if args.eval else None
     before = json.loads(args.before_imitation.read_text()) if args.before_imitation else None
-    path = write_model_card(args.model, report, notes=args.notes, before_imitation=before)
+    before_distortion = json.loads(args.before_distortion.read_text()) if args.before_distortion else None
+    path = write_model_card(args.model, report, notes=args.notes, before_imitation=before,
+                            before_distortion=before_distortion)
     print(f"wrote {path}", file=sys.stderr)
     return 0
