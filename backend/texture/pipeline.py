@@ -37,7 +37,14 @@ from backend.texture import bake
 from backend.texture.cameras_io import resize_cameras, save_cameras
 from backend.texture.generators import ViewGenerator
 from backend.texture.project import projected_uv, render_texture, sample_bilinear
-from backend.texture.visibility import ViewGeometry, WeightOptions, make_condition, view_geometry, view_weights
+from backend.texture.visibility import (
+    ViewGeometry,
+    WeightOptions,
+    fragment_cos,
+    make_condition,
+    view_geometry,
+    view_weights,
+)
 from backend.views.rgbd import Camera, RGBDView
 
 Progress = Callable[[int, int, str, "Path | None"], None]
@@ -261,7 +268,8 @@ def texture_mesh(
         info["psnr_seen"] = _psnr(rgb, target, vg.seen)
         s = vg.render.supersample
         face = vg.render.face
-        seen_sub = np.repeat(np.repeat(vg.seen, s, axis=0), s, axis=1)
+        # a face counts as seen where one of its own fragments passes the angle test in a well-seen pixel
+        seen_sub = np.repeat(np.repeat(vg.seen, s, axis=0), s, axis=1) & (fragment_cos(vg) > wopts.min_cos)
         seen_faces.update(np.unique(face[seen_sub & (face >= 0)]).tolist())
         drawn_faces.update(np.unique(face[face >= 0]).tolist())
     has_texels = np.zeros(len(faces), dtype=bool)

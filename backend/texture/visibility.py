@@ -124,6 +124,20 @@ def view_geometry(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray, cam
     return ViewGeometry(camera, render, z, cos.astype(np.float32), edge_factor, seen)
 
 
+def fragment_cos(geometry: ViewGeometry) -> np.ndarray:
+    """cos(normal, to camera) per sub-pixel fragment [H·s, W·s] (0 on the background).
+
+    A pixel's ``cos`` is the mean over its fragments, so a face that covers two of a pixel's nine fragments
+    at 72° can sit in a pixel that passes the 70° test; per fragment it does not, as its texels do not."""
+    r, cam = geometry.render, geometry.camera
+    s = r.supersample
+    n = r.sub_attrs.astype(np.float64)
+    n /= np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-12)
+    _, dirs = cameras.pixel_rays(cam.cam2world, cam.K, cam.width, cam.height)
+    d = np.repeat(np.repeat(dirs.reshape(cam.height, cam.width, 3), s, axis=0), s, axis=1)
+    return np.where(r.face >= 0, -(n * d).sum(axis=2), 0.0)
+
+
 def frame_feather(xy: np.ndarray, camera: Camera, margin: float) -> np.ndarray:
     """Smoothstep from 0 at the frame border to 1 at ``margin`` × size inside it (product over x and y)."""
     if margin <= 0:
