@@ -115,7 +115,7 @@ def test_mesh_lines_up_with_the_generators_depth_render(tiny) -> None:  # type: 
         assert silhouette_iou(np.isfinite(mesh_depth[:, ::-1]), gen_mask) < iou - 0.01  # a flip would show
 
 
-TRAINED_DEPTH_BOUND = 0.08  # world units: the 42-kimg model is a semi-transparent shell over a core
+TRAINED_DEPTH_BOUND = 0.03  # world units; a pixel of the 32² render is ~0.02 wide at the head
 
 
 @pytest.mark.slow
