@@ -24,8 +24,9 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import api, prefs, session
+from . import api, panel_common, prefs, session
 from .client import BackendError, JobHandle
+from .panel_common import panel_state, safe_name
 from .panels import ORDER
 
 PREVIEW_IMAGE = "Aware3D Crop Preview"
@@ -79,10 +80,6 @@ class AWARE3D_PG_invert_state(bpy.types.PropertyGroup):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "image"
-
-
 def image_to_file(img: bpy.types.Image, folder: Path) -> Path:
     """A file the backend can read for an image datablock: its own file when unchanged, else a PNG copy."""
     if img.source == "FILE" and img.packed_file is None and not img.is_dirty and img.filepath:
@@ -92,7 +89,7 @@ def image_to_file(img: bpy.types.Image, folder: Path) -> Path:
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{_safe(img.name)}.png"
+    out = folder / f"{safe_name(img.name, 60, 'image')}.png"
     w, h = img.size
     if w == 0 or h == 0:
         raise BackendError("ImageSaveFailed", f"image {img.name!r} has no pixels", "load or paint the image first")
@@ -166,28 +163,12 @@ def request_args(context: bpy.types.Context | None = None, **overrides: Any) -> 
 
 
 def _state() -> Any:
-    wm = bpy.context.window_manager if hasattr(bpy.context, "window_manager") else None
-    if wm is None and len(bpy.data.window_managers):
-        wm = bpy.data.window_managers[0]
-    return getattr(wm, "aware3d_invert", None)
+    return panel_state("aware3d_invert")
 
 
 def show_preview(path: str | None) -> bpy.types.Image | None:
     """Load (or reload) the crop preview into one packed image datablock shown by the panel."""
-    if not path or not Path(path).is_file():
-        return None
-    img = bpy.data.images.get(PREVIEW_IMAGE)
-    if img is not None:
-        bpy.data.images.remove(img)
-    img = bpy.data.images.load(path, check_existing=False)
-    img.name = PREVIEW_IMAGE
-    img.pack()
-    with contextlib.suppress(Exception):  # no previews in background mode
-        img.preview_ensure()
-    st = _state()
-    if st is not None:
-        st.preview_image = img.name
-    return img
+    return panel_common.show_preview(path, PREVIEW_IMAGE, "aware3d_invert")
 
 
 def _record(data: dict[str, Any]) -> None:
@@ -378,18 +359,9 @@ class VIEW3D_PT_aware3d_photo(bpy.types.Panel):
         col.prop(s, "faces")
         col.prop(s, "add_camera")
         layout.operator("aware3d.invert_preview", icon="IMAGE_DATA")
-        img = bpy.data.images.get(st.preview_image) if st.preview_image else None
-        if img is not None and img.preview is not None:
-            layout.template_icon(icon_value=img.preview.icon_id, scale=8.0)
-        for text in (st.crop_text, st.pose_text, st.metrics_text):
-            if text:
-                layout.label(text=text)
-        state = context.window_manager.aware3d
-        if state.busy and state.op in ("invert", "invert_preview"):
-            row = layout.row(align=True)
-            label = state.stage + (f" · ETA {state.eta}" if state.eta else "")
-            row.progress(factor=state.fraction, type="BAR", text=label)
-            row.operator("aware3d.cancel", text="", icon="CANCEL")
+        panel_common.draw_preview_and_lines(layout, st, (st.crop_text, st.pose_text, st.metrics_text), scale=8.0)
+        stage = context.window_manager.aware3d.stage
+        panel_common.draw_job_progress(layout, context, ("invert", "invert_preview"), stage)
         layout.operator("aware3d.invert", icon="USER")
 
 
@@ -399,16 +371,8 @@ CLASSES = (AWARE3D_PG_invert, AWARE3D_PG_invert_state, AWARE3D_OT_invert, AWARE3
 
 def register() -> None:
     """Register after ``panels.CLASSES`` (the panel's parent must exist)."""
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.aware3d_invert = PointerProperty(type=AWARE3D_PG_invert)
-    bpy.types.WindowManager.aware3d_invert = PointerProperty(type=AWARE3D_PG_invert_state)
+    panel_common.register_panel(CLASSES, "aware3d_invert", AWARE3D_PG_invert, AWARE3D_PG_invert_state)
 
 
 def unregister() -> None:
-    for attr in ((bpy.types.WindowManager, "aware3d_invert"), (bpy.types.Scene, "aware3d_invert")):
-        if hasattr(*attr):
-            delattr(*attr)
-    for cls in reversed(CLASSES):
-        with contextlib.suppress(RuntimeError):
-            bpy.utils.unregister_class(cls)
+    panel_common.unregister_panel(CLASSES, "aware3d_invert")

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from mathutils import Matrix, Vector
 
-from . import api, prefs, scene_import, session, texture_scene
+from . import api, panel_common, prefs, scene_import, session, texture_scene
 from .client import BackendError, JobHandle
+from .panel_common import panel_state, safe_name
 from .panels import ORDER
 
 PREVIEW_IMAGE = "Aware3D View Preview"
@@ -74,10 +75,7 @@ class AWARE3D_PG_views_state(bpy.types.PropertyGroup):
 
 
 def _state() -> Any:
-    wm = bpy.context.window_manager if hasattr(bpy.context, "window_manager") else None
-    if wm is None and len(bpy.data.window_managers):
-        wm = bpy.data.window_managers[0]
-    return getattr(wm, "aware3d_views", None)
+    return panel_state("aware3d_views")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,10 +208,6 @@ def _active_mesh(obj: bpy.types.Object | None, context: bpy.types.Context) -> bp
     return obj
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "mesh"
-
-
 def request_args(obj: bpy.types.Object, cams: Sequence[bpy.types.Object], context: bpy.types.Context,
                  **overrides: Any) -> tuple[dict[str, Any], Path]:
     """The ``texture`` request for ``obj`` and ``cams`` (the mesh written to a GLB) and the GLB's path."""
@@ -221,8 +215,8 @@ def request_args(obj: bpy.types.Object, cams: Sequence[bpy.types.Object], contex
     origin = obj.matrix_world.translation.copy()
     try:
         cameras = [texture_scene.camera_dict(c, origin, context.scene) for c in cams]
-        path = texture_scene.write_glb(prefs.user_dir("texture") / f"{_safe(obj.name)}_{uuid.uuid4().hex[:8]}.glb",
-                                       texture_scene.mesh_arrays(obj))
+        stem = f"{safe_name(obj.name, 40, 'mesh')}_{uuid.uuid4().hex[:8]}.glb"
+        path = texture_scene.write_glb(prefs.user_dir("texture") / stem, texture_scene.mesh_arrays(obj))
     except scene_import.ImportFailed as exc:
         raise BackendError("BadInput", str(exc), "fix the mesh or the cameras and try again") from None
     args: dict[str, Any] = {"cameras": cameras, "generator": s.generator.lower(), "size": int(s.size),
@@ -243,20 +237,7 @@ def request_args(obj: bpy.types.Object, cams: Sequence[bpy.types.Object], contex
 
 def show_preview(path: str | None) -> bpy.types.Image | None:
     """Load (or reload) the latest generated view into one packed image datablock shown by the panel."""
-    if not path or not Path(path).is_file():
-        return None
-    img = bpy.data.images.get(PREVIEW_IMAGE)
-    if img is not None:
-        bpy.data.images.remove(img)
-    img = bpy.data.images.load(path, check_existing=False)
-    img.name = PREVIEW_IMAGE
-    img.pack()
-    with contextlib.suppress(Exception):  # no previews in background mode
-        img.preview_ensure()
-    st = _state()
-    if st is not None:
-        st.preview_image = img.name
-    return img
+    return panel_common.show_preview(path, PREVIEW_IMAGE, "aware3d_views")
 
 
 class TextureFuture(api.GenerateFuture):
@@ -455,18 +436,10 @@ class VIEW3D_PT_aware3d_views(bpy.types.Panel):
             col.prop(s, "steps")
             col.prop(s, "seed")
         col.prop(s, "bake")
-        img = bpy.data.images.get(st.preview_image) if st.preview_image else None
-        if img is not None and img.preview is not None:
-            layout.template_icon(icon_value=img.preview.icon_id, scale=6.0)
-        for text in (st.view_text, st.result_text):
-            if text:
-                layout.label(text=text)
+        panel_common.draw_preview_and_lines(layout, st, (st.view_text, st.result_text), scale=6.0)
         state = context.window_manager.aware3d
-        if state.busy and state.op == "texture":
-            row = layout.row(align=True)
-            label = f"View {state.step}/{state.total}" if state.stage == "Views" else state.stage
-            row.progress(factor=state.fraction, type="BAR", text=label + (f" · ETA {state.eta}" if state.eta else ""))
-            row.operator("aware3d.cancel", text="", icon="CANCEL")
+        label = f"View {state.step}/{state.total}" if state.stage == "Views" else state.stage
+        panel_common.draw_job_progress(layout, context, ("texture",), label)
         layout.operator("aware3d.texture_views", icon="TEXTURE")
 
 
@@ -476,16 +449,8 @@ CLASSES = (AWARE3D_PG_views, AWARE3D_PG_views_state, AWARE3D_OT_texture_views, A
 
 def register() -> None:
     """Register after ``panels.CLASSES`` (the panel's parent must exist)."""
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-    bpy.types.Scene.aware3d_views = PointerProperty(type=AWARE3D_PG_views)
-    bpy.types.WindowManager.aware3d_views = PointerProperty(type=AWARE3D_PG_views_state)
+    panel_common.register_panel(CLASSES, "aware3d_views", AWARE3D_PG_views, AWARE3D_PG_views_state)
 
 
 def unregister() -> None:
-    for attr in ((bpy.types.WindowManager, "aware3d_views"), (bpy.types.Scene, "aware3d_views")):
-        if hasattr(*attr):
-            delattr(*attr)
-    for cls in reversed(CLASSES):
-        with contextlib.suppress(RuntimeError):
-            bpy.utils.unregister_class(cls)
+    panel_common.unregister_panel(CLASSES, "aware3d_views")
