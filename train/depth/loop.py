@@ -31,7 +31,10 @@ from train.depth.data import DepthData
 from train.depth.loss import orientation, ssi_loss
 from train.gan import distributed
 from train.gan.logs import TrainingLog, format_duration
-from train.gan.snapshot import list_snapshots, load_training_state, prune_snapshots, save_training_state, snapshot_name
+from train.gan.snapshot import (
+    load_newest_snapshot,
+    save_snapshot,
+)
 
 EXPORT_NAME = "depth-latest.safetensors"
 
@@ -168,17 +171,15 @@ class DepthTrainer:
     def save_snapshot(self) -> Path | None:
         if not self.dist.is_main:
             return None
-        path = self.run_dir / snapshot_name(self.progress.step)
-        save_training_state(path, {"net": self.net, "ema": self.ema}, {"opt": self.opt}, self._meta())
-        prune_snapshots(self.run_dir, self.opts.keep_snapshots)
-        return path
+        return save_snapshot(self.run_dir, self.progress.step, {"net": self.net, "ema": self.ema}, {"opt": self.opt},
+                             self._meta(), self.opts.keep_snapshots)
 
     def resume(self) -> bool:
         """Continue from the newest snapshot in the run folder; False when there is none."""
-        snaps = list_snapshots(self.run_dir)
-        if not snaps:
+        meta = load_newest_snapshot(self.run_dir, {"net": self.net, "ema": self.ema}, {"opt": self.opt},
+                                    self.device)
+        if meta is None:
             return False
-        meta = load_training_state(snaps[-1], {"net": self.net, "ema": self.ema}, {"opt": self.opt}, self.device)
         saved = UNetConfig.from_dict(meta["config"])
         if saved != self.cfg:
             raise ValueError(f"the snapshot's network ({saved}) differs from this run's ({self.cfg})")

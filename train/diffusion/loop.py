@@ -29,7 +29,11 @@ from train.diffusion.data import RGBDExamples
 from train.diffusion.options import DiffusionOptions
 from train.gan import distributed
 from train.gan.logs import TrainingLog, format_duration
-from train.gan.snapshot import list_snapshots, load_training_state, prune_snapshots, save_training_state
+from train.gan.snapshot import (
+    list_snapshots,
+    load_training_state,
+    save_snapshot,
+)
 
 
 def _device(name: str) -> torch.device:
@@ -45,10 +49,6 @@ def _depth_fn(path: str | None, device: torch.device) -> Any:
 
     net = load_net(path, expect="depth", device=device).net
     return lambda rgb, cam: depth_for_view(net, rgb, cam)
-
-
-def _snapshot_step(p: Path) -> int:
-    return int(p.stem.split("-")[1])
 
 
 class DiffusionTrainer:
@@ -166,9 +166,8 @@ class DiffusionTrainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         meta = {"options": self.opts.to_dict(), "step": self.step, "wall_time": self.wall, "metrics": self.metrics}
-        save_training_state(self.out / f"snapshot-{self.step:09d}.safetensors",
-                            {"net": self.net, "ema": self.ema}, {"opt": self.opt}, meta)
-        prune_snapshots(self.out, self.opts.keep_snapshots)
+        save_snapshot(self.out, self.step, {"net": self.net, "ema": self.ema}, {"opt": self.opt}, meta,
+                      self.opts.keep_snapshots)
         self.export(self.out / f"{self.opts.kind}-latest.safetensors")
 
     def train(self, progress: bool = True) -> dict[str, Any]:

@@ -39,7 +39,10 @@ from train.gan.discriminator import Discriminator, DiscriminatorConfig, dual_inp
 from train.gan.logs import TrainingLog, progress_line
 from train.gan.options import GanOptions
 from train.gan.perceptual import DiscriminatorFeatureDistance, LPIPSDistance
-from train.gan.snapshot import list_snapshots, load_training_state, prune_snapshots, save_training_state, snapshot_name
+from train.gan.snapshot import (
+    load_newest_snapshot,
+    save_snapshot,
+)
 
 STREAMS = {name: i for i, name in enumerate(
     ["data", "z_G", "pose_G", "swap_G", "z_D", "pose_D", "swap_D", "z_reg", "pose_reg", "swap_reg",
@@ -373,19 +376,16 @@ class GanTrainer:
     def save_snapshot(self) -> Path | None:
         if not self.dist.is_main:
             return None
-        path = self.run_dir / snapshot_name(self.progress.nimg)
         meta = {"options": self.opts.to_dict(), "config": self.cfg.to_dict(),
                 "progress": vars(self.progress), "data": self.data_path}
-        save_training_state(path, self._modules(), self._optimizers(), meta)
-        prune_snapshots(self.run_dir, self.opts.keep_snapshots)
-        return path
+        return save_snapshot(self.run_dir, self.progress.nimg, self._modules(), self._optimizers(), meta,
+                             self.opts.keep_snapshots)
 
     def resume(self) -> bool:
         """Continue from the newest snapshot in the run folder; False when there is none."""
-        snaps = list_snapshots(self.run_dir)
-        if not snaps:
+        meta = load_newest_snapshot(self.run_dir, self._modules(), self._optimizers(), self.device)
+        if meta is None:
             return False
-        meta = load_training_state(snaps[-1], self._modules(), self._optimizers(), self.device)
         self.progress = Progress(**meta["progress"])
         return True
 

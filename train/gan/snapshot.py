@@ -102,3 +102,20 @@ def prune_snapshots(run_dir: str | os.PathLike[str], keep: int) -> None:
     snaps = list_snapshots(run_dir)
     for p in snaps[: max(len(snaps) - keep, 0)]:
         p.unlink(missing_ok=True)
+
+
+def save_snapshot(run_dir: str | os.PathLike[str], position: int, modules: dict[str, torch.nn.Module],
+                  optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any], keep: int) -> Path:
+    """Write the snapshot at ``position`` (images or steps) atomically, then keep only the newest ``keep``."""
+    path = Path(run_dir) / snapshot_name(position)
+    save_training_state(path, modules, optimizers, meta)
+    prune_snapshots(run_dir, keep)
+    return path
+
+
+def load_newest_snapshot(run_dir: str | os.PathLike[str], modules: dict[str, torch.nn.Module],
+                         optimizers: dict[str, torch.optim.Optimizer],
+                         device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """Load the newest snapshot of a run folder into ``modules``/``optimizers``; its meta, or None if none."""
+    snaps = list_snapshots(run_dir)
+    return load_training_state(snaps[-1], modules, optimizers, device) if snaps else None
