@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.record import ROOT, Run
 
 
 def pick_model() -> tuple[str, float | None, str]:
@@ -54,6 +55,7 @@ def timed_generate(api: Any, session: Any, **kw: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    record = Run(__file__, argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model name or path (default: bundled default, else random:small)")
     p.add_argument("--level", type=float, default=None, help="surface density level (default: see above)")
@@ -63,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "blender_generate.json")
     args = p.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
     from backend.cli.extension_cmd import build
-    from backend.fileio import write_json
 
     model, level, note = pick_model()
     if args.model:
@@ -97,14 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         "model": model, "model_note": note, "level": level, "mesh_resolution": args.resolution,
         "target_faces": args.faces, "cold": cold, "warm": warm,
         "warm_median_s": sorted(r["seconds"] for r in warm)[len(warm) // 2] if warm else None,
-        "target_s": 10.0, "blender": bpy.app.version_string, "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "target_s": 10.0, "blender": bpy.app.version_string, "torch_threads": torch.get_num_threads(),
     }
     api.free()
-    write_json(args.out, result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(record.finish(result, args.out), indent=2))
     return 0
 
 

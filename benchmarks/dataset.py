@@ -7,7 +7,7 @@ worker start-up and zip writing included), the rendering-only rate, and the CPU 
 processes), which does not depend on what else runs on the machine. The load average before and after is
 recorded because other jobs on a shared 2-core machine change the wall-clock figures a lot.
 
-    python benchmarks/dataset.py --out benchmarks/results/dataset_cpu.json
+    python benchmarks/dataset.py --workers 1 --out benchmarks/results/dataset_cpu.json
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -24,19 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.fileio import write_json
+from benchmarks.record import Run
 
 TARGET_IMAGES_PER_S = 30000 / (30 * 60)  # the issue: 30k images at 128² in under 30 minutes
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _cpu_seconds() -> float:
@@ -69,7 +58,8 @@ def run(res: int, count: int, device: str, workers: int | None) -> dict[str, obj
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    record = Run(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--count64", type=int, default=800)
@@ -77,7 +67,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the JSON here too")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. machine state)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     results = [run(64, args.count64, args.device, args.workers),
@@ -86,20 +76,13 @@ def main() -> int:
     report = {
         "benchmark": "synthetic-head data set build (aware3d-train make-dataset)",
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch": torch.__version__,
         "results": results,
         "target_images_per_s_128": round(TARGET_IMAGES_PER_S, 2),
         "meets_target_128": r128["images_per_s"] >= TARGET_IMAGES_PER_S,
         "estimated_minutes_30k_128": round(30000 / r128["images_per_s"] / 60, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
         "note": args.note,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        write_json(args.out, report)
+    print(json.dumps(record.finish(report, args.out, args.device), indent=2))
     return 0
 
 

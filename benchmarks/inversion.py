@@ -43,7 +43,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
-from backend.fileio import write_json
 from backend.invert.geometry import orbit_labels
 from backend.invert.losses import downsample, psnr, ssim
 from backend.invert.pipeline import Inversion, find_pose, input_metrics, preset, run_stage2
@@ -51,6 +50,7 @@ from backend.invert.project import latent_stats, project_latent
 from backend.invert.pseudo import build_pseudo_views
 from backend.invert.render import render_views
 from backend.invert.tuning import Target, tune_generator
+from benchmarks.record import Run
 
 NOVEL = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
 
@@ -246,7 +246,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    record = Run(__file__, argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="runs/heads64/latest.safetensors")
     p.add_argument("--test-data", default="data/heads64_test.zip")
@@ -269,7 +270,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from train.data.zip_dataset import ZipDataset
 
@@ -312,8 +313,7 @@ def main() -> int:
                   f"{rec['seconds']['full_pipeline']:.0f} s", file=sys.stderr, flush=True)
         result: dict[str, Any] = {
             "benchmark": "single-image inversion on held-out synthetic heads (benchmarks/inversion.py)",
-            "device": str(device), "hardware": hardware_description(device), "torch": torch.__version__,
-            "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "device": str(device), "hardware": hardware_description(device), "threads": args.threads,
             "model": {"path": args.model, "sha256": file_sha256(model_copy), "config": G.cfg.name,
                       "provenance": {k: header.provenance.get(k) for k in ("kimg", "source", "data", "hardware")
                                      if k in header.provenance}},
@@ -322,12 +322,11 @@ def main() -> int:
             "wall_s": round(time.perf_counter() - t0, 1),
             "notes": "PSNR/SSIM on the final 64² images in [0, 1]; novel views rendered at the estimated pose plus "
                      "the ground-truth yaw offset; depth = distance along unit rays (world units) inside the GT mask; "
-                     "the CPU is shared with a GAN training run (timings are pessimistic).",
+                     "CPU timings depend on what else ran (environment.load_average_1min_*).",
         }
         if args.photo:
             result["photo_check"] = photo_check(G, s, str(model_copy))
-    if args.out:
-        write_json(args.out, result)
+    result = record.finish(result, args.out, device)
     print(json.dumps(result["summary"], indent=1))
     return 0
 

@@ -1,15 +1,17 @@
 """Meshing benchmark: seconds per stage at several resolutions, and marching cubes alone per implementation.
 
-    python benchmarks/mesh.py --out benchmarks/results/mesh_cpu_analytic.json           # analytic field
-    python benchmarks/mesh.py --model aware3d-heads --seed 0 --device cuda \
-        --out benchmarks/results/mesh_h100_model.json                                     # a trained model
-    python benchmarks/mesh.py --res 256 --c2f-res 1024 --out /tmp/mesh1024.json          # memory at 1024³
+    python benchmarks/mesh.py --threads 1 --out benchmarks/results/mesh_cpu_analytic.json   # analytic field
+    python benchmarks/mesh.py --model aware3d-heads --seed 0 --device cuda --out /tmp/mesh_gpu.json  # a model
+    python benchmarks/mesh.py --res 256 --c2f-res 1024 --out /tmp/mesh1024.json              # memory at 1024³
+    python benchmarks/mesh.py --res --mc-res 256 512 --device cuda --check-cuda              # kernel vs CPU
 
 Stages (best of ``--repeat``): ``grid`` (density queries, full and coarse-to-fine), ``marching_cubes``,
 ``cleanup`` (largest component, 10 Taubin iterations, decimation to ``--faces``), ``colours``, ``export``
 (GLB). Marching cubes alone runs on one grid (``--mc-res``) with scikit-image (Lewiner and Lorensen),
-PyMCubes, our CPU path (the numpy twin of the CUDA kernel), and the CUDA kernel when a GPU exists. Each
-resolution runs in a child process so that its peak resident memory is its own. Prints one JSON object.
+PyMCubes, our CPU path (the numpy twin of the CUDA kernel), and the CUDA kernel when a GPU exists; the CUDA
+mesh is compared with the CPU path's (they must be the same mesh: same faces, vertices within float32
+rounding), and ``--check-cuda`` makes a missing kernel or any difference an error. Each resolution runs in a
+child process so that its peak resident memory is its own. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
-from backend.fileio import write_json
 from backend.mesh.export import save_mesh
 from backend.mesh.field import ANALYTIC_FIELDS, CountingField, Field, GeneratorField
 from backend.mesh.marching_cubes import cuda_kernel_available, marching_cubes
+from backend.mesh.metrics import same_mesh
 from backend.mesh.pipeline import MeshSettings, extract_mesh
+from benchmarks.record import Run
+
+CPU_PATH = "aware3d_cpu (numpy twin of the kernel, welded)"
+CUDA_PATH = "aware3d_cuda (kernel + weld)"
 
 
 def peak_rss_bytes() -> int:
@@ -111,7 +117,8 @@ def mc_alone(field: Field, res: int, level: float, repeat: int) -> dict[str, Any
     import mcubes
 
     timed("pymcubes", lambda: mcubes.marching_cubes(cpu, level))
-    timed("aware3d_cpu (numpy twin of the kernel, welded)", lambda: marching_cubes(cpu, level, "reference"))
+    reference = marching_cubes(cpu, level, "reference")
+    timed(CPU_PATH, lambda: marching_cubes(cpu, level, "reference"))
     if cuda_kernel_available():
         g = torch.from_numpy(cpu).cuda()
         marching_cubes(g, level, "cuda")  # compile + warm up
@@ -121,7 +128,9 @@ def mc_alone(field: Field, res: int, level: float, repeat: int) -> dict[str, Any
             torch.cuda.synchronize()
             return r
 
-        timed("aware3d_cuda (kernel + weld)", cuda_run)
+        timed(CUDA_PATH, cuda_run)
+        v, f = (t.cpu().numpy() for t in cuda_run())
+        out[CUDA_PATH]["same_mesh_as_cpu_path"] = same_mesh(v, f, reference[0].numpy(), reference[1].numpy())
     return out
 
 
@@ -144,13 +153,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    record = Run(__file__, argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a model (registry name/path); default: an analytic field")
     p.add_argument("--field", default="bumpy-ellipsoid", choices=sorted(ANALYTIC_FIELDS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=0.7)
     p.add_argument("--level", type=float, default=10.0)
-    p.add_argument("--res", type=int, nargs="+", default=[128, 256, 512])
+    p.add_argument("--res", type=int, nargs="*", default=[128, 256, 512],
+                   help="resolutions of the whole pipeline (none: marching cubes alone)")
     p.add_argument("--c2f-res", type=int, nargs="*", default=[],
                    help="extra resolutions measured coarse-to-fine only (e.g. 1024)")
     p.add_argument("--mc-res", type=int, nargs="*", default=[256, 512],
@@ -160,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--coarse-to-fine-only", action="store_true")
+    p.add_argument("--check-cuda", action="store_true",
+                   help="exit with status 1 unless the CUDA kernel ran and gave the CPU path's mesh")
     p.add_argument("--out", type=Path)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -168,11 +181,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     result: dict[str, Any] = {
         "benchmark": "mesh",
         "hardware": hardware_description(device),
         "cpu_count": os.cpu_count(),
+        "threads": args.threads or torch.get_num_threads(),
         "device": str(device),
         "field": args.model or f"analytic:{args.field}",
         "level": args.level,
@@ -199,11 +215,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result["marching_cubes_alone"][str(res)] = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"MC {res}³: {json.dumps(result['marching_cubes_alone'][str(res)])}", file=sys.stderr)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        write_json(args.out, result)
+    result = record.finish(result, args.out, device)
+    print(json.dumps(result, indent=2))
+    if args.check_cuda:
+        problems = cuda_problems(result)
+        if problems:
+            raise SystemExit("CUDA marching cubes check failed: " + "; ".join(problems))
     return result
+
+
+def cuda_problems(result: dict[str, Any]) -> list[str]:
+    """Why the CUDA kernel does not stand in for the CPU path here (empty: it ran and matched everywhere)."""
+    if not result["marching_cubes_alone"]:
+        return ["no --mc-res grid was measured"]
+    problems = []
+    for res, entry in result["marching_cubes_alone"].items():
+        check = entry.get(CUDA_PATH, {}).get("same_mesh_as_cpu_path")
+        if check is None:
+            problems.append(f"{res}³: the CUDA kernel did not run (cuda_kernel_available() is False)")
+        elif not check["same"]:
+            problems.append(f"{res}³: {check['why']}")
+    return problems
 
 
 if __name__ == "__main__":

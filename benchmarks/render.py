@@ -1,8 +1,8 @@
 """Rendering throughput: ms per image, images/s and peak memory for a model, resolution, batch and device.
 
-    python benchmarks/render.py --model random:eg3d-ffhq512-128 --batch 1 --device cpu
+    python benchmarks/render.py --model random:eg3d-ffhq512-128 --batch 1 --device cpu --threads 1
     python benchmarks/render.py --model random:eg3d-ffhq512-128 --batch 16 --device cuda --fp16-sr \
-        --out benchmarks/results/render_h100.json
+        --out /tmp/render_gpu.json
 
 Prints one JSON object (and writes it with --out). Each timed iteration samples new latents and renders them
 (mapping, tri-planes, volume rendering, super-resolution), as ``aware3d sample`` does. Peak memory is the CUDA
@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import json
 import os
-import platform
 import resource
 import sys
 import threading
@@ -28,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
-from backend.fileio import write_json
 from backend.registry import load_generator
 from backend.render.renderer import DEFAULT_MEMORY_BUDGET, SamplingSettings
 from backend.sampling import camera_label
+from benchmarks.record import Run
 
 
 def current_rss_bytes() -> int:
@@ -69,6 +68,7 @@ def peak_rss_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    record = Run(__file__, argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="random:eg3d-ffhq512-128")
     p.add_argument("--batch", type=int, default=1)
@@ -84,7 +84,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    load_before = round(os.getloadavg()[0], 2)
     model = load_generator(args.model, device)
     G = model.generator
     cfg = G.cfg
@@ -132,8 +131,6 @@ def main(argv: list[str] | None = None) -> dict:
         "config": cfg.name,
         "device": str(device),
         "hardware": hardware_description(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "batch": args.batch,
         "neural_rendering_resolution": args.resolution or cfg.neural_rendering_resolution,
         "output_resolution": cfg.img_resolution,
@@ -149,13 +146,11 @@ def main(argv: list[str] | None = None) -> dict:
         "memory_budget_bytes": args.memory_budget,
         "render_phase_rss_increase_bytes": render_increase,
         "threads": torch.get_num_threads(),
-        # Other work on the machine slows CPU runs down; the load average says how busy it was.
-        "load_average_1min_before": load_before,
+        "warmup": args.warmup,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        write_json(args.out, result)
+    # Other work on the machine slows CPU runs down: the recorded load average says how busy it was.
+    result = record.finish(result, args.out, device)
+    print(json.dumps(result, indent=2))
     return result
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.devices import hardware_description
 from backend.diffusion.config import PRESETS
 from backend.diffusion.unet import UNet
-from backend.fileio import write_json
+from benchmarks.record import Run
 
 
 def diffusers_unet() -> torch.nn.Module:
@@ -35,12 +35,13 @@ def diffusers_unet() -> torch.nn.Module:
                        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    record = Run(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ours = UNet(PRESETS["views64"].replace(kind="cond"))
     theirs = diffusers_unet()
@@ -69,9 +70,10 @@ def main() -> int:
     for k, (m, _) in nets.items():
         result[k] = {"parameters": sum(p.numel() for p in m.parameters()),
                      **{n: round(statistics.median(v), 1) for n, v in times[k].items()}}
-    print(json.dumps(result, indent=1))
-    if args.out:
-        write_json(args.out, result)
+    import diffusers
+
+    result["diffusers_version"] = diffusers.__version__
+    print(json.dumps(record.finish(result, args.out), indent=1))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Novel-view benchmark: seconds per 64-px view (aggregation + DDIM sampling) with the view models.
 
-    python benchmarks/views.py --out benchmarks/results/views_cpu.json                 # bundled models
-    python benchmarks/views.py --device cuda --out benchmarks/results/views_h100.json  # on a GPU
+    python benchmarks/views.py --threads 1 --out benchmarks/results/views_cpu.json   # bundled models
+    python benchmarks/views.py --device cuda --out /tmp/views_gpu.json                # on a GPU
 
 For each of ``--repeat`` runs: a first view (G_u, DDIM) and ``--views`` further views along a yaw sweep
 (G_c, each conditioned on all previous ones). Reported: seconds for the first view, per further view
@@ -23,13 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
-from backend.fileio import write_json
 from backend.views import rgbd
 from backend.views.generate import load_view_models, resolve_view_model
 from backend.views.warp import aggregate
+from benchmarks.record import Run
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    record = Run(__file__, argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--views-model", default=None)
     ap.add_argument("--first-model", default=None)
@@ -39,7 +40,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -87,9 +88,7 @@ def main() -> int:
         "goal": "< 5 s per 64-px view with 25 DDIM steps on a 2-core CPU; < 0.3 s on an H100/H200",
     }
     result["meets_goal"] = result["next_view_s"]["median"] < (0.3 if device.type == "cuda" else 5.0)
-    print(json.dumps(result, indent=1))
-    if args.out:
-        write_json(args.out, result)
+    print(json.dumps(record.finish(result, args.out, device), indent=1))
     return 0
 
 

@@ -70,6 +70,41 @@ def vertex_hausdorff(verts_a: np.ndarray, verts_b: np.ndarray) -> float:
     return hausdorff(np.asarray(verts_a, np.float64), np.asarray(verts_b, np.float64))
 
 
+def same_mesh(verts_a: np.ndarray, faces_a: np.ndarray, verts_b: np.ndarray, faces_b: np.ndarray
+              ) -> dict[str, object]:
+    """Whether two meshes are one mesh up to vertex and face order, and how far their vertices are apart.
+
+    The CUDA marching-cubes kernel appends vertices and faces in whatever order its threads finish, so its
+    output cannot be compared with the CPU path's array for array: each vertex of ``a`` is paired with its
+    nearest vertex of ``b`` (the pairing must be one to one), and the faces, renumbered through the pairing and
+    rotated to start at their smallest index (winding kept), must be equal as sets. Vertices must agree to a
+    few float32 rounding steps of the largest coordinate.
+    """
+    va, vb = np.asarray(verts_a, np.float64), np.asarray(verts_b, np.float64)
+    fa, fb = np.asarray(faces_a, np.int64), np.asarray(faces_b, np.int64)
+    out: dict[str, object] = {"vertices": [len(va), len(vb)], "faces": [len(fa), len(fb)]}
+    if len(va) != len(vb) or len(fa) != len(fb):
+        return {**out, "same": False, "why": "different vertex or face counts"}
+    if not len(va):
+        return {**out, "same": True, "max_vertex_distance": 0.0}
+    dist, partner = cKDTree(vb).query(va)
+    tolerance = 4 * float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(va).max()))
+    out["max_vertex_distance"] = float(dist.max())
+    if np.unique(partner).size != len(va):
+        return {**out, "same": False, "why": "vertices do not pair one to one"}
+
+    def canonical(faces: np.ndarray) -> set[tuple[int, ...]]:
+        start = np.argmin(faces, axis=1)
+        rows = np.arange(len(faces))
+        return {tuple(x) for x in np.stack([faces[rows, (start + k) % 3] for k in range(3)], 1).tolist()}
+
+    if canonical(partner[fa]) != canonical(fb):
+        return {**out, "same": False, "why": "faces differ"}
+    if dist.max() > tolerance:
+        return {**out, "same": False, "why": f"vertices differ by more than {tolerance:.2e}"}
+    return {**out, "same": True}
+
+
 def mesh_distances(
     verts_a: np.ndarray, faces_a: np.ndarray, verts_b: np.ndarray, faces_b: np.ndarray,
     n: int = 50000, seed: int = 0,
