@@ -24,6 +24,9 @@ from backend.render.triplane import sample_planes
 
 NoiseMode = Literal["const", "random", "none"]
 PlaneSet = Literal["all", "coarse", "detail"]
+# What ``render`` returns as ``image_raw``: the volume render ("volume", always the default), or the tensor the
+# official ``synthesis()`` returns under that name ("official"; see ``TriPlaneGenerator.render``).
+RawMode = Literal["volume", "official"]
 
 
 class TriPlaneGenerator(nn.Module):
@@ -147,11 +150,17 @@ class TriPlaneGenerator(nn.Module):
 
     def super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
                       fp16: bool = True) -> torch.Tensor:
+        """The final image from a render's colour ``rgb`` and ``features`` (what ``render`` runs)."""
+        return self._super_resolve(rgb, features, ws, fp16)[0]
+
+    def _super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
+                       fp16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final image and the SR's block0 skip image (``SuperResolution.forward_with_skip``)."""
         if self.superresolution is None:
             raise ValueError(f"model {self.cfg.name!r} has no super-resolution module")
         rt = BlockRuntime(noise_mode=self.cfg.rendering.superresolution_noise_mode, fused=not self.training,
                           force_fp32=not fp16)
-        return self.superresolution(rgb, features, ws, rt)
+        return self.superresolution.forward_with_skip(rgb, features, ws, rt)
 
     def render(
         self,
@@ -164,6 +173,7 @@ class TriPlaneGenerator(nn.Module):
         fp16_sr: bool = True,
         plane_set: PlaneSet = "all",
         on_progress: Callable[[int, int], None] | None = None,
+        image_raw: RawMode = "volume",
     ) -> dict[str, torch.Tensor]:
         """Render the planes from cameras ``c`` [N, 25].
 
@@ -172,7 +182,17 @@ class TriPlaneGenerator(nn.Module):
         (accumulated opacity), plus ``image_distortion`` when ``sampling.distortion`` asks for it. Images are in
         [−1, 1]. ``run_sr='auto'`` runs the super-resolution module
         for EG3D models and, as Mimic3D does, only for renders no larger than its input for Mimic3D.
+
+        ``image_raw`` is the volume render by default: the colour that meshes, textures and inversion must
+        agree with. ``image_raw='official'`` returns what the official ``synthesis()`` returns under that
+        name instead. The two differ only when the SR input needs no resize and its first block does not
+        up-sample (2X at a 64² render, 4X at 128²; see ``SuperResolution.adds_into_input``): the official SR
+        then adds block0's ToRGB output into the returned tensor in place. The official dual discriminator was
+        trained on that quantity, so fine-tuning such a checkpoint should show it to D; nothing else should
+        use it. ``image`` is the same in both modes, and ``feature_image[:, :3]`` is always the volume render.
         """
+        if image_raw not in ("volume", "official"):
+            raise ValueError(f"image_raw must be 'volume' or 'official', got {image_raw!r}")
         res = resolution or self.cfg.neural_rendering_resolution
         uv = pixel_uv(res, c.device)
         result = self.render_rays(planes, c, uv, sampling, plane_set, on_progress, ws=ws)
@@ -184,8 +204,12 @@ class TriPlaneGenerator(nn.Module):
         sr = self.superresolution
         if run_sr == "auto":
             run_sr = sr is not None and (self.cfg.family == "eg3d" or res <= sr.input_resolution)
-        image = self.super_resolve(rgb_image, feature_image, ws, fp16_sr) if run_sr else rgb_image
-        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image,
+        raw = image = rgb_image
+        if run_sr:
+            image, skip = self._super_resolve(rgb_image, feature_image, ws, fp16_sr)
+            if image_raw == "official" and sr is not None and sr.adds_into_input(res):
+                raw = skip
+        out = {"image": image, "image_raw": raw, "image_depth": depth_image,
                "feature_image": feature_image, "image_alpha": alpha_image}
         if result.distortion is not None:
             out["image_distortion"] = result.distortion.reshape(n, 1, res, res)
