@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from backend.errors import Aware3DError
 from backend.generator import TriPlaneGenerator
 from backend.registry import load_generator
 from backend.render.renderer import SamplingSettings
-from backend.sampling import camera_label
+from backend.sampling import camera_label, make_latent, render_view
 from tests.official_pickle_builder import Call, build_from_state_dict, dumps, write_snapshot
 
 OFFICIAL_AXES = [[[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
@@ -51,13 +52,14 @@ def official_kwargs(cfg: GeneratorConfig) -> tuple[dict[str, Any], dict[str, Any
     return init, rendering
 
 
-def write_official(path: Path, G: TriPlaneGenerator) -> Path:
+def write_official(path: Path, G: TriPlaneGenerator, neural_rendering_resolution: int | None = None) -> Path:
+    """G as an official snapshot; ``neural_rendering_resolution`` overrides the attribute it carries."""
     cfg = G.cfg
     init, rendering = official_kwargs(cfg)
     mimic = cfg.family == "mimic3d"
     tree = build_from_state_dict(
         G.state_dict(), init, rendering, class_name="DualTriPlaneGenerator" if mimic else "TriPlaneGenerator",
-        neural_rendering_resolution=cfg.neural_rendering_resolution,
+        neural_rendering_resolution=neural_rendering_resolution or cfg.neural_rendering_resolution,
         class_names={"superresolution": SR_CLASS[cfg.superresolution]},
         plane_axes=CORRECTED_AXES if cfg.projection == "corrected" else OFFICIAL_AXES)
     return write_snapshot(path, tree)
@@ -90,6 +92,33 @@ def test_official_layout_pickle_converts_loads_and_renders(cfg: GeneratorConfig,
     # The .pkl also loads directly (converted in memory on the way).
     direct = load_generator(str(pkl)).generator
     assert torch.equal(render(direct)["image"], a["image"])
+
+
+# A tiny Mimic3D at 128² with a 2X SR from 64², written the way genuine snapshots are: they carry
+# neural_rendering_resolution 64 (the SR branch's training resolution) whichever stage they are from.
+MIMIC3D_128 = TINY_MIMIC3D.replace(background="none", img_resolution=128, sr_input=None)  # 2X: 64² in
+
+
+@pytest.mark.parametrize(("detail_plane", "expected"), [(True, 128), (False, 64)], ids=["3d-stage", "2d-stage"])
+def test_mimic3d_stage_decides_the_default_render(detail_plane: bool, expected: int, tmp_path: Path) -> None:
+    """A 3d-stage snapshot renders its final image directly at full resolution, as the official inference and
+    the named mimic3d-*-3d configs do; a 2d-stage one renders at 64² and super-resolves."""
+    cfg = MIMIC3D_128.replace(detail_plane=detail_plane, neural_rendering_resolution=expected)
+    G = TriPlaneGenerator(cfg, seed=5)
+    pkl = write_official(tmp_path / "network-snapshot-000200.pkl", G, neural_rendering_resolution=64)
+    out = tmp_path / "converted.safetensors"
+    assert convert_to_file(pkl, out).replace(name=cfg.name) == cfg
+    notes = read_header(out).provenance["notes"]
+    assert any("neural_rendering_resolution 64" in n for n in notes) == detail_plane
+    loaded = load_generator(str(out)).generator
+    latent, label = make_latent(loaded, seed=0, truncation=0.7), camera_label(cfg, 15, -5)
+    view = render_view(loaded, latent, label, sampling=SamplingSettings(exact=True))  # what 'aware3d sample' does
+    assert view.image.shape == (128, 128, 3) and view.raw.shape == (expected, expected, 3)
+    if detail_plane:  # direct: the final image is the 128² volume render itself, not an SR output
+        assert np.array_equal(view.image, view.raw)
+        direct = G.eval().render(latent.planes, latent.ws, torch.from_numpy(label)[None], resolution=128,
+                                 sampling=SamplingSettings(exact=True), run_sr=False)
+        assert torch.equal(direct["image_depth"][0, 0], torch.from_numpy(view.depth))
 
 
 @pytest.mark.slow

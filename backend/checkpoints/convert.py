@@ -58,8 +58,22 @@ def _sr_kind(rendering_kwargs: dict[str, Any], keys: set[str]) -> str:
     return SR_CLASSES[name]
 
 
+def neural_rendering_resolution(info: dict[str, Any], img_resolution: int, detail_plane: bool) -> int:
+    """The resolution a converted model renders at by default.
+
+    Mimic3D's 3d stage (the one with a detail plane) renders its final image directly at ``img_resolution``,
+    as the official inference does. Its snapshots still carry ``neural_rendering_resolution = 64``, the
+    resolution its 2D super-resolution branch was trained at, and copying that would make every default
+    render a 64² volume render pushed through SR. Any other snapshot renders at the resolution it stores.
+    """
+    if detail_plane:
+        return img_resolution
+    return int(info.get("neural_rendering_resolution") or 64)
+
+
 def config_from_snapshot(info: dict[str, Any], state: dict[str, torch.Tensor], name: str,
                          focal: float | None = None) -> GeneratorConfig:
+    """A config from a snapshot's ``generator_info`` and its ``G_ema`` tensors (sizes come from the tensors)."""
     kw = dict(info.get("init_kwargs") or {})
     rk = dict(info.get("rendering_kwargs") or kw.get("rendering_kwargs") or {})
     keys = set(state)
@@ -70,6 +84,8 @@ def config_from_snapshot(info: dict[str, Any], state: dict[str, torch.Tensor], n
     torgb = state[f"backbone.synthesis.b{triplane_res}.torgb.weight"]
     hidden = state["decoder.net.0.weight"].shape[0]
     sr_kind = _sr_kind(rk, keys)
+    img_resolution = int(kw.get("img_resolution", 512))
+    detail_plane = any(".block3." in k for k in keys if ".b3d" in k)
     if "plane_axes" in info and info["plane_axes"] is not None:
         projection = projection_from_plane_axes(info["plane_axes"])
     else:
@@ -100,7 +116,7 @@ def config_from_snapshot(info: dict[str, Any], state: dict[str, torch.Tensor], n
             w_dim=int(kw.get("w_dim", 512)),
             c_dim=int(kw.get("c_dim", 25)),
             mapping_layers=int(mapping.get("num_layers", 2)),
-            img_resolution=int(kw.get("img_resolution", 512)),
+            img_resolution=img_resolution,
             img_channels=int(kw.get("img_channels", 3)),
             triplane_resolution=triplane_res,
             triplane_channels=int(torgb.shape[0]),
@@ -115,10 +131,10 @@ def config_from_snapshot(info: dict[str, Any], state: dict[str, torch.Tensor], n
             decoder_hidden=int(hidden),
             decoder_output_dim=int(state["decoder.net.2.weight"].shape[0]) - 1,
             decoder_lr_mul=float(rk.get("decoder_lr_mul", 1.0)),
-            neural_rendering_resolution=int(info.get("neural_rendering_resolution") or 64),
+            neural_rendering_resolution=neural_rendering_resolution(info, img_resolution, detail_plane),
             projection=projection,  # type: ignore[arg-type]
             aware3d_res=tuple(aware),
-            detail_plane=any(".block3." in k for k in keys if ".b3d" in k),
+            detail_plane=detail_plane,
             rendering=RenderingConfig(**rendering),
         )
     except (TypeError, ValueError) as exc:
@@ -141,6 +157,11 @@ def convert_official_pickle(
         state = {"dataset_label_std": torch.ones(25), **state}
         notes.append("dataset_label_std was missing and was set to ones")
     cfg = config_from_snapshot(info, state, name or path.stem, focal)
+    stored = info.get("neural_rendering_resolution")
+    if stored is not None and int(stored) != cfg.neural_rendering_resolution:
+        notes.append(f"neural_rendering_resolution {stored} (the 3d stage's SR training resolution) became "
+                     f"{cfg.neural_rendering_resolution}: the final image is rendered directly, as the official "
+                     f"inference does; render at {stored} (--resolution {stored}) to go through the SR module")
     from backend.registry import generator_from_tensors
 
     generator_from_tensors(cfg, state, path.name)  # refuses files whose keys or shapes do not fit

@@ -29,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError(f"output must end in .safetensors, got {args.out.name}", "e.g. ffhq512-128.safetensors")
     cfg = convert_to_file(args.snapshot, args.out, focal=args.focal, name=args.name)
     print(f"converted {args.snapshot.name} → {args.out} ({cfg.family}, {cfg.img_resolution}px, "
-          f"projection {cfg.projection}, SR {cfg.superresolution})", file=sys.stderr)
+          f"projection {cfg.projection}, SR {cfg.superresolution}, "
+          f"renders at {cfg.neural_rendering_resolution}² by default)", file=sys.stderr)
     return 0
