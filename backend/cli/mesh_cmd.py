@@ -42,8 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep", type=float, default=1.0, metavar="RATIO",
                    help="keep components with at least RATIO x the largest one's faces (1: largest only)")
     p.add_argument("--texture", action="store_true",
-                   help="UV-unwrap (xatlas) and bake a texture instead of vertex colours (slow: ~25 s at 50k "
-                        "faces on 2 CPU cores; consider --faces 20000)")
+                   help="UV-unwrap (xatlas) and bake a texture instead of vertex colours (slow, and slower than "
+                        "linear in the face count: consider --faces 20000)")
     p.add_argument("--texture-size", type=int, default=1024, help="texture size in pixels (default 1024)")
     p.add_argument("--axes", choices=AXES_CHOICES, default="blender",
                    help="blender: metres, imports upright facing -Y with Blender's default importers; "

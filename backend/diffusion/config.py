@@ -84,7 +84,8 @@ class UNetConfig:
 
 
 PRESETS: dict[str, UNetConfig] = {
-    # the bundled 64 px models: ~1.6 M parameters, one 25-step DDIM view in well under 5 s on 2 CPU cores
+    # the bundled 64 px models: ~1.6 M parameters, sized so that one 25-step DDIM view stays well under the
+    # 5 s CPU goal (seconds per view: benchmarks/results/views_cpu.json)
     "views64": UNetConfig(resolution=64, base_channels=32, channel_mults=(1, 2, 2, 2), blocks_per_level=1,
                           attention_resolutions=(16, 8), prediction="v"),
     # tests: a few thousand parameters

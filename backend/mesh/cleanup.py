@@ -1,8 +1,8 @@
 """Mesh clean-up after marching cubes: floaters, smoothing, decimation, normals.
 
 Why these steps, in this order (spec mesh.md §4, §6): generator densities leave small floating blobs, so
-components are filtered first (scipy's connected components on the vertex graph: 0.09 s at 856 k
-triangles, 20x faster than trimesh's split); Taubin λ/μ smoothing removes the marching-cubes staircase
+components are filtered first (scipy's connected components on the vertex graph; the ``cleanup`` stage of
+``benchmarks/mesh.py`` times the whole step); Taubin λ/μ smoothing removes the marching-cubes staircase
 without the shrinkage of plain Laplacian smoothing, which also gives the quadric decimator better input;
 quadric decimation (fast-simplification) brings 10⁵–10⁶ triangles down to a game-ready count. Everything is
 vectorised numpy/scipy; arrays are float32 vertices [V, 3] and int64 faces [F, 3].

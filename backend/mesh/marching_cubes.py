@@ -1,10 +1,10 @@
 """Marching cubes with one result whichever path runs it: CUDA kernel, numpy twin of the kernel, or a library.
 
 Why several paths: the GPU path (``cuda/aware3d_mc.py``) keeps the grid on the device; on a CPU the numpy
-model of the same kernel (``mc_reference``) turned out the fastest option measured here (256³: 0.12 s vs
-scikit-image 0.19 s and PyMCubes 0.36 s; 512³: 0.67 s vs 1.42 s and 3.08 s; see docs/mesh.md), and since it
-*is* the kernel's algorithm the CPU and GPU meshes agree by construction. PyMCubes uses the same classic table
-and interpolation and serves as the independent check. scikit-image is kept for comparison only: its
+model of the same kernel (``mc_reference``) is the fastest of the CPU options measured at 256³ and 512³
+(``marching_cubes_alone`` in ``benchmarks/results/mesh_cpu_analytic.json``; table in docs/mesh.md), and
+since it *is* the kernel's algorithm the CPU and GPU meshes agree by construction. PyMCubes uses the same
+classic table and interpolation and serves as the independent check. scikit-image is kept for comparison only: its
 Lorensen table triangulates 216 of the 256 cases differently (other quad diagonals, other ambiguous-face
 choices) and it nudges vertices off exact-level corners, so its mesh cannot match the kernel's.
 
@@ -141,7 +141,7 @@ def weld_and_clean(
 def weld_and_clean_numpy(
     verts: np.ndarray, faces: np.ndarray, keys: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``weld_and_clean`` for CPU arrays, step for step (numpy indexing is 3-5x faster than torch's here)."""
+    """``weld_and_clean`` for CPU arrays, step for step (numpy's fancy indexing beats torch's on CPU here)."""
     n = len(verts)
     faces = faces.astype(np.int64, copy=False)
     keyed = np.flatnonzero(keys >= 0)
