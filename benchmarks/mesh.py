@@ -6,12 +6,13 @@
     python benchmarks/mesh.py --res --mc-res 256 512 --device cuda --check-cuda              # kernel vs CPU
 
 Stages (best of ``--repeat``): ``grid`` (density queries, full and coarse-to-fine), ``marching_cubes``,
-``cleanup`` (largest component, 10 Taubin iterations, decimation to ``--faces``), ``colours``, ``export``
-(GLB). Marching cubes alone runs on one grid (``--mc-res``) with scikit-image (Lewiner and Lorensen),
-PyMCubes, our CPU path (the numpy twin of the CUDA kernel), and the CUDA kernel when a GPU exists; the CUDA
-mesh is compared with the CPU path's (they must be the same mesh: same faces, vertices within float32
-rounding), and ``--check-cuda`` makes a missing kernel or any difference an error. Each resolution runs in a
-child process so that its peak resident memory is its own. Prints one JSON object.
+``cleanup`` (largest component, 10 Taubin iterations, decimation to ``--faces``), ``colours``, with
+``--texture`` also ``texture`` (xatlas unwrap and bake), ``export`` (GLB). Marching cubes alone runs on one
+grid (``--mc-res``) with scikit-image (Lewiner and Lorensen), PyMCubes, our CPU path (the numpy twin of the
+CUDA kernel), and the CUDA kernel when a GPU exists; the CUDA mesh is compared with the CPU path's (they must
+be the same mesh: same faces, vertices within float32 rounding), and ``--check-cuda`` makes a missing kernel
+or any difference an error. Each resolution runs in a child process so that its peak resident memory is its
+own. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -66,13 +67,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_pipeline(field: Field, res: int, c2f: bool, faces: int, repeat: int) -> dict[str, Any]:
+def run_pipeline(field: Field, res: int, c2f: bool, faces: int, repeat: int, texture: bool = False
+                 ) -> dict[str, Any]:
     """Best-of-``repeat`` seconds per stage for one resolution, plus counts."""
     best: dict[str, float] = {}
     info: dict[str, Any] = {}
     for _ in range(repeat):
         counting = CountingField(field)
-        settings = MeshSettings(resolution=res, coarse_to_fine=c2f, target_faces=faces)
+        settings = MeshSettings(resolution=res, coarse_to_fine=c2f, target_faces=faces, texture=texture)
         t0 = time.perf_counter()
         mesh = extract_mesh(counting, settings)
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +146,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     res = int(args.child)
     out: dict[str, Any] = {}
     if not args.coarse_to_fine_only:
-        out["full"] = run_pipeline(field, res, False, args.faces, args.repeat)
-    out["coarse_to_fine"] = run_pipeline(field, res, True, args.faces, args.repeat)
+        out["full"] = run_pipeline(field, res, False, args.faces, args.repeat, args.texture)
+    out["coarse_to_fine"] = run_pipeline(field, res, True, args.faces, args.repeat, args.texture)
     out["peak_rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
         out["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--mc-res", type=int, nargs="*", default=[256, 512],
                    help="grids for the marching-cubes comparison (none: skip)")
     p.add_argument("--faces", type=int, default=50_000)
+    p.add_argument("--texture", action="store_true", help="also UV-unwrap (xatlas) and bake a texture")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "field": args.model or f"analytic:{args.field}",
         "level": args.level,
         "target_faces": args.faces,
+        "texture": args.texture,
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
         "cuda_kernel": cuda_kernel_available(),
         "stages": {},
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base += ["--model", args.model] if args.model else []
     base += ["--threads", str(args.threads)] if args.threads else []
     base += ["--coarse-to-fine-only"] if args.coarse_to_fine_only else []
+    base += ["--texture"] if args.texture else []
     for res in [*args.res, *args.c2f_res]:
         extra = ["--coarse-to-fine-only"] if res in args.c2f_res and res not in args.res else []
         cmd = [sys.executable, __file__, *base, *extra, "--child", str(res)]
