@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-imitation", action="store_true", help="never run the imitation stage")
     p.add_argument("--lpips-weights", type=Path,
                    help="LPIPS(VGG16) weights (.safetensors) for the imitation loss instead of D features + L1")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for the forward passes (CUDA GPUs with bf16, e.g. the H100; or the CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--export", type=Path, help="write the final EMA generator here (.safetensors)")
     p.set_defaults(func=run)
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.devices import resolve_device
     from backend.errors import Aware3DError
+    from train.amp import check_amp
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
     from train.gan import distributed
     from train.gan.loop import GanTrainer
@@ -115,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError(str(exc), "pass an EG3D-format zip (aware3d-train make-dataset makes one)") from None
     except FileNotFoundError:
         raise Aware3DError(f"data set not found: {args.data}", "check the path") from None
+    if opts.amp:
+        try:
+            check_amp(device)
+        except ValueError as exc:
+            raise Aware3DError(str(exc), "train without --amp") from None
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         trainer = GanTrainer(opts, data, args.out, device=device, dist=info, command=command_line(args),

@@ -18,6 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from backend.generator import TriPlaneGenerator
 from backend.render.rays import patch_uv
 from backend.render.renderer import SamplingSettings
 from backend.sampling import camera_label, to_uint8
+from train.amp import autocast, check_amp
 from train.gan import distributed
 from train.gan.discriminator import Discriminator, DiscriminatorConfig, dual_input
 from train.gan.logs import TrainingLog, progress_line
@@ -93,6 +95,8 @@ class GanTrainer:
         if opts.batch % self.dist.world_size:
             raise ValueError(f"batch {opts.batch} is not divisible by {self.dist.world_size} processes")
         self.local_batch = opts.batch // self.dist.world_size
+        if opts.amp:
+            check_amp(self.device)
         cfg = get_config(opts.config)
         if dataset.resolution != cfg.img_resolution:
             raise ValueError(f"the data set's images are {dataset.resolution}px but config {cfg.name} makes "
@@ -206,10 +210,20 @@ class GanTrainer:
         return SamplingSettings(sample_seeds=tuple(self._sample_seeds(stream)), ray_chunk=1 << 30,
                                 distortion=distortion)
 
+    def _autocast(self) -> AbstractContextManager[object]:
+        """bf16 autocast around a forward pass with ``--amp`` (train.amp); losses are taken in float32. The
+        mapping network stays float32 outside it: it is a small MLP, and its running w_avg is float32."""
+        return autocast(self.device, self.opts.amp)
+
     def _run_G(self, z: torch.Tensor, c: torch.Tensor, c_cond: torch.Tensor, phase: str,
                update_emas: bool = False, patch: bool = False) -> dict[str, torch.Tensor]:
+        ws = self.G.mapping(z, c_cond, update_emas=update_emas)
+        with self._autocast():
+            out = self._forward_G(ws, c, phase, patch)
+        return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+
+    def _forward_G(self, ws: torch.Tensor, c: torch.Tensor, phase: str, patch: bool) -> dict[str, torch.Tensor]:
         G = self.G
-        ws = G.mapping(z, c_cond, update_emas=update_emas)
         gens = [torch.Generator(device=self.device).manual_seed(s) for s in self._sample_seeds(f"noise_{phase}")]
         planes = G.synthesize_planes(ws, noise_mode="random", generator=gens, fused=False)
         plane_set = "coarse" if self.cfg.detail_plane else "all"
@@ -235,7 +249,15 @@ class GanTrainer:
         if self.opts.c_noise > 0:
             noise = self._local(torch.randn(self.opts.batch, c.shape[1], generator=self._gen("cnoise"))).to(c)
             c = c + noise * self.labels_all.std(0).to(c) * self.opts.c_noise
-        return self.D(dual_input(image, image_raw, self.blur_sigma()), c)  # type: ignore[return-value]
+        with self._autocast():
+            logits = self.D(dual_input(image, image_raw, self.blur_sigma()), c)
+        return logits.float()  # type: ignore[union-attr]
+
+    def _run_D_patch(self, patch: torch.Tensor) -> torch.Tensor:
+        assert self.D_patch is not None
+        with self._autocast():
+            logits = self.D_patch(patch, None)
+        return logits.float()  # type: ignore[union-attr]
 
     def _step(self, opt: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
         params = [p for p in module.parameters()]
@@ -264,8 +286,9 @@ class GanTrainer:
         stats["loss/G"] = float(loss_g.detach())
         if imitate:
             assert self.D_patch is not None and self.perceptual is not None
-            imitation = self.perceptual(out["patch_raw"], out["patch_target"].detach())
-            adv_patch = F.softplus(-self.D_patch(out["patch_raw"], None)).mean()  # type: ignore[call-overload]
+            with self._autocast():
+                imitation = self.perceptual(out["patch_raw"], out["patch_target"].detach()).float()
+            adv_patch = F.softplus(-self._run_D_patch(out["patch_raw"])).mean()
             loss_g = loss_g + o.imitation.weight * imitation + o.imitation.patch_gan_weight * adv_patch
             stats["loss/G_imitation"] = float(imitation.detach())
             stats["loss/G_patch"] = float(adv_patch.detach())
@@ -282,13 +305,15 @@ class GanTrainer:
         # Generator regulariser: density smoothness (EG3D's 'l1' density regularisation).
         if o.density_reg > 0 and it % o.g_reg_interval == 0:
             z, c, c_cond = self._gen_inputs("reg")
-            ws = self.G.mapping(z, c_cond)
-            planes = self.G.synthesize_planes(ws, noise_mode="const", fused=False)
             gd = self._gen("density")
             pts = torch.rand(self.opts.batch, 1000, 3, generator=gd) * 2 - 1
             pts = self._local(pts)
             noise = self._local(torch.randn(self.opts.batch, 1000, 3, generator=gd))
-            sigma = self.G.query(planes, torch.cat([pts, pts + noise * o.density_reg_p_dist], dim=1))["sigma"]
+            ws = self.G.mapping(z, c_cond)
+            with self._autocast():
+                planes = self.G.synthesize_planes(ws, noise_mode="const", fused=False)
+                sigma = self.G.query(planes, torch.cat([pts, pts + noise * o.density_reg_p_dist], dim=1))["sigma"]
+            sigma = sigma.float()
             tv = F.l1_loss(sigma[:, :1000], sigma[:, 1000:]) * o.density_reg
             self._step(self.opt_G, self.G, tv * o.g_reg_interval)
             stats["loss/G_density"] = float(tv.detach())
@@ -328,13 +353,13 @@ class GanTrainer:
             corners = self._local(torch.randint(full - ps + 1, (self.opts.batch, 2),
                                                 generator=self._gen("patch_real")))
             crops = torch.stack([real[i, :, a : a + ps, b : b + ps] for i, (a, b) in enumerate(corners.tolist())])
-            loss_pf = F.softplus(self.D_patch(fake["patch_raw"].detach(), None)).mean()  # type: ignore[call-overload]
+            loss_pf = F.softplus(self._run_D_patch(fake["patch_raw"].detach())).mean()
             crops_in = crops.detach().requires_grad_(do_r1)
-            logits = self.D_patch(crops_in, None)
-            loss_pr = F.softplus(-logits).mean()  # type: ignore[call-overload]
+            logits = self._run_D_patch(crops_in)
+            loss_pr = F.softplus(-logits).mean()
             loss_p = loss_pf + loss_pr
             if do_r1:
-                (g,) = torch.autograd.grad(logits.sum(), [crops_in], create_graph=True)  # type: ignore[union-attr]
+                (g,) = torch.autograd.grad(logits.sum(), [crops_in], create_graph=True)
                 r1p = g.square().sum(dim=[1, 2, 3]).mean()
                 loss_p = loss_p + r1p * (o.imitation.r1_gamma_patch / 2) * o.d_reg_interval
             stats["loss/D_patch"] = float((loss_pf + loss_pr).detach())

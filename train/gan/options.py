@@ -61,7 +61,7 @@ class GanOptions:
     d_mapping_layers: int = 8
     mbstd_group_size: int = 4
     c_noise: float = 0.0
-    amp: bool = False                 # bf16 autocast on CUDA
+    amp: bool = False                 # bf16 autocast of the forward passes (train.amp): CUDA with bf16, or CPU
     snap_kimg: float = 4.0
     image_kimg: float = 4.0
     log_kimg: float = 0.25
