@@ -63,6 +63,9 @@ class GeneratorConfig:
     w_dim: int = 512
     c_dim: int = 25
     mapping_layers: int = 2
+    # StyleGAN normalises z to unit second moment, which discards its length. Distilled models whose z is a
+    # calibrated latent (each coordinate one head parameter, see train/synthetic/latent.py) keep it.
+    normalize_z: bool = True
     mapping_lr_multiplier: float = 0.01
     w_avg_beta: float = 0.998
     img_resolution: int = 512

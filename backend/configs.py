@@ -7,6 +7,8 @@ same code with fewer channels for tests and for the models Aware3D trains and bu
 
 from __future__ import annotations
 
+import dataclasses
+
 from backend.config import GeneratorConfig, RenderingConfig
 from backend.errors import Aware3DError
 
@@ -65,6 +67,18 @@ HEADS64 = GeneratorConfig(
     rendering=RenderingConfig(depth_resolution=16, depth_resolution_importance=16),
 )
 
+# The distilled default model (aware3d-train distill): HEADS64's networks, with z the calibrated head latent of
+# train/synthetic/latent.py (67 coordinates, one per head or lighting parameter; a test checks the count),
+# kept at its length (no 2nd-moment normalisation) and no camera conditioning (the head does not depend on
+# the camera it is seen from).
+HEADS64_DISTILLED = HEADS64.replace(
+    name="aware3d-heads64-distilled", z_dim=67, normalize_z=False,
+    rendering=dataclasses.replace(HEADS64.rendering, c_gen_conditioning_zero=True),
+)
+
+TINY_DISTILLED = TINY.replace(name="tiny-distilled", z_dim=HEADS64_DISTILLED.z_dim, normalize_z=False,
+                              rendering=dataclasses.replace(TINY.rendering, c_gen_conditioning_zero=True))
+
 CONFIGS: dict[str, GeneratorConfig] = {
     c.name: c
     for c in [
@@ -88,6 +102,8 @@ CONFIGS: dict[str, GeneratorConfig] = {
         TINY_MIMIC3D,
         SMALL,
         HEADS64,
+        HEADS64_DISTILLED,
+        TINY_DISTILLED,
     ]
 }
 

@@ -24,6 +24,7 @@ PROG = "aware3d-train"
 COMMAND_MODULES: tuple[str, ...] = (
     "train.cli",
     "train.gan.command",
+    "train.distill.command",
     "train.eval.command",
     "train.directions",
     "train.diffusion.command",

@@ -65,9 +65,11 @@ class MappingNetwork(nn.Module):
         w_avg_beta: float | None = 0.998,
         embed_features: int | None = None,
         layer_features: int | None = None,
+        normalize_z: bool = True,
     ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.normalize_z = normalize_z
         self.num_ws = num_ws
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
@@ -96,7 +98,8 @@ class MappingNetwork(nn.Module):
         parts = []
         if self.z_dim > 0:
             assert z is not None
-            parts.append(ops.normalize_2nd_moment(z.to(torch.float32)))
+            z = z.to(torch.float32)
+            parts.append(ops.normalize_2nd_moment(z) if self.normalize_z else z)
         if self.c_dim > 0:
             assert c is not None
             parts.append(ops.normalize_2nd_moment(self.embed(c.to(torch.float32))))

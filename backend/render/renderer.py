@@ -86,7 +86,12 @@ def ray_march(
     weights = alpha * torch.cumprod(alpha_shifted, dim=-2)[:, :, :-1]
     rgb = torch.sum(weights * colors_mid, dim=-2)
     weight_total = weights.sum(dim=2)
-    depth = torch.sum(weights * depths_mid, dim=-2) / weight_total
+    # The official division gives 0/0 = NaN on rays without weight (then +inf, then the far clamp). Same values
+    # here, but through a safe denominator: otherwise the NaN reaches the backward pass, and a depth loss turns
+    # every parameter into NaN even where those rays are masked out (a masked NaN gradient is still NaN).
+    hit = weight_total > 0
+    depth = torch.where(hit, torch.sum(weights * depths_mid, dim=-2) / torch.where(hit, weight_total, 1.0),
+                        float("inf"))
     depth = torch.nan_to_num(depth, float("inf"))
     depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if opts.white_back:

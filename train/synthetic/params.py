@@ -6,6 +6,9 @@ head depends only on (seed, split, index): a data set of 100 images starts with 
 of 30 000, a killed run can resume shard by shard, and the held-out test heads (split 1) never coincide
 with training heads (split 0).
 
+Every head and its lighting are a fixed function of a standard-normal latent (:mod:`.latent`), which is
+what a distilled generator takes as its ``z``; only the camera angles are drawn separately.
+
 The attributes are human-meaningful (face width, hair colour, glasses, ...) because they are written to
 the data set's ``params.json`` for evaluation and attribute-conditioned experiments; :mod:`.layout`
 turns them into primitive geometry.
@@ -13,7 +16,6 @@ turns them into primitive geometry.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -126,6 +128,12 @@ class HeadParams:
     beard_length: float = 0.0
     clothes_rgb: tuple[float, float, float] = (0.2, 0.3, 0.5)
     neckline: float = 0.5
+    # Sampling latents kept so that the parameters map back to their standard-normal latent exactly
+    # (:func:`.latent.latent_from_params`): a "masculinity" correlating jaw, brows, beard and hair, the lip
+    # darkening and the base colour of the glasses frame (index into ``latent.GLASSES_BASE``).
+    masculinity: float = 0.5
+    lip_dark: float = 0.7
+    glasses_base: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists, floats rounded to 5 decimals to keep files small)."""
@@ -183,95 +191,22 @@ def rng_for(seed: int, index: int, split: int = TRAIN_SPLIT, stream: int = 0) ->
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), split, int(index), stream])))
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi))
+def sample_latent(seed: int, index: int, split: int = TRAIN_SPLIT) -> np.ndarray:
+    """The standard-normal latent (float64 [LATENT_DIMS]) of head ``index`` of data set ``seed``.
 
+    Head and lighting are functions of it (:mod:`.latent`), so the latent *is* the data head; it is written
+    to the data set's ``params.json``.
+    """
+    from .latent import LATENT_DIMS
 
-def _tn(rng: np.random.Generator, mean: float, sd: float, lo: float, hi: float) -> float:
-    """Normal clipped to [lo, hi] (clipping, not rejection, keeps the number of draws fixed)."""
-    return float(np.clip(rng.normal(mean, sd), lo, hi))
-
-
-def _choice(rng: np.random.Generator, items: tuple[str, ...] | list[str], p: tuple[float, ...]) -> str:
-    w = np.asarray(p, dtype=np.float64)
-    return str(items[int(rng.choice(len(items), p=w / w.sum()))])
-
-
-def _jitter_rgb(rng: np.random.Generator, rgb: tuple[float, float, float], amount: float) -> tuple:
-    j = rng.normal(0.0, amount, 3) + rng.normal(0.0, amount)  # shared + per-channel brightness jitter
-    return tuple(float(np.clip(c * (1.0 + x), 0.0, 1.0)) for c, x in zip(rgb, j))
+    return rng_for(seed, index, split, 0).standard_normal(LATENT_DIMS)
 
 
 def sample_head(seed: int, index: int, split: int = TRAIN_SPLIT) -> HeadParams:
     """Draw head ``index`` of data set ``seed`` (split 0 = train, 1 = held-out test)."""
-    rng = rng_for(seed, index, split, 0)
-    h = HeadParams()
-    masc = _u(rng, 0.0, 1.0)  # a latent "masculinity" correlating jaw, brows, beard and hair length
-    h.head_scale = _tn(rng, 1.0, 0.03, 0.93, 1.07)
-    h.face_width = _tn(rng, 1.0, 0.05, 0.88, 1.12)
-    h.face_length = _tn(rng, 1.0, 0.04, 0.9, 1.1)
-    h.jaw_width = float(np.clip(0.88 + 0.2 * masc + rng.normal(0, 0.05), 0.8, 1.15))
-    h.chin_size = _tn(rng, 1.0, 0.12, 0.75, 1.25)
-    h.cheek_fullness = _tn(rng, 1.0, 0.15, 0.7, 1.3)
-    h.brow_ridge = float(np.clip(0.8 + 0.4 * masc + rng.normal(0, 0.1), 0.6, 1.4))
-    h.eye_size = _tn(rng, 1.0, 0.07, 0.85, 1.15)
-    h.eye_spacing = _tn(rng, 1.0, 0.04, 0.92, 1.08)
-    h.nose_length = _tn(rng, 1.0, 0.1, 0.8, 1.2)
-    h.nose_width = _tn(rng, 1.0, 0.12, 0.8, 1.3)
-    h.nose_projection = _tn(rng, 1.0, 0.1, 0.8, 1.2)
-    h.mouth_width = _tn(rng, 1.0, 0.08, 0.85, 1.2)
-    h.lip_thickness = float(np.clip(1.15 - 0.3 * masc + rng.normal(0, 0.12), 0.7, 1.35))
-    h.smile = _u(rng, -0.3, 1.0)
-    h.ear_size = _tn(rng, 1.0, 0.08, 0.85, 1.2)
-    h.ear_angle_deg = _u(rng, 5.0, 30.0)
-    h.neck_width = float(np.clip(0.92 + 0.15 * masc + rng.normal(0, 0.05), 0.85, 1.15))
-    h.shoulder_width = float(np.clip(0.9 + 0.15 * masc + rng.normal(0, 0.05), 0.85, 1.1))
-    h.head_roll_deg = _tn(rng, 0.0, 4.0, -10.0, 10.0)
-    h.head_nod_deg = _tn(rng, 0.0, 4.0, -10.0, 10.0)
+    from .latent import head_from_latent
 
-    h.skin_tone = _u(rng, 0.0, 1.0)
-    h.skin_rgb = _jitter_rgb(rng, skin_colour(h.skin_tone), 0.04)
-    lip_dark = _u(rng, 0.6, 0.85)
-    h.lip_rgb = tuple(float(c) for c in np.clip(np.array(h.skin_rgb) * np.array([1.0, 0.62, 0.62]) *
-                                                 lip_dark + np.array([0.08, 0.0, 0.02]), 0, 1))
-    h.iris_colour = _choice(rng, tuple(IRIS_COLOURS), _IRIS_P)
-    h.iris_rgb = _jitter_rgb(rng, IRIS_COLOURS[h.iris_colour], 0.08)
-    h.brow_thickness = _u(rng, 0.6, 1.4)
-
-    p_style = np.array(_HAIR_STYLE_P) * np.array([1 + 2 * masc, 1 + masc, 1 + masc, 1.0, 1.5 - masc,
-                                                  1.3 - masc, 1.3 - masc])
-    h.hair_style = _choice(rng, HAIR_STYLES, tuple(p_style))
-    h.hair_colour = _choice(rng, tuple(HAIR_COLOURS), _HAIR_COLOUR_P)
-    h.hair_rgb = _jitter_rgb(rng, HAIR_COLOURS[h.hair_colour], 0.08)
-    vol = _u(rng, 0.0, 1.0)
-    length = _u(rng, 0.0, 1.0)
-    h.fringe = _u(rng, 0.0, 1.0)
-    style = h.hair_style
-    h.hair_volume = {"bald": 0.0, "buzz": 0.004 + 0.004 * vol, "short": 0.012 + 0.028 * vol,
-                     "bob": 0.018 + 0.025 * vol, "long": 0.012 + 0.025 * vol, "bun": 0.008 + 0.012 * vol,
-                     "ponytail": 0.008 + 0.012 * vol}[style]
-    h.hair_length = {"bob": 0.10 + 0.08 * length, "long": 0.22 + 0.25 * length,
-                     "ponytail": 0.15 + 0.2 * length}.get(style, 0.0)
-
-    r = _u(rng, 0.0, 1.0)
-    h.glasses = "none" if r < 0.78 else ("round" if r < 0.86 else ("square" if r < 0.94 else "sunglasses"))
-    h.glasses_rgb = _jitter_rgb(rng, ((0.05, 0.05, 0.05), (0.35, 0.2, 0.1), (0.7, 0.6, 0.3),
-                                      (0.6, 0.1, 0.1))[int(rng.integers(4))], 0.1)
-    r = _u(rng, 0.0, 1.0)
-    h.hat = "none" if r < 0.88 else ("beanie" if r < 0.94 else "brimmed")
-    h.hat_rgb = tuple(float(c) for c in rng.uniform(0.05, 0.85, 3))
-    r = _u(rng, 0.0, 1.0)
-    p_beard = 0.05 + 0.45 * masc**2
-    if r < p_beard:
-        h.beard = _choice(rng, BEARD_STYLES[1:], (0.3, 0.25, 0.15, 0.3))
-    else:
-        rng.random()  # keep the number of draws fixed
-    h.beard_length = {"none": 0.0, "stubble": 0.003, "moustache": 0.006 + 0.006 * _u(rng, 0, 1),
-                      "goatee": 0.008 + 0.015 * _u(rng, 0, 1), "full": 0.01 + 0.025 * _u(rng, 0, 1)
-                      }.get(h.beard, 0.0)
-    h.clothes_rgb = tuple(float(c) for c in rng.uniform(0.05, 0.9, 3))
-    h.neckline = _u(rng, 0.0, 1.0)
-    return h
+    return head_from_latent(sample_latent(seed, index, split))
 
 
 def sample_yaw_pitch(rng: np.random.Generator) -> tuple[float, float]:
@@ -283,32 +218,13 @@ def sample_yaw_pitch(rng: np.random.Generator) -> tuple[float, float]:
     return float(np.clip(yaw, -60.0, 60.0)), float(np.clip(pitch, -25.0, 25.0))
 
 
-def sample_lighting(rng: np.random.Generator, scene: SceneParams) -> None:
-    """Key light from a random direction in front of and above the head, ambient level and background."""
-    az = math.radians(rng.uniform(-75.0, 75.0))
-    el = math.radians(rng.uniform(-5.0, 60.0))
-    scene.light_dir = (math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))
-    tint = rng.uniform(-0.08, 0.08)
-    scene.light_rgb = (1.0 + tint, 1.0, 1.0 - tint)
-    scene.key = float(rng.uniform(0.65, 1.0))
-    scene.ambient = float(rng.uniform(0.25, 0.5))
-    top = rng.uniform(0.1, 0.95, 3) * rng.uniform(0.5, 1.0) + rng.uniform(0, 0.2)
-    top = np.clip(top, 0, 1)
-    if rng.random() < 0.5:
-        bottom = top.copy()
-    else:
-        bottom = np.clip(top * rng.uniform(0.4, 1.3) + rng.normal(0, 0.1, 3), 0, 1)
-    scene.bg_top = tuple(float(c) for c in top)
-    scene.bg_bottom = tuple(float(c) for c in bottom)
-
-
 def sample_scene(seed: int, index: int, split: int = TRAIN_SPLIT) -> SceneParams:
     """Camera, light and background of image ``index`` (training split: FFHQ-like random pose)."""
-    rng = rng_for(seed, index, split, 1)
+    from .latent import lighting_from_latent
+
     s = SceneParams()
-    s.yaw_deg, s.pitch_deg = sample_yaw_pitch(rng)
-    sample_lighting(rng, s)
-    return s
+    s.yaw_deg, s.pitch_deg = sample_yaw_pitch(rng_for(seed, index, split, 1))
+    return lighting_from_latent(sample_latent(seed, index, split), s)
 
 
 TEST_YAWS: tuple[float, ...] = (0.0, 15.0, -15.0, 30.0, -30.0, 45.0, -45.0, 60.0, -60.0)
@@ -322,8 +238,7 @@ def test_views() -> list[tuple[float, float]]:
 
 def sample_test_scene(seed: int, head: int, yaw: float, pitch: float) -> SceneParams:
     """Scene of a test view: light and background fixed per head (only the camera moves between views)."""
-    rng = rng_for(seed, head, TEST_SPLIT, 1)
+    from .latent import lighting_from_latent
+
     s = SceneParams(yaw_deg=float(yaw), pitch_deg=float(pitch))
-    sample_yaw_pitch(rng)  # same draws as the training scenes, then discarded
-    sample_lighting(rng, s)
-    return s
+    return lighting_from_latent(sample_latent(seed, head, TEST_SPLIT), s)

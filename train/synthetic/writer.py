@@ -46,12 +46,14 @@ from .params import (
     HeadParams,
     SceneParams,
     sample_head,
+    sample_latent,
     sample_scene,
     sample_test_scene,
     test_views,
 )
 
-GENERATOR_VERSION = "aware3d-synthetic-heads/1"
+# Version 2: heads and lighting are functions of a standard-normal latent, written to params.json as "latent".
+GENERATOR_VERSION = "aware3d-synthetic-heads/2"
 UNIT = 100  # training images per resumable unit (small enough to keep both workers busy)
 TEST_UNIT = 8  # test heads per unit
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same inputs -> byte-identical zip
@@ -158,6 +160,7 @@ def render_items(spec: DatasetSpec, items: Sequence[Item], device: str = "cpu", 
             p = head.to_json()
             p.update(scene.to_json())
             p.update(yaw=round(scene.yaw_deg, 4), pitch=round(scene.pitch_deg, 4),
+                     latent=[round(float(x), 5) for x in sample_latent(spec.seed, it.index, it.split)],
                      split="train" if it.split == TRAIN_SPLIT else "test",
                      **({"index": it.index} if it.split == TRAIN_SPLIT else {"head": it.index}))
             params[it.name] = p

@@ -1,0 +1,195 @@
+"""Distillation training (aware3d-train distill) on CPU: losses against the truth, resume, DDP, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from backend.checkpoints.model_file import read_header
+from backend.config import RenderingConfig
+from backend.registry import load_generator
+from backend.render.renderer import ray_march
+from train.distill.loop import DistillTrainer, init_from_model
+from train.distill.losses import surface_samples, true_occupancy, truth_at
+from train.distill.options import PRESETS
+from train.distill.targets import RenderedTargets, ZipTargets
+from train.gan.snapshot import list_snapshots
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**changes):  # type: ignore[no-untyped-def]
+    settings = {"truth_resolution": 32, "image_kimg": 0, "log_kimg": 1, **changes}
+    return dataclasses.replace(PRESETS["tiny"], **settings)
+
+
+def test_rendered_targets_are_a_function_of_the_step_and_split_across_processes() -> None:
+    src = RenderedTargets(res=16, z_dim=67, seed=3, around=0.5)
+    a, b = src.batch(5, 4), src.batch(5, 4)
+    assert torch.equal(a.image, b.image) and torch.equal(a.z, b.z)
+    assert not torch.equal(src.batch(6, 4).z, a.z)
+    halves = [src.batch(5, 4, rank=r, world=2) for r in (0, 1)]
+    assert torch.equal(torch.cat([h.z for h in halves]), a.z)
+    assert torch.equal(torch.cat([h.image for h in halves]), a.image)
+    assert a.image.shape == (4, 3, 16, 16) and float(a.image.min()) >= -1 and float(a.image.max()) <= 1
+
+
+def test_truth_at_the_neural_resolution() -> None:
+    depth = torch.full((1, 4, 4), float("inf"))
+    depth[0, :2, :2] = 2.5  # one whole low-res pixel of head
+    depth[0, 2, 2] = 3.0    # a quarter of another
+    image = torch.zeros(1, 3, 4, 4)
+    image[:, :, 0, 0] = 1.0
+    low = truth_at(image, depth, 2)
+    assert low["coverage"][0, 0].tolist() == [[1.0, 0.0], [0.0, 0.25]]
+    assert low["depth_valid"][0, 0].tolist() == [[True, False], [False, False]]
+    assert float(low["depth"][0, 0, 0, 0]) == pytest.approx(2.5)
+    assert float(low["image"][0, 0, 0, 0]) == pytest.approx(0.25)
+
+
+def test_surface_samples_lie_on_the_true_surface() -> None:
+    t = RenderedTargets(res=32, z_dim=67, seed=0).batch(0, 2)
+    pts = surface_samples(t.c, t.depth, 200, [np.random.default_rng(i) for i in range(2)], spread=0.0)
+    occ, sdf = true_occupancy(t.heads, pts, 0.004)
+    assert float(sdf[:, :100].abs().max()) < 0.01  # rays hit the surface the tracer found
+    assert float(pts[:, 100:].abs().max()) <= 0.5  # the rest are in the tri-plane box
+    assert occ.shape == (2, 200)
+
+
+def test_depth_of_an_empty_ray_has_a_finite_gradient() -> None:
+    """The official 0/0 gave NaN gradients that a masked depth loss cannot remove (distill_notes.md)."""
+    depths = torch.linspace(2.25, 3.3, 6).reshape(1, 1, 6, 1).repeat(1, 2, 1, 1)
+    sigma = torch.full((1, 2, 6, 1), -1e4)
+    sigma[0, 0] = 20.0
+    sigma.requires_grad_(True)
+    _, depth, _ = ray_march(torch.rand(1, 2, 6, 3), sigma, depths, RenderingConfig())
+    assert float(depth[0, 1].detach()) == pytest.approx(3.3)  # the empty ray: far plane, as the official code gives
+    (depth * torch.tensor([1.0, 0.0]).reshape(1, 2, 1)).sum().backward()
+    assert torch.isfinite(sigma.grad).all()
+
+
+class OneBatch:
+    """The same two heads every step: the losses on them must fall."""
+
+    def __init__(self) -> None:
+        self.inner = RenderedTargets(res=32, z_dim=67, seed=1)
+
+    def batch(self, index: int, size: int, rank: int = 0, world: int = 1):  # type: ignore[no-untyped-def]
+        return self.inner.batch(0, size, rank, world)
+
+
+def test_tiny_run_fits_its_targets_and_exports_a_model(tmp_path: Path) -> None:
+    opts = tiny(kimg=0.040, snap_kimg=0.020, log_kimg=0.002, lr=0.02, grad_clip=0.0)
+    trainer = DistillTrainer(opts, tmp_path, source=OneBatch(), command=["test"])
+    trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
+    assert {"loss/image_l1", "loss/raw_l1", "loss/alpha_l1", "loss/depth_l1", "loss/density"} <= set(records[0])
+    for term in ("loss/total", "loss/raw_l1", "loss/alpha_l1", "loss/density"):
+        assert records[-1][term] < 0.8 * records[0][term], term
+    assert len(list_snapshots(tmp_path)) == 2
+    header = read_header(tmp_path / "latest.safetensors")
+    assert header.kind == "gan" and header.provenance["source"] == "aware3d-train distill"
+    model = load_generator(str(tmp_path / "latest.safetensors"))
+    assert model.generator.cfg.name == "tiny-distilled" and not model.generator.cfg.normalize_z
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    opts = tiny(kimg=0.012, snap_kimg=0.004)
+    straight = DistillTrainer(opts, tmp_path / "a", log=False)
+    straight.run()
+    first = DistillTrainer(opts, tmp_path / "b", log=False)
+    first.run(stop_after_iterations=3)  # the snapshot after 2 steps survives
+    resumed = DistillTrainer(opts, tmp_path / "b", log=False)
+    assert resumed.resume() and resumed.progress.iteration == 2
+    resumed.run()
+    assert resumed.progress.nimg == straight.progress.nimg
+    for k, v in straight.G_ema.state_dict().items():
+        assert torch.equal(v, resumed.G_ema.state_dict()[k]), k
+
+
+def test_init_from_copies_what_fits() -> None:
+    trainer = DistillTrainer(tiny(), "/nonexistent-run", log=False)
+    other = {k: torch.full_like(v, 0.5) for k, v in trainer.G.state_dict().items()}
+    other["backbone.mapping.fc0.weight"] = torch.zeros(3, 3)  # a GAN's z of another size
+    skipped = init_from_model(trainer.G, other)
+    assert skipped == ["backbone.mapping.fc0.weight"]
+    assert float(trainer.G.state_dict()["decoder.net.0.weight"].mean()) == 0.5
+
+
+def test_zip_targets_use_the_latents_of_the_data_set(tmp_path: Path) -> None:
+    from train.synthetic import build_dataset
+    from train.synthetic.latent import head_from_latent
+
+    build_dataset(out=tmp_path / "d.zip", count=3, res=16, seed=2, progress=False)
+    src = ZipTargets(tmp_path / "d.zip", z_dim=67)
+    t = src.batch(0, 2)
+    for z, head in zip(t.z, t.heads):
+        again = head_from_latent(z.double().numpy())
+        assert again.hair_style == head.hair_style and again.glasses == head.glasses
+        assert again.face_width == pytest.approx(head.face_width, abs=1e-4)
+    assert torch.isfinite(t.depth).any() and t.image.shape == (2, 3, 16, 16)
+
+
+def test_cli_runs_resumes_and_refuses_bad_input(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).parent / "aware3d-train")
+    base = [exe, "distill", "--preset", "tiny", "--threads", "1", "--device", "cpu", "--perceptual", "0"]
+    run = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.004"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "r" / "latest.safetensors").is_file() and list_snapshots(tmp_path / "r")
+    again = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.004"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    more = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.008", "--resume"],
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0 and "resumed" in more.stderr
+    bad = subprocess.run([*base, "--out", str(tmp_path / "x"), "--around", "2"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--around" in bad.stderr
+    missing = subprocess.run([*base, "--out", str(tmp_path / "y"), "--data", str(tmp_path / "none.zip")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None, "torchrun is installed with torch"
+    worker = ROOT / "tests" / "support" / "distill_ddp_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, str(worker), str(one), "1"], check=True, env=env, timeout=600)
+    subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29519", str(worker), str(two), "1"],
+                   check=True, env=env, timeout=600)
+    a, b = load_file(str(one)), load_file(str(two))
+    # One Adam step moves each parameter by up to its learning rate (the mapping network's is mapping_lr_mul
+    # times larger). Rounding differences of the averaged gradient change that step only for parameters whose
+    # gradient is near Adam's eps (a few mapping biases, whose gradients the 0.01 lr multiplier shrinks); a
+    # missing average or a different batch would move most parameters by whole steps.
+    opts = PRESETS["tiny"]
+    total, count = 0.0, 0
+    for k in a:
+        step = opts.lr * (opts.mapping_lr_mul if k.startswith("backbone.mapping.") else 1.0)
+        diff = (a[k] - b[k]).abs() / step
+        assert float(diff.max()) < 0.5, f"{k}: 1 and 2 processes differ by {float(diff.max()):.3f} steps"
+        total, count = total + float(diff.sum()), count + diff.numel()
+    assert total / count < 0.01, f"1 and 2 processes differ by {total / count:.4f} steps on average"
+
+
+def test_amp_trains_with_finite_losses(tmp_path: Path) -> None:
+    trainer = DistillTrainer(tiny(kimg=0.004, snap_kimg=1, amp=True), tmp_path, log=False)
+    stats = trainer.train_step()
+    stats.update(trainer.train_step())
+    assert all(np.isfinite(v) for v in stats.values())
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())

@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``aware3d-train distill``: train the generator from the synthetic heads' ground truth (one process or
+under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from train.gan.command import command_line
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "distill", help="train the generator from synthetic heads' ground truth (z = the head's latent)",
+        description="Distil the procedural synthetic heads into a tri-plane generator: z is each head's "
+                    "calibrated latent (train/synthetic/latent.py), and G(z, camera) is trained against the "
+                    "true image, raw render, opacity, depth and signed distance of that head. Heads are "
+                    "rendered on the fly (default) or read from a zip made by aware3d-train make-dataset "
+                    "(--data). Run it under `torchrun --nproc-per-node N` for data-parallel training; "
+                    "--batch is the global batch. Snapshots are written atomically to --out every --snap "
+                    "kimg, with OUT/latest.safetensors; --resume continues exactly; Ctrl-C or SIGTERM stops "
+                    "with a snapshot.")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--preset", default="heads64", help="recipe: heads64 (the bundled model) or tiny (tests)")
+    p.add_argument("--config", default=None, help="generator config name (default: the preset's)")
+    p.add_argument("--data", type=Path, help="synthetic-head zip with latents instead of rendering on the fly")
+    p.add_argument("--init-from", type=Path, metavar="MODEL",
+                   help="start from this model's weights where names and shapes match (e.g. a trained GAN)")
+    p.add_argument("--features", type=Path,
+                   help="feature network for the perceptual loss (default: the bundled aware3d-features64)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest snapshot in --out")
+    p.add_argument("--kimg", type=float, help="total training length in thousands of images")
+    p.add_argument("--batch", type=int, help="global batch size")
+    p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--around", type=float, help="share of cameras from anywhere around the head (0-1)")
+    p.add_argument("--perceptual", type=float, help="weight of the perceptual loss (0: off)")
+    p.add_argument("--density", type=float, help="weight of the density loss against the true surface (0: off)")
+    p.add_argument("--depth", type=float, dest="depth_l1", help="weight of the depth loss")
+    p.add_argument("--snap", type=float, help="snapshot interval in kimg")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or CPUs with bf16 support)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--export", type=Path, help="write the final EMA generator here (.safetensors)")
+    p.set_defaults(func=run)
+
+
+def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from backend.configs import get_config
+    from backend.errors import Aware3DError
+    from train.distill.options import PRESETS
+
+    if args.preset not in PRESETS:
+        raise Aware3DError(f"unknown preset {args.preset!r}", f"choose one of: {', '.join(PRESETS)}")
+    opts = PRESETS[args.preset]
+    if args.config:
+        get_config(args.config)
+        opts = dataclasses.replace(opts, config=args.config)
+    changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around,
+               "perceptual": args.perceptual, "density": args.density, "depth_l1": args.depth_l1,
+               "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise Aware3DError(f"--{key.split('_')[0]} must not be negative, got {value}")
+        opts = dataclasses.replace(opts, **{key: value})
+    if not 0 <= opts.around <= 1:
+        raise Aware3DError(f"--around must be between 0 and 1, got {opts.around}")
+    if opts.batch < 1:
+        raise Aware3DError(f"--batch must be at least 1, got {opts.batch}")
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend.checkpoints.model_file import load_tensors
+    from backend.devices import resolve_device
+    from backend.errors import Aware3DError
+    from backend.registry import bundled_models_dir, resolve_model
+    from train.distill.loop import DistillTrainer
+    from train.distill.targets import ZipTargets
+    from train.eval.features import load_feature_net
+    from train.gan import distributed
+    from train.gan.snapshot import list_snapshots
+
+    opts = build_options(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    info = distributed.init_from_env(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if list_snapshots(args.out) and not args.resume:
+        raise Aware3DError(f"{args.out} already holds a training run", "add --resume, or choose another --out")
+    from backend.configs import get_config
+
+    source = None
+    if args.data is not None:
+        if not args.data.is_file():
+            raise Aware3DError(f"data set not found: {args.data}", "make one with aware3d-train make-dataset")
+        try:
+            source = ZipTargets(args.data, get_config(opts.config).z_dim, opts.seed)
+        except ValueError as exc:
+            raise Aware3DError(str(exc)) from None
+    features = None
+    if opts.perceptual > 0:
+        path = args.features or bundled_models_dir() / "aware3d-features64.safetensors"
+        if not Path(path).is_file():
+            raise Aware3DError(f"feature network not found: {path}", "pass --features, or --perceptual 0")
+        features = load_feature_net(path, device)
+    init = None
+    if args.init_from is not None and not args.resume:
+        init = load_tensors(resolve_model(str(args.init_from)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer = DistillTrainer(opts, args.out, source=source, device=device, dist=info,
+                                 command=["aware3d-train", "distill", *command_line(args)[2:]], features=features,
+                                 init_tensors=init, data_path=str(args.data) if args.data else "")
+    except ValueError as exc:
+        raise Aware3DError(str(exc)) from None
+    if trainer.init_skipped is not None and info.is_main:
+        print(f"initialised from {args.init_from}; built fresh: {', '.join(trainer.init_skipped) or 'nothing'}",
+              file=sys.stderr)
+    if args.resume and trainer.resume() and info.is_main:
+        print(f"resumed {args.out} at {trainer.kimg:.3f} kimg", file=sys.stderr)
+    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info,
+                                         lambda: f"{trainer.kimg:.3f} kimg"):
+        return 130
+    if args.export and info.is_main:
+        trainer.export(args.export)
+        print(f"exported {args.export}", file=sys.stderr)
+    return 0
