@@ -95,8 +95,9 @@ def test_tiny_run_fits_its_targets_and_exports_a_model(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
     assert {"loss/image_l1", "loss/raw_l1", "loss/alpha_l1", "loss/depth_l1", "loss/density"} <= set(records[0])
-    for term in ("loss/total", "loss/raw_l1", "loss/alpha_l1", "loss/density"):
-        assert records[-1][term] < 0.8 * records[0][term], term
+    # Same heads every step (the density's 3D points are drawn afresh each step, so its loss is noisier).
+    for term, bound in (("loss/total", 0.8), ("loss/raw_l1", 0.8), ("loss/alpha_l1", 0.8), ("loss/density", 0.9)):
+        assert records[-1][term] < bound * records[0][term], term
     assert len(list_snapshots(tmp_path)) == 2
     header = read_header(tmp_path / "latest.safetensors")
     assert header.kind == "gan" and header.provenance["source"] == "aware3d-train distill"

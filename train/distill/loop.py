@@ -128,9 +128,13 @@ class DistillTrainer:
         """Every loss term (unweighted) of generator ``G`` on the targets ``t``."""
         o, dev = self.opts, self.device
         z, c = t.z.to(dev), t.c.to(dev)
+        # As in the GAN loop: the mapping network (and its float32 w_avg) outside bf16 autocast, the synthesis
+        # and the render inside it, every loss in float32.
         ws = G.mapping(z, c, update_emas=G.training)
-        planes = G.synthesize_planes(ws, noise_mode="const", fused=False)
-        out = G.render(planes, ws, c, sampling=sampling, run_sr=True, fp16_sr=False)
+        with autocast(self.device, o.amp):
+            planes = G.synthesize_planes(ws, noise_mode="const", fused=False)
+            out = G.render(planes, ws, c, sampling=sampling, run_sr=True, fp16_sr=False)
+        out = {k: v.float() for k, v in out.items()}
         image = t.image.to(dev)
         low = truth_at(image, t.depth.to(dev), out["image_raw"].shape[-1])
         terms: dict[str, torch.Tensor] = {}
@@ -150,7 +154,8 @@ class DistillTrainer:
         if o.density > 0 and o.density_points > 0:
             pts = surface_samples(t.c, t.depth, o.density_points, rngs)
             occupancy, _ = true_occupancy(t.heads, pts, o.density_softness)
-            sigma = G.query(planes, pts.to(dev))["sigma"]
+            with autocast(self.device, o.amp):
+                sigma = G.query(planes, pts.to(dev))["sigma"].float()
             terms["density"] = density_loss(sigma, occupancy.to(dev), o.density_level, o.density_scale)
         return terms
 
@@ -158,9 +163,8 @@ class DistillTrainer:
         o = self.opts
         t = self.source.batch(self.progress.iteration, o.batch, self.dist.rank, self.dist.world_size)
         sampling = SamplingSettings(sample_seeds=self._sample_seeds(), ray_chunk=1 << 30)
-        with autocast(self.device, o.amp):
-            terms = self.losses(self.G, t, sampling, self._item_rngs(2))
-            loss = sum(getattr(o, k) * v for k, v in terms.items())
+        terms = self.losses(self.G, t, sampling, self._item_rngs(2))
+        loss = sum(getattr(o, k) * v for k, v in terms.items())
         params = [p for p in self.G.parameters() if p.requires_grad]
         for p in params:
             p.grad = None
