@@ -16,13 +16,17 @@ from train.diffusion.evaluate import evaluate_views
 pytestmark = pytest.mark.slow
 
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "models" / "aware3d-views-cond.safetensors"
-# measured on 10 held-out heads (model card): seen-pixel PSNR 23.0 / 22.0 dB at ±30° / ±60°, depth AbsRel
-# 0.03, consistency 27.1 dB; on this test's 2 fresh heads 24.0 / 23.0, 0.03, 27.2. Texture PSNR per camera
-# 25.2-31.6 dB with 25 steps.
-MIN_SEEN_PSNR = 20.0
-MAX_DEPTH_ABSREL = 0.06
-MIN_CONSISTENCY_PSNR = 22.0
-MIN_TEXTURE_PSNR = 20.0
+# What the card (assets/models/aware3d-views-cond.md) claims, and the margin each assertion allows:
+# - novel views on 10 held-out heads (aware3d-train eval-views, IVID's pull, 25 steps): seen-pixel PSNR 22.98 /
+#   22.04 dB at ±30° / ±60°, depth AbsRel 0.032 / 0.029, consistency 27.12 dB. This test's 2 fresh heads gave
+#   24.45 / 23.58 dB, 0.033 / 0.020 and 27.11 dB. Margins: PSNR 1 dB below the card, AbsRel 0.01 above it,
+#   consistency 1.5 dB below.
+# - texturing the bundled GAN's seed-1 mesh from 8 ring cameras at the default 25 steps and pull 1,1: per camera
+#   35.5-44.2 dB, mean 40.3 dB; this test's run gives 35.54-44.23, mean 40.31 (the card's command). Margin 1 dB.
+MIN_SEEN_PSNR = {"±30": 22.98 - 1.0, "±60": 22.04 - 1.0}
+MAX_DEPTH_ABSREL = {"±30": 0.032 + 0.01, "±60": 0.029 + 0.01}
+MIN_CONSISTENCY_PSNR = 27.12 - 1.5
+MIN_TEXTURE_PSNR, MIN_TEXTURE_PSNR_MEAN = 35.5 - 1.0, 40.3 - 1.0
 
 needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="no bundled aware3d-views-cond model")
 
@@ -45,8 +49,9 @@ def test_bundled_gc_keeps_what_earlier_views_saw_and_its_views_agree(test_heads:
     report = evaluate_views(models, test_heads, heads=2, seed=0)
     s = report["summary"]
     # what the true first view saw comes back at ±30° and ±60° (a view of another head scores ~12 dB)
-    assert s["model_psnr_seen@±30"] > MIN_SEEN_PSNR and s["model_psnr_seen@±60"] > MIN_SEEN_PSNR
-    assert s["model_depth_absrel@±30"] < MAX_DEPTH_ABSREL and s["model_depth_absrel@±60"] < MAX_DEPTH_ABSREL
+    for yaw in ("±30", "±60"):
+        assert s[f"model_psnr_seen@{yaw}"] > MIN_SEEN_PSNR[yaw], s
+        assert s[f"model_depth_absrel@{yaw}"] < MAX_DEPTH_ABSREL[yaw], s
     # neighbouring generated views agree where both see the surface
     assert report["consistency"]["psnr"] > MIN_CONSISTENCY_PSNR and report["consistency"]["pairs"] == 12
 
@@ -57,8 +62,9 @@ def test_bundled_texture_leaves_no_seen_face_untextured(tmp_path: Path) -> None:
     assert aware3d(["mesh", "--seed", "1", "--faces", "20000", "--out", str(glb)]) == 0
     out = tmp_path / "tex"
     assert aware3d(["texture", "--mesh", str(glb), "--cameras", "ring:8", "--generator", "diffusion",
-                    "--steps", "10", "--out", str(out)]) == 0
+                    "--out", str(out)]) == 0
     report = json.loads((out / "texture.json").read_text())
     assert report["generator"] == "diffusion" and len(report["cameras"]) == 8
     assert report["faces_seen"] > 5000 and report["faces_seen_untextured"] == 0
-    assert all(c["psnr_seen"] > MIN_TEXTURE_PSNR for c in report["cameras"])
+    psnr = [c["psnr_seen"] for c in report["cameras"]]
+    assert min(psnr) > MIN_TEXTURE_PSNR and sum(psnr) / len(psnr) > MIN_TEXTURE_PSNR_MEAN, psnr
