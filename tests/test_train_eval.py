@@ -58,10 +58,11 @@ def test_feature_network_learns_the_head_parameters(synthetic: tuple[ZipDataset,
                                                     tmp_path: Path) -> None:
     data, _ = synthetic
     losses: list[float] = []
-    net, report = train_feature_net(data, epochs=12, batch=16, seed=0,
+    net, record = train_feature_net(data, epochs=12, batch=16, seed=0,
                                     on_progress=lambda step, steps, loss: losses.append(loss))
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), "the parameter losses did not go down"
-    assert {"yaw_mae_deg", "regression_r2", "glasses_accuracy"} <= set(report)
+    assert {"yaw_mae_deg", "regression_r2", "glasses_accuracy"} <= set(record["metrics"])
+    assert record["images"] == 24 and "never trained on" in record["data"]  # 48 images: the 24 held out
     # What FID relies on: two halves of the real data are closer to each other than to degraded images.
     from train.eval.report import embed
 
@@ -159,3 +160,64 @@ def test_model_card_compares_before_and_after_imitation(tmp_path: Path) -> None:
     assert "Before and after the ray-distortion stage" in text and "(2.5 kimg)" in text
     assert "| mesh vs render depth error, worst view | 0.0500 | 0.0200 | -0.0300 |" in text
     assert "| FID, final image (SR) | 10.5000 | 10.0000 | -0.5000 |" in text
+
+
+def test_trust_needs_a_held_out_record_that_passes_the_bar() -> None:
+    from train.eval.features import TRUST_BAR, trust
+
+    assert set(TRUST_BAR) == {"yaw_mae_deg", "regression_r2"}
+    missing = trust({"source": "aware3d-train features", "metrics": {"yaw_mae_deg": 1.0}})
+    assert not missing["trusted"] and "features-check" in missing["reason"] and missing["held_out"] is None
+    good = {"images": 1000, "data": "fresh.zip", "metrics": {"yaw_mae_deg": 6.0, "regression_r2": 0.5}}
+    assert trust({"held_out": good})["trusted"]
+    for change in ({"yaw_mae_deg": 14.0}, {"regression_r2": 0.1}, {"regression_r2": float("nan")}):
+        bad = trust({"held_out": {**good, "metrics": {**good["metrics"], **change}}})
+        assert not bad["trusted"] and next(iter(change)) in bad["reason"], bad
+    assert not trust({"held_out": {"images": 10, "metrics": {"regression_r2": 0.9}}})["trusted"]  # yaw missing
+
+
+def test_features_check_records_a_held_out_measurement(synthetic: tuple[ZipDataset, ZipDataset], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from backend.checkpoints.model_file import load_tensors, read_header
+    from train.cli import main
+
+    data, _ = synthetic
+    net, _ = train_feature_net(data, epochs=1, batch=16, seed=0)
+    path = tmp_path / "f.safetensors"
+    save_feature_net(path, net, {"source": "test"})  # as files from before held-out records
+    held_out = tmp_path / "fresh.zip"
+    build_dataset(held_out, count=12, res=32, seed=4, workers=1, progress=False)
+    assert main(["features-check", "--features", str(path), "--data", str(held_out)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["held_out"]["images"] == 12 and set(out["trust"]) >= {"trusted", "reason", "bar"}
+    assert "held_out" not in read_header(path).provenance  # without --record nothing is written
+    before = load_tensors(path)
+    assert main(["features-check", "--features", str(path), "--data", str(held_out), "--record"]) == 0
+    header = read_header(path)
+    assert header.provenance["held_out"]["metrics"] == out["held_out"]["metrics"]
+    assert header.provenance["held_out"]["command"].startswith("aware3d-train features-check")
+    assert header.config["input_resolution"] == 64 and header.provenance["source"] == "test"
+    assert all(torch.equal(v, load_tensors(path)[k]) for k, v in before.items())
+    assert main(["features-check", "--features", str(path), "--data", str(tmp_path / "none.zip")]) == 2
+
+
+def test_eval_flags_fid_from_an_unproven_feature_network(synthetic: tuple[ZipDataset, ZipDataset],
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from train.cli import main
+
+    data, _ = synthetic
+    net, record = train_feature_net(data, epochs=1, batch=16, seed=0)
+    path = tmp_path / "f.safetensors"
+    save_feature_net(path, net, {"source": "test", "held_out": record})
+    capsys.readouterr()
+    assert main(["eval", "--model", "random:tiny", "--data", str(data.path), "--features", str(path), "--count", "8",
+                 "--latents", "1", "--mesh-latents", "0", "--device", "cpu", "--out", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    verdict = report["features_trust"]
+    assert verdict["trusted"] is False and verdict["held_out"]["images"] == 24  # one epoch on 24 images
+    assert "warning: FID/KID will not be trustworthy" in err and verdict["reason"] in err
+    assert "fid_image" in report["quality"]  # still reported, but flagged, in the card too
+    from train.eval.card import _format_metrics
+
+    assert "**FID / KID below are not trustworthy**" in _format_metrics(report)

@@ -33,6 +33,9 @@ def sample_grid(G: Any, seeds: list[int], yaws: tuple[float, ...] = GRID_YAWS, t
 def _format_metrics(report: dict[str, Any]) -> str:
     lines = ["| measure | value |", "|---|---|"]
     q = report.get("quality", {})
+    verdict = report.get("features_trust")
+    if verdict is not None and not verdict.get("trusted"):
+        lines.append(f"| **FID / KID below are not trustworthy** | {verdict.get('reason')} |")
     for kind, label in (("image", "final image (SR)"), ("raw", "raw render"), ("direct", "direct render")):
         if f"fid_{kind}" in q:
             lines.append(f"| FID / KID, {label} (feature-net space, {q.get('count')} images) | "

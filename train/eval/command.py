@@ -1,4 +1,4 @@
-"""``aware3d-train features`` and ``aware3d-train eval``."""
+"""``aware3d-train features``, ``features-check``, ``eval`` and ``card``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
     f.set_defaults(func=run_features)
+
+    k = sub.add_parser(
+        "features-check", help="measure a feature network on heads it never saw; --record stores the result",
+        description="Measure how well a feature network predicts the parameters of synthetic heads it never "
+                    "trained on (make them with aware3d-train make-dataset and a --seed other than its training "
+                    "data's). With --record the result becomes the network's held-out record, which eval "
+                    "requires before it presents FID/KID as trustworthy.")
+    k.add_argument("--features", required=True, type=Path, help="the feature network (.safetensors)")
+    k.add_argument("--data", required=True, type=Path,
+                   help="synthetic-head zip with params.json, of heads the network did not train on")
+    k.add_argument("--record", action="store_true", help="write the result into the network's file")
+    k.add_argument("--device", default="auto")
+    k.set_defaults(func=run_features_check)
 
     e = sub.add_parser(
         "eval", help="evaluate a generator: FID/KID, 3D consistency, geometry (JSON report)",
@@ -72,16 +85,10 @@ def _open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
 def run_features(args: argparse.Namespace) -> int:
     from backend.cli.common import progress
     from backend.devices import hardware_description, resolve_device
-    from backend.errors import Aware3DError
-    from train.eval.features import save_feature_net, train_feature_net
+    from train.eval.features import save_feature_net, train_feature_net, trust
 
     device = resolve_device(args.device)
-    data = _open_zip(args.data)
-    try:
-        data.params(0)
-    except Exception:
-        raise Aware3DError(f"{args.data.name} has no head parameters (params.json)",
-                           "the feature network needs a synthetic-head zip from aware3d-train make-dataset") from None
+    data = _params_zip(args.data)
     import math
 
     total = args.epochs * math.ceil(len(data) * 0.95 / args.batch)
@@ -90,20 +97,58 @@ def run_features(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
 
-        net, report = train_feature_net(data, epochs=args.epochs, batch=args.batch, seed=args.seed, device=device,
-                                        on_progress=tick)
+        net, held_out = train_feature_net(data, epochs=args.epochs, batch=args.batch, seed=args.seed,
+                                          device=device, on_progress=tick)
     save_feature_net(args.out, net, {"source": "aware3d-train features", "command": " ".join(sys.argv),
                                      "data": str(args.data), "hardware": hardware_description(device),
-                                     "metrics": report})
-    print(json.dumps(report, indent=2))
+                                     "held_out": held_out})
+    print(json.dumps({"held_out": held_out, "trust": trust({"held_out": held_out})}, indent=2))
+    return 0
+
+
+def _params_zip(path: Path):  # type: ignore[no-untyped-def]
+    from backend.errors import Aware3DError
+
+    data = _open_zip(path)
+    try:
+        data.params(0)
+    except Exception:
+        raise Aware3DError(f"{path.name} has no head parameters (params.json)",
+                           "the feature network needs a synthetic-head zip from aware3d-train make-dataset") from None
+    return data
+
+
+def run_features_check(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend.checkpoints.model_file import read_header
+    from backend.devices import resolve_device
+    from backend.errors import Aware3DError
+    from train.depth.command import command_line
+    from train.eval.features import held_out_metrics, held_out_record, load_feature_net, record_held_out, trust
+
+    if not args.features.is_file():
+        raise Aware3DError(f"feature network not found: {args.features}", "check the path")
+    device = resolve_device(args.device)
+    net = load_feature_net(args.features, device)
+    data = _params_zip(args.data)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    metrics = held_out_metrics(net, images, [data.params(i) for i in range(len(data))], device)
+    record = held_out_record(metrics, len(data), f"{args.data} (aware3d-train features-check)")
+    verdict = trust({**read_header(args.features).provenance, "held_out": record})
+    if args.record:
+        record_held_out(args.features, record, " ".join(command_line(args, "features-check")))
+        print(f"recorded in {args.features}", file=sys.stderr)
+    print(json.dumps({"held_out": record, "trust": verdict}, indent=2))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from backend.checkpoints.model_file import read_header
     from backend.cli.common import progress
     from backend.devices import resolve_device
     from backend.registry import load_generator
-    from train.eval.features import load_feature_net
+    from train.eval.features import load_feature_net, trust
     from train.eval.report import evaluate
 
     device = resolve_device(args.device)
@@ -115,6 +160,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
         args.features = bundled_models_dir() / "aware3d-features64.safetensors"
     net = load_feature_net(args.features, device)
+    features_trust = trust(read_header(args.features).provenance)
+    if not features_trust["trusted"]:
+        print(f"aware3d-train: warning: FID/KID will not be trustworthy: {features_trust['reason']}",
+              file=sys.stderr)
     bars: dict[str, object] = {}
 
     def on_progress(stage: str, done: int, total: int) -> None:
@@ -130,7 +179,7 @@ def run_eval(args: argparse.Namespace) -> int:
         bar.close()  # type: ignore[attr-defined]
     report = {"model": model.name, "config": model.generator.cfg.name,
               "model_kimg": model.header.provenance.get("kimg"), "data": str(args.data),
-              "features": str(args.features), **report}
+              "features": str(args.features), "features_trust": features_trust, **report}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
