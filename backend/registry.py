@@ -74,9 +74,41 @@ def _entry(path: Path, source: str) -> ModelEntry:
         header = read_header(path)
     except Aware3DError as exc:
         return ModelEntry(name, path, source, "unreadable", "?", None, size, exc.message)
-    cfg = header.config
-    return ModelEntry(name, path, source, header.kind, str(cfg.get("name", "?")),
-                      cfg.get("img_resolution"), size)
+    config_name, resolution = describe_config(header.kind, header.config)
+    return ModelEntry(name, path, source, header.kind, config_name, resolution, size)
+
+
+def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
+    """The named UNet preset ``cfg`` was built from (presets are resized per data set), or its shape."""
+    from backend.diffusion.config import UNetConfig
+
+    try:
+        unet = UNetConfig.from_dict(cfg)
+    except (TypeError, ValueError):
+        return "?"
+    for name, preset in presets.items():
+        if preset.replace(kind=unet.kind, resolution=unet.resolution) == unet:
+            return name
+    return f"unet {unet.base_channels}x{'/'.join(map(str, unet.channel_mults))}"
+
+
+def describe_config(kind: str, cfg: dict[str, Any]) -> tuple[str, int | None]:
+    """What ``aware3d models`` lists as a model's CONFIG and RES, per kind of file: the generator config and its
+    image size; the UNet preset and the image size of diffusion and depth networks; the embedding and input
+    size of a feature network; the model that attribute directions belong to (no resolution of their own)."""
+    if kind in ("diffusion-uncond", "diffusion-cond"):
+        from backend.diffusion.config import PRESETS
+
+        return _unet_preset(cfg, PRESETS), cfg.get("resolution")
+    if kind == "depth":
+        from backend.depth.estimate import PRESETS as DEPTH_PRESETS
+
+        return _unet_preset(cfg, DEPTH_PRESETS), cfg.get("resolution")
+    if kind == "features":
+        return f"{cfg.get('embedding_dim', '?')}-d embedding", cfg.get("input_resolution")
+    if kind == "directions":
+        return f"directions of {cfg.get('model', {}).get('name', '?')}", None
+    return str(cfg.get("name", "?")), cfg.get("img_resolution")
 
 
 def list_models() -> list[ModelEntry]:

@@ -116,3 +116,18 @@ def test_models_lists_user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     listing = json.loads(capsys.readouterr().out)
     mine = [m for m in listing["models"] if m["name"] == "mine"]
     assert mine and mine[0]["kind"] == "gan" and mine[0]["resolution"] == 64 and mine[0]["source"] == "user"
+
+
+def test_models_describes_every_bundled_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    """Config and resolution per kind of file, not '?': UNet presets, feature-net input, directions' model."""
+    assert main(["models", "--json"]) == 0
+    bundled = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"] if m["source"] == "bundled"}
+    described = {name: (m["config"], m["resolution"]) for name, m in bundled.items()}
+    assert described["aware3d-views-cond"] == ("views64", 64) and described["aware3d-views-uncond"] == ("views64", 64)
+    assert described["aware3d-depth"] == ("small", 64)
+    assert described["aware3d-features64"] == ("256-d embedding", 64)
+    assert described["aware3d-heads.directions"] == ("directions of aware3d-heads", None)
+    assert described["aware3d-heads"] == ("aware3d-heads64", 64)
+    assert main(["models"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert not [line for line in table if "bundled" in line and " ? " in line], table

@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [("NAME", "SOURCE", "KIND", "CONFIG", "RES", "SIZE", "")]
     for e in entries:
         mark = " (default)" if e.name == DEFAULT_MODEL else ""
-        rows.append((e.name + mark, e.source, e.kind, e.config_name,
-                     str(e.resolution or "?"), _size(e.size_bytes), e.note))
+        res = str(e.resolution) if e.resolution else ("-" if e.kind == "directions" else "?")
+        rows.append((e.name + mark, e.source, e.kind, e.config_name, res, _size(e.size_bytes), e.note))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
