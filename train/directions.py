@@ -14,7 +14,10 @@ The synthetic data set knows every head's parameters (hair colour and length, gl
    predicted attribute by one standard deviation, so ``aware3d edit --amount 2`` means "two standard
    deviations more"; the held-out R² says how linear (and how trustworthy) the direction is.
 
-Run: ``aware3d-train directions --model M --features F [--out FILE]`` (default: beside the model, where
+For a distilled model (``aware3d-train distill``) step 1 needs no feature network: ``z`` is the head's latent
+(:mod:`train.synthetic.latent`), so each sample's attributes are its *true* parameters, read from ``z``.
+
+Run: ``aware3d-train directions --model M [--features F] [--out FILE]`` (default: beside the model, where
 ``aware3d edit`` looks). Directions belong to one model's weights (recorded by hash).
 """
 
@@ -69,9 +72,33 @@ def attribute_scores(net: Any, images: torch.Tensor) -> dict[str, np.ndarray]:
     return out
 
 
+def takes_head_latents(G: Any) -> bool:
+    """Whether the model's z is the synthetic heads' latent (a distilled model)."""
+    from train.synthetic.latent import LATENT_DIMS
+
+    return G.cfg.z_dim == LATENT_DIMS and not G.cfg.normalize_z
+
+
+def true_scores(z: np.ndarray) -> dict[str, np.ndarray]:
+    """The attributes of :data:`ATTRIBUTES` read from the heads' true parameters (latents [N, LATENT_DIMS])."""
+    from train.synthetic.latent import head_from_latent
+
+    heads = [head_from_latent(v) for v in z]
+    return {
+        "hair_colour": np.array([np.mean(h.hair_rgb) for h in heads]),
+        "hair_length": np.array([h.hair_length for h in heads]),
+        "glasses": np.array([float(h.glasses != "none") for h in heads]),
+        "beard": np.array([float(h.beard != "none") for h in heads]),
+        "hat": np.array([float(h.hat != "none") for h in heads]),
+        **{k: np.array([getattr(h, k) for h in heads])
+           for k in ("face_width", "jaw_width", "skin_tone", "eye_size", "nose_length")},
+    }
+
+
 def sample_scores(G: Any, net: Any, samples: int, truncation: float = 0.7, seed: int = 0, batch: int = 32,
                   progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Latents w [N, w_dim] (W, one vector per head) and attribute scores of their frontal renders."""
+    """Latents w [N, w_dim] (W, one vector per head) and attribute scores: of their frontal renders by the
+    feature network ``net``, or (``net`` None, distilled models) the true parameters of their z."""
     from backend.invert.render import render_views
     from backend.sampling import conditioning_label
 
@@ -85,8 +112,12 @@ def sample_scores(G: Any, net: Any, samples: int, truncation: float = 0.7, seed:
         z = torch.randn(n, G.cfg.z_dim, generator=gen).to(device)
         with torch.no_grad():
             ws = G.mapping(z, c.expand(n, -1), truncation_psi=truncation)
-            out = render_views(G, ws, c.expand(n, -1), seed=done, grad=False)
-        for k, v in attribute_scores(net, out["image"].clamp(-1, 1)).items():
+            if net is None:
+                found = true_scores(z.cpu().double().numpy())
+            else:
+                out = render_views(G, ws, c.expand(n, -1), seed=done, grad=False)
+                found = attribute_scores(net, out["image"].clamp(-1, 1))
+        for k, v in found.items():
             scores.setdefault(k, []).append(v)
         ws_all.append(ws[:, 0].cpu())
         done += n
@@ -130,7 +161,7 @@ def fit_directions(w: np.ndarray, scores: dict[str, np.ndarray], ridge: float = 
     return out
 
 
-def learn_directions(model: str, features: str, samples: int = 2000, truncation: float = 0.7, seed: int = 0,
+def learn_directions(model: str, features: str | None, samples: int = 2000, truncation: float = 0.7, seed: int = 0,
                      device: str = "cpu", ridge: float = 1e-2,
                      progress: Callable[[int, int], None] | None = None) -> tuple[DirectionSet, Any]:
     """Load a model and a feature network, sample, score and fit; returns (directions, the loaded model)."""
@@ -141,7 +172,15 @@ def learn_directions(model: str, features: str, samples: int = 2000, truncation:
 
     dev = resolve_device(device)
     loaded = load_generator(model, dev)
-    net = load_feature_net(features, dev)
+    if takes_head_latents(loaded.generator):
+        net, features = None, "none: the true parameters of each head latent"
+    elif features is None:
+        from backend.errors import Aware3DError
+
+        raise Aware3DError(f"{loaded.name} is not a distilled model: its samples' attributes must be read by a "
+                           "feature network", "pass --features (e.g. the bundled aware3d-features64)")
+    else:
+        net = load_feature_net(features, dev)
     t0 = time.perf_counter()
     w, scores = sample_scores(loaded.generator, net, samples, truncation, seed, progress=progress)
     dirs = fit_directions(w, scores, ridge)
@@ -156,7 +195,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("directions", help="learn attribute directions in W for 'aware3d edit'",
                        description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--model", required=True, help="generator (name or path)")
-    p.add_argument("--features", required=True, help="feature network from 'aware3d-train features'")
+    p.add_argument("--features", help="feature network from 'aware3d-train features' (not needed for a distilled "
+                                      "model: its z gives each head's true parameters)")
     p.add_argument("--out", type=Path, help="output (default: MODEL.directions.safetensors beside the model)")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--truncation", type=float, default=0.7)
