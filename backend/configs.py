@@ -58,7 +58,7 @@ SMALL = GeneratorConfig(
 )
 
 # The bundled default model: 64² images from a 32² render with a ×2 SR module, sized to train on a 2-core
-# CPU (about 6 images/s per core): 64² tri-planes of 16 channels each, at most 64 backbone channels.
+# CPU (its card gives the wall time per kimg): 64² tri-planes of 16 channels each, at most 64 backbone channels.
 HEADS64 = GeneratorConfig(
     name="aware3d-heads64", family="eg3d", z_dim=256, w_dim=256, img_resolution=64, triplane_resolution=64,
     triplane_channels=48, channel_base=2048, channel_max=64, superresolution="hybrid2x", sr_input=32,
