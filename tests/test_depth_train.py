@@ -222,9 +222,13 @@ def test_two_process_gloo_ddp_matches_one_process(zips: dict[str, Path], tmp_pat
     # The gradients are what data parallelism must reproduce (global batch split in two, gradients
     # averaged). Weights after an Adam step are not a sharp check: Adam's first step is ±lr whatever the
     # gradient's scale, so a missing division by the world size would go unnoticed there.
+    # Compared at the scale of the largest gradient: the output bias's gradient is analytically zero (the loss
+    # is invariant to a shift of the disparity), so it holds only float noise (~2e-8, differing by ~1e-9
+    # between the two reduction orders), which a per-tensor tolerance would compare relative to itself.
     grads = [k for k in a.files if k.startswith("grad.")]
     assert grads
+    scale = max(float(np.abs(a[k]).max()) for k in grads)
     for k in grads:
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-4 * float(np.abs(a[k]).max()) + 1e-9, err_msg=k)
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5 * scale, err_msg=k)
     worst = max(float(np.abs(a[k] - b[k]).max()) for k in a.files if k.startswith("weight."))
     assert worst < 1e-4, f"weights differ after one step by {worst}"
