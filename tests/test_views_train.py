@@ -218,3 +218,13 @@ def test_pull_option(tiny_models: dict[str, Path], tmp_path: Path, capsys: pytes
         assert aware3d(["views", "--first", "uncond", "--views-model", str(tiny_models["cond"]),
                         "--first-model", str(tiny_models["uncond"]), "--pull", bad, "--out", str(tmp_path)]) == 2
         assert "--pull" in capsys.readouterr().err
+
+
+def test_eval_views_cli_report_records_its_command(zips: dict[str, Path], tiny_models: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    out = tmp_path / "eval_views.json"
+    argv = ["eval-views", "--test-data", str(zips["test"]), "--views-model", str(tiny_models["cond"]),
+            "--heads", "1", "--steps", "2", "--out", str(out)]
+    assert aware3d_train(argv) == 0
+    command = json.loads(out.read_text())["command"]  # benchmarks/results/eval_views_*.json are cited by docs
+    assert command.startswith("aware3d-train eval-views ") and f"--out {out}" in command

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 
@@ -98,6 +99,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from backend.fileio import write_json
     from backend.views.generate import load_view_models, parse_pull, resolve_view_model
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
+    from train.depth.command import command_line
     from train.diffusion.evaluate import evaluate_views
 
     if args.threads:
@@ -118,6 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report["model"] = str(resolve_view_model("cond", args.views_model))
     report["pull"] = {"rgb": models.rgb_pull, "depth": models.depth_pull}
     report["test_data"] = args.test_data.name
+    report["command"] = shlex.join(command_line(args, "eval-views"))  # benchmarks/results cite it
     write_json(args.out, report)
     print(json.dumps(report["summary"], indent=1), file=sys.stderr)
     return 0
