@@ -28,8 +28,8 @@ AWAITING_REMAKE = {
     "eval_aware3d-heads.json": "aware3d-train eval does not record its command yet",
     "eval_aware3d-heads_before-distortion.json": "aware3d-train eval does not record its command yet",
     "eval_aware3d-heads_before-imitation.json": "aware3d-train eval does not record its command yet",
-    "eval_views_aware3d-views.json": "aware3d-train eval-views does not record its command yet",
-    "eval_views_aware3d-views_pull1.json": "aware3d-train eval-views does not record its command yet",
+    "eval_views_aware3d-views.json": "written before aware3d-train eval-views recorded its command",
+    "eval_views_aware3d-views_pull1.json": "written before aware3d-train eval-views recorded its command",
     "inversion_cpu.json": "measures the bundled aware3d-heads model, to be remade with its replacement",
 }
 
