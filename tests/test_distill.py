@@ -44,6 +44,19 @@ def test_rendered_targets_are_a_function_of_the_step_and_split_across_processes(
     assert a.image.shape == (4, 3, 16, 16) and float(a.image.min()) >= -1 and float(a.image.max()) <= 1
 
 
+def test_prefetching_in_a_worker_process_gives_the_same_batches() -> None:
+    from train.distill.targets import Prefetching
+
+    src = RenderedTargets(res=16, z_dim=67, seed=3)
+    pre = Prefetching(src, workers=1, ahead=2)
+    try:
+        for k in (0, 1, 2, 5):  # in order, then a jump (a resume)
+            a, b = pre.batch(k, 2), src.batch(k, 2)
+            assert torch.equal(a.image, b.image) and torch.equal(a.z, b.z) and torch.equal(a.depth, b.depth)
+    finally:
+        pre.close()
+
+
 def test_truth_at_the_neural_resolution() -> None:
     depth = torch.full((1, 4, 4), float("inf"))
     depth[0, :2, :2] = 2.5  # one whole low-res pixel of head
@@ -199,7 +212,6 @@ def test_amp_trains_with_finite_losses(tmp_path: Path) -> None:
 def test_directions_of_a_distilled_model_come_from_the_true_parameters() -> None:
     """No feature network: each sample's z is its head, so glasses, hat ... are read from z exactly."""
     from train.directions import learn_directions, true_scores
-
     from train.synthetic.latent import INDEX
 
     z = np.zeros((2, 67))

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--render-workers", type=int, default=1, metavar="N",
+                   help="processes rendering the next batches while one trains (default 1; 0: render in the "
+                        "training process); the numbers do not depend on it")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or CPUs with bf16 support)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--export", type=Path, help="write the final EMA generator here (.safetensors)")
@@ -121,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         trainer = DistillTrainer(opts, args.out, source=source, device=device, dist=info,
                                  command=["aware3d-train", "distill", *command_line(args)[2:]], features=features,
-                                 init_tensors=init, data_path=str(args.data) if args.data else "")
+                                 init_tensors=init, data_path=str(args.data) if args.data else "",
+                                 render_workers=max(args.render_workers, 0) if args.data is None else 0)
     except ValueError as exc:
         raise Aware3DError(str(exc)) from None
     if trainer.init_skipped is not None and info.is_main:

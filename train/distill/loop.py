@@ -35,7 +35,7 @@ from backend.sampling import to_uint8
 from train.amp import autocast, check_amp
 from train.distill.losses import FeaturePerceptual, density_loss, surface_samples, true_occupancy, truth_at
 from train.distill.options import DistillOptions
-from train.distill.targets import RenderedTargets, TargetSource, render_targets
+from train.distill.targets import Prefetching, RenderedTargets, TargetSource, render_targets
 from train.gan import distributed
 from train.gan.logs import TrainingLog, progress_line
 from train.gan.snapshot import load_newest_snapshot, save_snapshot
@@ -74,7 +74,7 @@ class DistillTrainer:
                  device: torch.device | str = "cpu", dist: distributed.DistInfo | None = None,
                  command: list[str] | None = None, features: torch.nn.Module | None = None,
                  init_tensors: dict[str, torch.Tensor] | None = None, data_path: str = "",
-                 log: bool = True) -> None:
+                 log: bool = True, render_workers: int = 0) -> None:
         self.opts = opts
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
@@ -90,6 +90,8 @@ class DistillTrainer:
             raise ValueError(f"config {self.cfg.name} has z_dim {self.cfg.z_dim}; a head latent needs {LATENT_DIMS}")
         self.truth_res = opts.truth_resolution or self.cfg.img_resolution
         self.source = source or RenderedTargets(self.truth_res, self.cfg.z_dim, opts.seed, opts.around)
+        if render_workers > 0:
+            self.source = Prefetching(self.source, render_workers)
         self.G = TriPlaneGenerator(self.cfg, seed=opts.seed).train().to(self.device)
         self.init_skipped = init_from_model(self.G, init_tensors) if init_tensors is not None else None
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -257,6 +259,13 @@ class DistillTrainer:
     # The loop -------------------------------------------------------------------------------------------
 
     def run(self, stop_after_iterations: int | None = None) -> None:
+        try:
+            self._run(stop_after_iterations)
+        finally:
+            if isinstance(self.source, Prefetching):
+                self.source.close()
+
+    def _run(self, stop_after_iterations: int | None) -> None:
         o = self.opts
         start_time = time.time() - self.progress.wall_time
         tick_t, tick_nimg = time.time(), self.progress.nimg
