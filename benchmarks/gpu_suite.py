@@ -146,6 +146,7 @@ class Suite:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.python = sys.executable
         self.deadline = time.monotonic() + args.budget_s
+        self.step_deadline = self.deadline  # set by the driver from each step's own limit
         self.env = dict(os.environ, PYTHONUNBUFFERED="1",
                         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self.device = "cpu" if self.dry else "cuda"
@@ -154,7 +155,8 @@ class Suite:
     # -- helpers for steps ------------------------------------------------------------------------------------
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds left for the current step: its own limit, capped by the suite's budget."""
+        return min(self.step_deadline, self.deadline) - time.monotonic()
 
     def json_path(self, name: str) -> Path:
         return self.out_dir / f"{name}.json"
@@ -170,11 +172,11 @@ class Suite:
         """The dry run shares CI's few cores: one torch thread, like the committed CPU results."""
         return ["--threads", "1"] if self.dry else []
 
-    def run(self, outcome: Outcome, cmd: Sequence[str], timeout_s: float, label: str | None = None) -> str:
+    def run(self, outcome: Outcome, cmd: Sequence[str], label: str | None = None) -> str:
         """Run ``cmd`` at the repository root, its output to a log; return the output; raise on failure."""
-        limit = min(timeout_s, self.remaining())
+        limit = self.remaining()
         if limit < 5:
-            raise StepTimeout(f"no time left in the suite budget for {label or outcome.name}")
+            raise StepTimeout(f"no time left for {label or outcome.name} (step limit or suite budget)")
         shown_cmd = shlex.join([("python" if c == self.python else c) for c in cmd])
         outcome.commands.append(shown_cmd)
         log = self.logs / f"{label or outcome.name}.log"
@@ -202,10 +204,10 @@ class Suite:
         Run(SCRIPT, self.remake(outcome.name)).finish(report, path, self.device)
         outcome.files.append(shown(path))
 
-    def benchmark(self, outcome: Outcome, name: str, cmd: list[str], timeout_s: float) -> dict[str, Any]:
+    def benchmark(self, outcome: Outcome, name: str, cmd: list[str]) -> dict[str, Any]:
         """Run a benchmark script with ``--out`` in the results folder; return what it wrote."""
         path = self.json_path(name)
-        self.run(outcome, [*cmd, "--out", shown(path)], timeout_s, label=name)
+        self.run(outcome, [*cmd, "--out", shown(path)], label=name)
         outcome.files.append(shown(path))
         return json.loads(path.read_text())
 
@@ -248,7 +250,7 @@ print(json.dumps({"missing": missing, "versions": versions}))
 
 
 def probe_imports(suite: Suite, outcome: Outcome, modules: Sequence[str], label: str) -> dict[str, Any]:
-    text = suite.run(outcome, [suite.python, "-c", PROBE, *modules], 120, label=label)
+    text = suite.run(outcome, [suite.python, "-c", PROBE, *modules], label=label)
     return json.loads(text.strip().splitlines()[-1])
 
 
@@ -261,12 +263,12 @@ def step_setup(suite: Suite, outcome: Outcome) -> None:
         wheels = sorted(Path(suite.args.wheels).glob("*.whl")) if suite.args.wheels else []
         if wheels:
             suite.run(outcome, [suite.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                                *map(str, wheels)], 120, label="setup_wheels")
+                                *map(str, wheels)], label="setup_wheels")
             installed += [w.name for w in wheels]
         elif suite.args.pip:
             reqs = pyproject_requirements()
             wanted = [requirement(reqs, modules[m]) for m in found["missing"]]
-            suite.run(outcome, [suite.python, "-m", "pip", "install", "-q", *wanted], 300, label="setup_pip")
+            suite.run(outcome, [suite.python, "-m", "pip", "install", "-q", *wanted], label="setup_pip")
             installed += wanted
         if installed:
             found = probe_imports(suite, outcome, list(modules), "setup_probe_after")
@@ -303,7 +305,7 @@ def step_gpu_tests(suite: Suite, outcome: Outcome) -> None:
            f"--junitxml={junit}", *files]
     failed: StepFailed | None = None
     try:
-        suite.run(outcome, cmd, 240)
+        suite.run(outcome, cmd)
     except StepFailed as exc:
         failed = exc
     if not junit.exists():
@@ -347,7 +349,7 @@ def step_marching_cubes(suite: Suite, outcome: Outcome) -> None:
         outcome.notes.append("dry run: no CUDA, so the kernel half is skipped (--check-cuda not passed)")
     else:
         args = ["--mc-res", "256", "512", "--repeat", "3", "--device", "cuda", "--check-cuda"]
-    suite.benchmark(outcome, "marching_cubes", suite.bench("mesh.py", "--res", *args), 150)
+    suite.benchmark(outcome, "marching_cubes", suite.bench("mesh.py", "--res", *args))
 
 
 def render_step(name: str, gpu_args: list[str], dry_model: str) -> Callable[[Suite, Outcome], None]:
@@ -360,7 +362,7 @@ def render_step(name: str, gpu_args: list[str], dry_model: str) -> Callable[[Sui
                 args.append("--fp16-sr")
         else:
             args = [*gpu_args, "--device", "cuda"]
-        result = suite.benchmark(outcome, name, suite.bench("render.py", *args), 120)
+        result = suite.benchmark(outcome, name, suite.bench("render.py", *args))
         outcome.notes.append(f"{result['ms_per_image_mean']} ms/image at batch {result['batch']}")
 
     step.__doc__ = f"benchmarks/render.py {' '.join(gpu_args)}"
@@ -371,7 +373,7 @@ def mesh_step(name: str, gpu_args: list[str], dry_args: list[str]) -> Callable[[
     def step(suite: Suite, outcome: Outcome) -> None:
         args = ([*dry_args, "--repeat", "1", "--device", "cpu", *suite.cpu_threads()] if suite.dry
                 else [*gpu_args, "--repeat", "2", "--device", "cuda"])
-        suite.benchmark(outcome, name, suite.bench("mesh.py", *args, "--mc-res"), 180)
+        suite.benchmark(outcome, name, suite.bench("mesh.py", *args, "--mc-res"))
 
     step.__doc__ = f"benchmarks/mesh.py {' '.join(gpu_args)}"
     return step
@@ -380,14 +382,14 @@ def mesh_step(name: str, gpu_args: list[str], dry_args: list[str]) -> Callable[[
 def step_views(suite: Suite, outcome: Outcome) -> None:
     args = (["--steps", "2", "--views", "1", "--repeat", "1", "--device", "cpu", *suite.cpu_threads()]
             if suite.dry else ["--repeat", "3", "--device", "cuda"])
-    result = suite.benchmark(outcome, "views", suite.bench("views.py", *args), 90)
+    result = suite.benchmark(outcome, "views", suite.bench("views.py", *args))
     outcome.notes.append(f"next view {result['next_view_s']['median']} s (median)")
 
 
 def step_dataset(suite: Suite, outcome: Outcome) -> None:
     args = (["--device", "cpu", "--count64", "4", "--count128", "2", "--workers", "1"] if suite.dry
             else ["--device", "cuda", "--count64", "256", "--count128", "128"])
-    suite.benchmark(outcome, "dataset", suite.bench("dataset.py", *args), 120)
+    suite.benchmark(outcome, "dataset", suite.bench("dataset.py", *args))
 
 
 def make_dataset(suite: Suite, outcome: Outcome, name: str, count: int, test_heads: int = 0) -> Path:
@@ -396,7 +398,7 @@ def make_dataset(suite: Suite, outcome: Outcome, name: str, count: int, test_hea
     if not out.exists():
         suite.run(outcome, [suite.python, "-m", "train.cli", "make-dataset", "--count", str(count), "--res", "64",
                             "--seed", "1", "--test-heads", str(test_heads), "--quiet", "--out", str(out)],
-                  120, label=f"{outcome.name}_make_dataset")
+                  label=f"{outcome.name}_make_dataset")
     return out
 
 
@@ -414,7 +416,7 @@ def step_inversion(suite: Suite, outcome: Outcome) -> None:
         outcome.notes.append("user outputs and photo skipped: imageio-ffmpeg (the orbit .mp4) is not installed")
     else:
         args += ["--device", "cuda", "--outputs", "--photo"]
-    result = suite.benchmark(outcome, "inversion", suite.bench("inversion.py", *args), 240)
+    result = suite.benchmark(outcome, "inversion", suite.bench("inversion.py", *args))
     outcome.notes.append(f"full pipeline {result['summary']['seconds']['full_pipeline']['mean']} s per head")
 
 
@@ -436,7 +438,7 @@ def step_collectives(suite: Suite, outcome: Outcome) -> None:
     procs = world(suite, outcome)
     path = suite.work / "collectives.json"
     suite.run(outcome, torchrun(suite, procs, str(SCRIPT), "--probe-collectives", str(path),
-                                "--backend", "gloo" if suite.dry else "nccl"), 120)
+                                "--backend", "gloo" if suite.dry else "nccl"))
     report = json.loads(path.read_text())
     suite.write_step_json(outcome, "collectives", report)
     if not report["correct"]:
@@ -485,7 +487,7 @@ def step_train_smoke(suite: Suite, outcome: Outcome) -> None:
     kimg = "0.008" if suite.dry else "0.2"
     suite.run(outcome, torchrun(suite, procs, "-m", "train.cli", "gan", "--data", str(data), "--preset", "tiny",
                                 "--out", str(run_dir), "--kimg", kimg, "--batch", "4", "--amp",
-                                "--device", suite.device, "--export", str(run_dir / "final.safetensors")), 240)
+                                "--device", suite.device, "--export", str(run_dir / "final.safetensors")))
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     losses = {k: v for entry in log for k, v in entry.items() if k.startswith("loss/")}
     finite = all(isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
@@ -501,28 +503,28 @@ def step_train_smoke(suite: Suite, outcome: Outcome) -> None:
                          f"exported {report['exported']}")
 
 
+# Limits are caps for the slowest plausible run of each step; the suite budget is what keeps the whole in 8 min.
 STEPS: tuple[Step, ...] = (
-    Step("setup", 240, step_setup),
-    Step("gpu_tests", 240, step_gpu_tests),
-    Step("marching_cubes", 150, step_marching_cubes),
-    Step("render_eg3d_b1", 120, render_step("render_eg3d_b1", ["--model", "random:eg3d-ffhq512-128", "--batch",
-                                                               "1", "--iterations", "20", "--warmup", "3"],
-                                            "random:tiny")),
-    Step("render_eg3d_b16_fp16sr", 120, render_step("render_eg3d_b16_fp16sr", [
+    Step("setup", 150, step_setup),
+    Step("gpu_tests", 150, step_gpu_tests),
+    Step("marching_cubes", 90, step_marching_cubes),
+    Step("render_eg3d_b1", 60, render_step("render_eg3d_b1", [
+        "--model", "random:eg3d-ffhq512-128", "--batch", "1", "--iterations", "20", "--warmup", "3"], "random:tiny")),
+    Step("render_eg3d_b16_fp16sr", 60, render_step("render_eg3d_b16_fp16sr", [
         "--model", "random:eg3d-ffhq512-128", "--batch", "16", "--fp16-sr", "--iterations", "10", "--warmup", "2"],
         "random:tiny")),
-    Step("render_mimic3d_512direct", 120, render_step("render_mimic3d_512direct", [
+    Step("render_mimic3d_512direct", 90, render_step("render_mimic3d_512direct", [
         "--model", "random:mimic3d-ffhq512-3d", "--resolution", "512", "--iterations", "5", "--warmup", "1"],
         "random:tiny-mimic3d")),
-    Step("mesh_analytic", 180, mesh_step("mesh_analytic", ["--res", "128", "256", "512", "--c2f-res", "1024"],
+    Step("mesh_analytic", 120, mesh_step("mesh_analytic", ["--res", "128", "256", "512", "--c2f-res", "1024"],
                                          ["--res", "32"])),
-    Step("mesh_model", 180, mesh_step("mesh_model", ["--model", "aware3d-heads", "--res", "128", "256", "512"],
-                                      ["--model", "aware3d-heads", "--res", "32"])),
-    Step("views", 90, step_views),
-    Step("inversion", 240, step_inversion),
-    Step("collectives", 120, step_collectives),
-    Step("train_smoke", 240, step_train_smoke),
-    Step("dataset", 120, step_dataset),  # last: the only step no claim is waiting for
+    Step("mesh_model", 90, mesh_step("mesh_model", ["--model", "aware3d-heads", "--res", "128", "256", "512"],
+                                     ["--model", "aware3d-heads", "--res", "32"])),
+    Step("views", 60, step_views),
+    Step("inversion", 150, step_inversion),
+    Step("collectives", 60, step_collectives),
+    Step("train_smoke", 150, step_train_smoke),
+    Step("dataset", 90, step_dataset),  # last: the only step no claim is waiting for
 )
 
 
@@ -560,6 +562,7 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
                 continue
             outcome = Outcome(step.name)
             t0 = time.monotonic()
+            suite.step_deadline = t0 + step.timeout_s
             if suite.remaining() < 5:
                 outcome.status, outcome.notes = "not_run", [f"suite budget of {args.budget_s} s spent"]
             else:

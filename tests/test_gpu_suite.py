@@ -54,3 +54,20 @@ def test_requirements_come_from_pyproject() -> None:
     for dist in (*gpu_suite.NEEDED_MODULES.values(), *gpu_suite.DEVICE_IMAGE_LACKS):
         assert dist.lower() in reqs, f"{dist} is not a dependency in pyproject.toml"
     assert any(name.startswith("cupy") for name in reqs), "the gpu extra names CuPy"
+
+
+def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path: Path) -> None:
+    import argparse
+    import time
+
+    suite = gpu_suite.Suite(argparse.Namespace(dry_run=True, budget_s=100), tmp_path / "out", tmp_path)
+    suite.step_deadline = time.monotonic() + 5.5
+    outcome = gpu_suite.Outcome("sleeper")
+    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+            "print('started', flush=True); time.sleep(60)"
+    t0 = time.monotonic()
+    with pytest.raises(gpu_suite.StepTimeout, match="killed after"):
+        suite.run(outcome, [sys.executable, "-c", child])
+    assert time.monotonic() - t0 < 20 and "started" in outcome.log_tail
+    with pytest.raises(gpu_suite.StepTimeout, match="no time left"):
+        suite.run(outcome, [sys.executable, "-c", "pass"])
