@@ -37,7 +37,7 @@ class WarpAugment:
     prewarp_noise: float = 0.005
     blur_p: float = 0.8
     erode_sizes: tuple[int, ...] = (1, 3, 5)
-    supersample: int = 1  # the warp's mask only needs pixel accuracy; 3× costs 6× the time on a CPU
+    supersample: int = 1  # the warp's mask only needs pixel accuracy, and supersampling multiplies its cost
 
 
 def camera_angles(cam2world: np.ndarray, center: np.ndarray | None = None) -> tuple[float, float, float]:

@@ -30,7 +30,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     """Temporarily use ``n`` torch CPU threads (None: unchanged).
 
     The field is hundreds of small element-wise kernels; on a busy machine OpenMP threads waiting for
-    each other made it up to 20x slower, while one thread per process always runs at full speed.
+    each other slow it down, while one thread per process runs at full speed.
     """
     old = torch.get_num_threads()
     if n is not None and n != old:

@@ -60,7 +60,7 @@ def scene_label(scene: SceneParams) -> np.ndarray:
     return make_label(orbit_camera(scene.yaw_deg, scene.pitch_deg), focal=FFHQ_FOCAL)
 
 
-CHUNK = 32768  # points per field evaluation: keeps the temporaries in cache (2-3x faster on CPU)
+CHUNK = 32768  # points per field evaluation: keeps the temporaries cache-sized on a CPU
 
 
 class HeadBatch:
@@ -354,7 +354,7 @@ def render(heads: Sequence[HeadParams], scenes: Sequence[SceneParams], res: int,
 
     ``threads``: torch CPU threads while rendering (restored afterwards; None = leave as is). One by
     default: the tensors are cache-sized chunks that gain little from intra-op threads, and on a busy
-    machine OpenMP threads waiting for each other made rendering 5x slower; use processes to scale
+    machine OpenMP threads waiting for each other slow rendering down; use processes to scale
     (``build_dataset`` does).
     """
     if len(heads) != len(scenes) or not heads:
