@@ -66,3 +66,21 @@ def test_reconstruction_of_the_truth_itself_is_perfect(test_zip: Path) -> None:
 def test_a_gan_is_not_scored_by_reconstruction(test_zip: Path) -> None:
     G = load_generator("random:tiny").generator
     assert "skipped" in reconstruction(G, ZipDataset(test_zip, extras=True))
+
+
+def test_eval_command_reports_reconstruction_and_its_command(test_zip: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).parent / "aware3d-train")
+    out = tmp_path / "report.json"
+    run = subprocess.run([exe, "eval", "--model", "random:tiny-distilled:1", "--data", str(test_zip),
+                          "--test-data", str(test_zip), "--count", "8", "--latents", "1", "--mesh-latents", "0",
+                          "--reconstruction-meshes", "0", "--device", "cpu", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("aware3d-train eval --model random:tiny-distilled:1")
+    rec = report["reconstruction"]
+    assert rec["heads"] == 1 and rec["chamfer_heads"] == 0 and np.isfinite(rec["psnr_head_mean"])

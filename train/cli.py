@@ -32,6 +32,18 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def command_line(args: argparse.Namespace, name: str) -> list[str]:
+    """The command as a user would type it, rebuilt from the parsed arguments (also for in-process calls):
+    what training runs and reports record as their provenance."""
+    words = [PROG, name]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return words
+
+
 # --------------------------------------------------------------------------------------------------------
 # make-dataset
 # --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from train.cli import command_line
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -65,17 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--json", type=Path, help="also write the report here")
     e.add_argument("--threads", type=_positive_int, help="CPU threads (torch.set_num_threads)")
     e.set_defaults(func=run_eval)
-
-
-def command_line(args: argparse.Namespace, name: str = "depth") -> list[str]:
-    """The command as a user would type it, rebuilt from the parsed arguments."""
-    words = ["aware3d-train", name]
-    for key, value in vars(args).items():
-        if key in ("func", "command") or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        words += [flag] if value is True else [flag, str(value)]
-    return words
 
 
 def _open_data(path: Path, what: str, **kw: Any):  # type: ignore[no-untyped-def]
@@ -137,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError(f"--batch {opts.batch} is not divisible by {info.world_size} processes",
                            "choose a global batch that is a multiple of the process count")
     args.out.mkdir(parents=True, exist_ok=True)
-    trainer = DepthTrainer(opts, cfg, data, args.out, device=device, dist=info, command=command_line(args),
+    trainer = DepthTrainer(opts, cfg, data, args.out, device=device, dist=info,
+                           command=command_line(args, "depth"),
                            data_path=str(args.data), test_data=test)
     if args.resume:
         try:

@@ -98,8 +98,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from backend.errors import Aware3DError
     from backend.fileio import write_json
     from backend.views.generate import load_view_models, parse_pull, resolve_view_model
+    from train.cli import command_line
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
-    from train.depth.command import command_line
     from train.diffusion.evaluate import evaluate_views
 
     if args.threads:

@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from train.gan.command import command_line
+from train.cli import command_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         trainer = DistillTrainer(opts, args.out, source=source, device=device, dist=info,
-                                 command=["aware3d-train", "distill", *command_line(args)[2:]], features=features,
+                                 command=command_line(args, "distill"), features=features,
                                  init_tensors=init, data_path=str(args.data) if args.data else "",
                                  render_workers=max(args.render_workers, 0) if args.data is None else 0)
     except ValueError as exc:

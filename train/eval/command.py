@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--latents", type=int, default=16, help="heads for the consistency measure")
     e.add_argument("--mesh-latents", type=int, default=4,
                    help="heads whose density-10 mesh is compared with their render (0: skip)")
+    e.add_argument("--reconstruction-heads", type=int, metavar="N",
+                   help="distilled models with --test-data: held-out heads rendered from their own latent and "
+                        "compared with their true views (default: all)")
+    e.add_argument("--reconstruction-meshes", type=int, default=4, metavar="N",
+                   help="of those, heads whose density mesh is compared with the true surface (Chamfer)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", type=Path, help="also write the report here")
@@ -124,7 +129,7 @@ def run_features_check(args: argparse.Namespace) -> int:
     from backend.checkpoints.model_file import read_header
     from backend.devices import resolve_device
     from backend.errors import Aware3DError
-    from train.depth.command import command_line
+    from train.cli import command_line
     from train.eval.features import held_out_metrics, held_out_record, load_feature_net, record_held_out, trust
 
     if not args.features.is_file():
@@ -175,9 +180,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(model.generator, data, net, count=args.count, latents=args.latents, seed=args.seed,
                       test_data=test, on_progress=on_progress, mesh_latents=args.mesh_latents)
+    if test is not None:
+        from train.eval.reconstruction import reconstruction
+
+        report["reconstruction"] = reconstruction(model.generator, test, heads=args.reconstruction_heads,
+                                                  meshes=args.reconstruction_meshes, on_progress=on_progress)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
-    report = {"model": model.name, "config": model.generator.cfg.name,
+    import shlex
+
+    from train.cli import command_line
+
+    report = {"command": shlex.join(command_line(args, "eval")), "model": model.name,
+              "config": model.generator.cfg.name,
               "model_kimg": model.header.provenance.get("kimg"), "data": str(args.data),
               "features": str(args.features), "features_trust": features_trust, **report}
     text = json.dumps(report, indent=2)

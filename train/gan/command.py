@@ -7,6 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from train.cli import command_line
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -47,17 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--export", type=Path, help="write the final EMA generator here (.safetensors)")
     p.set_defaults(func=run)
-
-
-def command_line(args: argparse.Namespace) -> list[str]:
-    """The command as a user would type it, rebuilt from the parsed arguments (also for in-process calls)."""
-    words = ["aware3d-train", "gan"]
-    for key, value in vars(args).items():
-        if key in ("func", "command") or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        words += [flag] if value is True else [flag, str(value)]
-    return words
 
 
 def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -124,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(str(exc), "train without --amp") from None
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = GanTrainer(opts, data, args.out, device=device, dist=info, command=command_line(args),
+        trainer = GanTrainer(opts, data, args.out, device=device, dist=info, command=command_line(args, "gan"),
                              data_path=str(args.data))
     except ValueError as exc:
         raise Aware3DError(str(exc), "pick a --config whose image size matches the data set") from None
