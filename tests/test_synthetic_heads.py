@@ -402,3 +402,11 @@ def test_cli_makes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     build_dataset(same, count=3, res=16, seed=4, test_heads=1, workers=1, progress=False)
     assert same.read_bytes() == out.read_bytes()
     assert (tmp_path / "s_test.zip").read_bytes() == (tmp_path / "c_test.zip").read_bytes()
+
+
+def test_a_colour_channel_shared_by_every_head_of_a_batch_renders() -> None:
+    """A batch where one skin channel is equal for all heads (a constant) and the others vary (per-ray rows)."""
+    a = replace(sample_head(0, 1), skin_rgb=(1.0, 0.5, 0.4))
+    b = replace(sample_head(0, 2), skin_rgb=(1.0, 0.6, 0.3))
+    out = render([a, b], [sample_scene(0, 1), sample_scene(0, 2)], 16)
+    assert out.images.shape == (2, 16, 16, 3)

@@ -16,9 +16,12 @@ from .sdf import GROUPS, Params, Tensor
 
 def _rgb(P: Params, name: str, like: Tensor) -> Tensor:
     vals = [P[f"{name}_{c}"] for c in "rgb"]
-    if isinstance(vals[0], Tensor):
-        return torch.stack([v.expand_as(like) for v in vals], -1)  # type: ignore[union-attr]
-    return torch.tensor(vals, dtype=like.dtype, device=like.device).expand(*like.shape, 3)
+    if not any(isinstance(v, Tensor) for v in vals):
+        return torch.tensor(vals, dtype=like.dtype, device=like.device).expand(*like.shape, 3)
+    # Per channel: a channel can be equal for every head of a batch (a constant, e.g. clipped at 1) while
+    # the others vary.
+    return torch.stack([v.expand_as(like) if isinstance(v, Tensor) else torch.full_like(like, float(v))
+                        for v in vals], -1)
 
 
 def _band(d: Tensor, width: float) -> Tensor:
