@@ -160,6 +160,17 @@ def test_model_card_compares_before_and_after_imitation(tmp_path: Path) -> None:
     assert "Before and after the ray-distortion stage" in text and "(2.5 kimg)" in text
     assert "| mesh vs render depth error, worst view | 0.0500 | 0.0200 | -0.0300 |" in text
     assert "| FID, final image (SR) | 10.5000 | 10.0000 | -0.5000 |" in text
+    # A distilled model replacing a GAN: the comparison and the reconstruction rows.
+    after["reconstruction"] = {"heads": 3, "views_per_head": 21, "max_yaw": 45.0, "psnr_mean": 24.5,
+                               "psnr_head_mean": 22.25, "ssim_mean": 0.8, "ssim_head_mean": 0.7,
+                               "depth_error_median": 0.0075, "chamfer_mean": 0.0123, "chamfer_heads": 2,
+                               "back_psnr_head_mean": 19.5}
+    gan = {"model": "aware3d-heads", "model_kimg": 62.0, "quality": {"fid_image": 94.7}}
+    text = write_model_card(path, after, seeds=1, orbit_frames=2, before_distillation=gan).read_text()
+    assert "Before and after distillation" in text and "aware3d-heads (62.0 kimg)" in text
+    assert "| FID, final image (SR) | 94.7000 | 10.0000 | -84.7000 |" in text
+    assert "(3 heads × 21 views, |yaw| ≤ 45°): PSNR whole image / head region (dB) | 24.50 / 22.25 |" in text
+    assert "| density-10 mesh vs true surface, Chamfer (2 heads, world units) | 0.0123 |" in text
 
 
 def test_trust_needs_a_held_out_record_that_passes_the_bar() -> None:

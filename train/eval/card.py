@@ -54,6 +54,18 @@ def _format_metrics(report: dict[str, Any]) -> str:
                      f"| {m['iou_mean']:.3f} / {m['iou_min']:.3f} |")
         lines.append(f"| mesh vs render depth, median error (world units): mean / worst view "
                      f"| {m['depth_error_mean']:.4f} / {m['depth_error_max']:.4f} |")
+    r = report.get("reconstruction", {})
+    if "psnr_mean" in r:
+        what = f"held-out heads from their own latent ({r['heads']} heads × {r['views_per_head']} views, |yaw| ≤ " \
+               f"{r['max_yaw']:g}°)"
+        lines.append(f"| {what}: PSNR whole image / head region (dB) | {r['psnr_mean']:.2f} / "
+                     f"{r['psnr_head_mean']:.2f} |")
+        lines.append(f"| same: SSIM whole image / head region | {r['ssim_mean']:.3f} / {r['ssim_head_mean']:.3f} |")
+        lines.append(f"| same: median depth error (world units) | {r['depth_error_median']:.4f} |")
+        lines.append(f"| density-10 mesh vs true surface, Chamfer ({r['chamfer_heads']} heads, world units) | "
+                     f"{r['chamfer_mean']:.4f} |")
+        lines.append(f"| head seen from behind vs the truth: PSNR of the head region (dB) | "
+                     f"{r['back_psnr_head_mean']:.2f} |")
     d = report.get("dataset", {})
     if d.get("reprojection_error_ground_truth") is not None:
         lines.append(f"| same reprojection check on the data's ground truth ±{d['yaw_deg']}° | "
@@ -92,7 +104,8 @@ def _format_comparison(before: dict[str, Any], after: dict[str, Any], stage: str
 def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None, notes: str = "",
                      seeds: int = 6, orbit_frames: int = 48,
                      before_imitation: dict[str, Any] | None = None,
-                     before_distortion: dict[str, Any] | None = None) -> Path:
+                     before_distortion: dict[str, Any] | None = None,
+                     before_distillation: dict[str, Any] | None = None) -> Path:
     model_path = Path(model_path)
     name = model_path.name.removesuffix(".safetensors")
     folder = model_path.parent
@@ -117,6 +130,11 @@ def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None,
         comparison += (f"\n### Before and after the ray-distortion stage\n\nThe same evaluation on the model "
                        f"before `--distortion-reg` ({kimg} kimg) and on this model:\n\n"
                        f"{_format_comparison(before_distortion, eval_report, 'distortion', DISTORTION_ROWS)}\n")
+    if before_distillation and eval_report:
+        what = f"{before_distillation.get('model', '?')} ({before_distillation.get('model_kimg', '?')} kimg)"
+        comparison += (f"\n### Before and after distillation\n\nThe same evaluation on the model this one replaces, "
+                       f"{what}, and on this model:\n\n"
+                       f"{_format_comparison(before_distillation, eval_report, 'distillation', DISTORTION_ROWS)}\n")
     text = f"""# Model card: {name}
 
 {notes}

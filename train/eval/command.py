@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--before-distortion", type=Path, metavar="EVAL",
                    help="eval report of the model before the ray-distortion stage (--distortion-reg): adds its "
                         "before/after comparison, mesh alignment included")
+    c.add_argument("--before-distillation", type=Path, metavar="EVAL",
+                   help="eval report of the model a distilled one replaces: adds their before/after comparison")
     c.set_defaults(func=run_card)
 
 
@@ -213,7 +215,8 @@ def run_card(args: argparse.Namespace) -> int:
     report = json.loads(args.eval.read_text()) if args.eval else None
     before = json.loads(args.before_imitation.read_text()) if args.before_imitation else None
     before_distortion = json.loads(args.before_distortion.read_text()) if args.before_distortion else None
+    before_distillation = json.loads(args.before_distillation.read_text()) if args.before_distillation else None
     path = write_model_card(args.model, report, notes=args.notes, before_imitation=before,
-                            before_distortion=before_distortion)
+                            before_distortion=before_distortion, before_distillation=before_distillation)
     print(f"wrote {path}", file=sys.stderr)
     return 0
