@@ -222,3 +222,26 @@ def test_directions_of_a_distilled_model_come_from_the_true_parameters() -> None
     assert ds.provenance["features"].startswith("none")
     # w is a fixed random function of z here (32-d), so a linear read-out of a z-coordinate finds some signal.
     assert ds.directions["skin_tone"].quality["test_corr"] > 0.3
+
+
+def test_sigterm_saves_a_snapshot_and_the_run_resumes_from_it(tmp_path: Path) -> None:
+    """``kill`` on a running ``aware3d-train distill`` (its render worker included) keeps the work done."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    log = run / "log.jsonl"
+    exe = str(Path(sys.executable).parent / "aware3d-train")
+    proc = subprocess.Popen([exe, "distill", "--preset", "tiny", "--out", str(run), "--kimg", "10", "--snap", "5",
+                             "--threads", "1", "--perceptual", "0"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (log.is_file() and log.read_text().strip()):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: snapshot saved at" in err
+    snaps = list_snapshots(run)
+    assert snaps, "no snapshot on SIGTERM (the first interval of 5 kimg was never reached)"
+    resumed = DistillTrainer(tiny(kimg=10), run, log=False)
+    assert resumed.resume() and resumed.progress.iteration >= 1
