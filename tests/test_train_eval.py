@@ -232,3 +232,26 @@ def test_eval_flags_fid_from_an_unproven_feature_network(synthetic: tuple[ZipDat
     from train.eval.card import _format_metrics
 
     assert "**FID / KID below are not trustworthy**" in _format_metrics(report)
+
+
+def test_eval_records_the_command_as_typed(synthetic: tuple[ZipDataset, ZipDataset], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default feature network is found in the bundled folder, but the recorded command does not name that
+    folder's absolute path (benchmarks/results cite the command; it must run on another checkout)."""
+    import shlex
+
+    import backend.registry
+    from train.cli import main
+
+    data, _ = synthetic
+    net, record = train_feature_net(data, epochs=1, batch=16, seed=0)
+    save_feature_net(tmp_path / "aware3d-features64.safetensors", net, {"source": "test", "held_out": record})
+    monkeypatch.setattr(backend.registry, "bundled_models_dir", lambda: tmp_path)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", "random:tiny", "--data", str(data.path), "--count", "8", "--latents", "1",
+                 "--mesh-latents", "0", "--device", "cpu", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    words = shlex.split(report["command"])
+    assert words[:4] == ["aware3d-train", "eval", "--model", "random:tiny"] and "--features" not in words
+    assert words[words.index("--out") + 1] == str(out)
+    assert report["features"] == str(tmp_path / "aware3d-features64.safetensors")

@@ -151,13 +151,17 @@ def run_features_check(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import shlex
+
     from backend.checkpoints.model_file import read_header
     from backend.cli.common import progress
     from backend.devices import resolve_device
     from backend.registry import load_generator
+    from train.cli import command_line
     from train.eval.features import load_feature_net, trust
     from train.eval.report import evaluate
 
+    command = shlex.join(command_line(args, "eval"))  # as typed: the default feature network stays implicit
     device = resolve_device(args.device)
     model = load_generator(args.model, device)
     data = _open_zip(args.data)
@@ -189,11 +193,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                                   meshes=args.reconstruction_meshes, on_progress=on_progress)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
-    import shlex
-
-    from train.cli import command_line
-
-    report = {"command": shlex.join(command_line(args, "eval")), "model": model.name,
+    report = {"command": command, "model": model.name,
               "config": model.generator.cfg.name,
               "model_kimg": model.header.provenance.get("kimg"), "data": str(args.data),
               "features": str(args.features), "features_trust": features_trust, **report}
