@@ -20,7 +20,7 @@ from backend.config import RenderingConfig
 from backend.registry import load_generator
 from backend.render.renderer import ray_march
 from train.distill.loop import DistillTrainer, init_from_model
-from train.distill.losses import surface_samples, true_occupancy, truth_at
+from train.distill.losses import surface_samples, true_occupancy, truth_at, visible_surface
 from train.distill.options import PRESETS
 from train.distill.targets import RenderedTargets, ZipTargets
 from train.gan.snapshot import list_snapshots
@@ -79,6 +79,22 @@ def test_surface_samples_lie_on_the_true_surface() -> None:
     assert occ.shape == (2, 200)
 
 
+def test_visible_surface_points_carry_the_colour_seen_there() -> None:
+    from backend import cameras
+
+    t = RenderedTargets(res=32, z_dim=67, seed=2).batch(0, 2)
+    pts, colour, seen = visible_surface(t.c, t.depth, t.image, 50, [np.random.default_rng(i) for i in range(2)])
+    assert seen.all()
+    _, sdf = true_occupancy(t.heads, pts, 0.004)
+    assert float(sdf.abs().max()) < 0.01
+    for i in range(2):  # each point projects into a pixel whose colour it carries
+        c2w, k = cameras.split_label(t.c[i].numpy())
+        xy, _ = cameras.project_points(pts[i].double().numpy(), c2w, k, 32, 32)
+        cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, 31)
+        rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, 31)
+        assert torch.allclose(colour[i], t.image[i][:, rows, cols].T)
+
+
 def test_depth_of_an_empty_ray_has_a_finite_gradient() -> None:
     """The official 0/0 gave NaN gradients that a masked depth loss cannot remove (distill_notes.md)."""
     depths = torch.linspace(2.25, 3.3, 6).reshape(1, 1, 6, 1).repeat(1, 2, 1, 1)
@@ -107,7 +123,8 @@ def test_tiny_run_fits_its_targets_and_exports_a_model(tmp_path: Path) -> None:
     trainer.run()
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("loss/"))
-    assert {"loss/image_l1", "loss/raw_l1", "loss/alpha_l1", "loss/depth_l1", "loss/density"} <= set(records[0])
+    assert {"loss/image_l1", "loss/raw_l1", "loss/alpha_l1", "loss/depth_l1", "loss/density",
+            "loss/colour_l1"} <= set(records[0])
     # Same heads every step (the density's 3D points are drawn afresh each step, so its loss is noisier).
     for term, bound in (("loss/total", 0.8), ("loss/raw_l1", 0.8), ("loss/alpha_l1", 0.8), ("loss/density", 0.9)):
         assert records[-1][term] < bound * records[0][term], term

@@ -33,7 +33,14 @@ from backend.generator import TriPlaneGenerator
 from backend.render.renderer import SamplingSettings
 from backend.sampling import to_uint8
 from train.amp import autocast, check_amp
-from train.distill.losses import FeaturePerceptual, density_loss, surface_samples, true_occupancy, truth_at
+from train.distill.losses import (
+    FeaturePerceptual,
+    density_loss,
+    surface_samples,
+    true_occupancy,
+    truth_at,
+    visible_surface,
+)
 from train.distill.options import DistillOptions
 from train.distill.targets import Prefetching, RenderedTargets, TargetSource, render_targets
 from train.gan import distributed
@@ -153,6 +160,12 @@ class DistillTrainer:
         # A mean over all pixels (not over the valid ones): the same normalisation on every process, so the
         # averaged gradient of N processes is the one of the whole batch.
         terms["depth_l1"] = torch.where(valid, err, torch.zeros_like(err)).mean()
+        if o.colour_l1 > 0 and o.colour_points > 0:
+            pts, colour, seen = visible_surface(t.c, t.depth, t.image, o.colour_points, rngs)
+            with autocast(self.device, o.amp):
+                rgb = G.query(planes, pts.to(dev))["rgb"][..., :3].float() * 2 - 1
+            err = (rgb - colour.to(dev)).abs().mean(dim=(1, 2))
+            terms["colour_l1"] = (err * seen.to(dev)).mean()
         if o.density > 0 and o.density_points > 0:
             pts = surface_samples(t.c, t.depth, o.density_points, rngs)
             occupancy, _ = true_occupancy(t.heads, pts, o.density_softness)

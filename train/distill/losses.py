@@ -33,27 +33,44 @@ def truth_at(image: torch.Tensor, depth: torch.Tensor, res: int) -> dict[str, to
             "depth": F.avg_pool2d(d, f) / coverage.clamp_min(1e-6), "depth_valid": coverage >= 1 - 1e-6}
 
 
-def surface_samples(labels: torch.Tensor, depth: torch.Tensor, n: int, rngs: Sequence[np.random.Generator],
-                    spread: float = 0.03) -> torch.Tensor:
-    """[N, n, 3] world points: half jittered around the true surface seen in the image, half anywhere in
-    the tri-plane box. One generator per image (so an image's points do not depend on which process or batch
-    position it has); images without head pixels get box points only."""
+def visible_surface(labels: torch.Tensor, depth: torch.Tensor, image: torch.Tensor, n: int,
+                    rngs: Sequence[np.random.Generator]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` points per image on the true surface seen at random head pixels, with those pixels' colours.
+
+    Returns points [N, n, 3], colours [N, n, 3] (as the image, in [-1, 1]) and whether the image has any head
+    pixel [N] (images without one get zeros). One generator per image, so an image's points do not depend on
+    which process or batch position it has.
+    """
     from backend.render.rays import label_cameras, pixel_uv, rays_from_uv
 
     b, res = depth.shape[0], depth.shape[-1]
     cam2world, intrinsics = label_cameras(labels.float())
     origins, dirs = rays_from_uv(cam2world, intrinsics, pixel_uv(res, labels.device))
-    half = n // 2
-    out = torch.stack([torch.from_numpy(rng.uniform(-0.5, 0.5, size=(n, 3)).astype(np.float32)) for rng in rngs])
-    flat = depth.reshape(b, -1)
+    flat, colours = depth.reshape(b, -1), image.reshape(b, 3, -1)
+    points, picked = torch.zeros(b, n, 3), torch.zeros(b, n, 3)
+    seen = torch.zeros(b, dtype=torch.bool)
     for i, rng in enumerate(rngs):
         hits = torch.nonzero(torch.isfinite(flat[i])).squeeze(1)
         if hits.numel() == 0:
             continue
-        pick = hits[torch.from_numpy(rng.integers(hits.numel(), size=half))]
-        pts = origins[i, pick] + dirs[i, pick] * flat[i, pick, None]
-        out[i, :half] = pts + torch.from_numpy(rng.normal(0.0, spread, size=(half, 3)).astype(np.float32))
-    return out
+        pick = hits[torch.from_numpy(rng.integers(hits.numel(), size=n))]
+        points[i] = origins[i, pick] + dirs[i, pick] * flat[i, pick, None]
+        picked[i] = colours[i, :, pick].T
+        seen[i] = True
+    return points, picked, seen
+
+
+def surface_samples(labels: torch.Tensor, depth: torch.Tensor, n: int, rngs: Sequence[np.random.Generator],
+                    spread: float = 0.03) -> torch.Tensor:
+    """[N, n, 3] world points: half jittered (normal, ``spread`` world units) around the true surface seen in
+    the image, half anywhere in the tri-plane box; images without head pixels get box points only."""
+    half = n // 2
+    box = torch.stack([torch.from_numpy(rng.uniform(-0.5, 0.5, size=(n, 3)).astype(np.float32)) for rng in rngs])
+    near, _, seen = visible_surface(labels, depth, torch.zeros(depth.shape[0], 3, *depth.shape[1:]), half, rngs)
+    jitter = torch.stack([torch.from_numpy(rng.normal(0.0, spread, size=(half, 3)).astype(np.float32))
+                          for rng in rngs])
+    box[seen, :half] = (near + jitter)[seen]
+    return box
 
 
 def true_occupancy(heads: Sequence[HeadParams], points: torch.Tensor, softness: float) -> tuple[torch.Tensor,

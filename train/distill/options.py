@@ -27,6 +27,11 @@ class DistillOptions:
     depth_l1: float = 5.0              # expected depth against true depth where the whole pixel is head (mean
                                        # over all pixels; about a third are whole head pixels)
     alpha_l1: float = 1.0              # render opacity against the pixel's head coverage
+    # The colour field at points of the true surface seen by the camera against the colour seen there, from
+    # every camera (a quarter from behind the face): the back of the head gets its own colours instead of
+    # the face's shining through.
+    colour_l1: float = 1.0
+    colour_points: int = 256
     density: float = 0.5               # density against the true inside/outside at 3D points
     density_points: int = 1024         # per head: half near the true surface, half anywhere in the box
     density_level: float = 10.0        # raw density of the surface (the mesh level)
@@ -57,7 +62,8 @@ class DistillOptions:
 
 
 PRESETS: dict[str, DistillOptions] = {
-    "tiny": DistillOptions(config="tiny-distilled", batch=2, kimg=0.008, density_points=64, snap_kimg=0.004,
+    "tiny": DistillOptions(config="tiny-distilled", batch=2, kimg=0.008, density_points=64, colour_points=32,
+                           snap_kimg=0.004,
                            image_kimg=0.004, log_kimg=0.002, ema_kimg=0.01),
     "heads64": DistillOptions(),
 }
