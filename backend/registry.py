@@ -95,7 +95,7 @@ def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
 def describe_config(kind: str, cfg: dict[str, Any]) -> tuple[str, int | None]:
     """What ``aware3d models`` lists as a model's CONFIG and RES, per kind of file: the generator config and its
     image size; the UNet preset and the image size of diffusion and depth networks; the embedding and input
-    size of a feature network; the model that attribute directions belong to (no resolution of their own)."""
+    size of a feature network; the model that attribute directions or a photo encoder belong to."""
     if kind in ("diffusion-uncond", "diffusion-cond"):
         from backend.diffusion.config import PRESETS
 
@@ -108,6 +108,9 @@ def describe_config(kind: str, cfg: dict[str, Any]) -> tuple[str, int | None]:
         return f"{cfg.get('embedding_dim', '?')}-d embedding", cfg.get("input_resolution")
     if kind == "directions":
         return f"directions of {cfg.get('model', {}).get('name', '?')}", None
+    if kind == "encoder":
+        return f"encoder for {cfg.get('generator', {}).get('name', '?')} ({cfg.get('target', '?')})", \
+            cfg.get("resolution")
     return str(cfg.get("name", "?")), cfg.get("img_resolution")
 
 

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train.cli",
     "train.gan.command",
     "train.distill.command",
+    "train.encoder.command",
     "train.eval.command",
     "train.directions",
     "train.diffusion.command",

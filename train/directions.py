@@ -72,13 +72,6 @@ def attribute_scores(net: Any, images: torch.Tensor) -> dict[str, np.ndarray]:
     return out
 
 
-def takes_head_latents(G: Any) -> bool:
-    """Whether the model's z is the synthetic heads' latent (a distilled model)."""
-    from train.synthetic.latent import LATENT_DIMS
-
-    return G.cfg.z_dim == LATENT_DIMS and not G.cfg.normalize_z
-
-
 def true_scores(z: np.ndarray) -> dict[str, np.ndarray]:
     """The attributes of :data:`ATTRIBUTES` read from the heads' true parameters (latents [N, LATENT_DIMS])."""
     from train.synthetic.latent import head_from_latent
@@ -172,7 +165,9 @@ def learn_directions(model: str, features: str | None, samples: int = 2000, trun
 
     dev = resolve_device(device)
     loaded = load_generator(model, dev)
-    if takes_head_latents(loaded.generator):
+    from train.synthetic.latent import takes_head_latents
+
+    if takes_head_latents(loaded.generator.cfg):
         net, features = None, "none: the true parameters of each head latent"
     elif features is None:
         from backend.errors import Aware3DError

@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "aware3d"
 # safetensors sorts tensors by name; the state-dict order is kept here so listings read like state_dict().
 ORDER_KEY = "aware3d.key_order"
-KINDS = ("gan", "diffusion-uncond", "diffusion-cond", "depth", "avatar", "features")
+KINDS = ("gan", "diffusion-uncond", "diffusion-cond", "depth", "avatar", "features", "encoder")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from backend.render.renderer import SamplingSettings
 from train.distill.losses import truth_at
 from train.distill.targets import render_targets
 from train.synthetic.heads import head_sdf
-from train.synthetic.latent import LATENT_DIMS
+from train.synthetic.latent import LATENT_DIMS, takes_head_latents
 from train.synthetic.params import HeadParams
 
 Progress = Callable[[str, int, int], None]
@@ -118,7 +118,7 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
                    on_progress: Progress | None = None) -> dict[str, Any]:
     """The report section: held-out heads of a ``*_test.zip`` (with latents) rendered from their own z."""
     cfg = G.cfg
-    if cfg.z_dim < LATENT_DIMS or cfg.normalize_z:
+    if not takes_head_latents(cfg):
         return {"skipped": f"{cfg.name} does not take head latents as z (not a distilled model)"}
     p0 = test.params(0)
     if "latent" not in p0:

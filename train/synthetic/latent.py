@@ -89,6 +89,11 @@ UNUSED_WHEN: dict[str, str] = {
 }
 
 
+def takes_head_latents(cfg: object) -> bool:
+    """Whether a generator config's z is this latent (a distilled model: z_dim 67, z kept at its length)."""
+    return getattr(cfg, "z_dim", None) == LATENT_DIMS and not getattr(cfg, "normalize_z", True)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # One-dimensional maps and their inverses
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The encoder's training loop: photos whose latent and camera are known, and a regression onto them.
+
+Examples: for a distilled model, synthetic heads rendered by our tracer from random latents (its ``z``) and
+the data's FFHQ-like cameras, i.e. real photos of the kind the model was trained on; for a GAN, the
+generator's own renders from random latents (its ``w``) and cameras. Loss: mean squared error of the
+standardised latent plus the absolute pose error (in units of ``POSE_SCALE``).
+
+Conventions as for the other trainers: everything random in step k is a function of (seed, k, example), so
+``--resume`` is exact and N data-parallel processes compute what one would; atomic snapshots; Ctrl-C or
+SIGTERM saves one.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.fileio import write_json
+from backend.invert.encoder import POSE_SCALE, EncoderConfig, PhotoEncoder, save_encoder
+from backend.render.renderer import SamplingSettings
+from backend.sampling import camera_label
+from train.distill.targets import Prefetching, camera_angles, render_targets
+from train.gan import distributed
+from train.gan.logs import TrainingLog
+from train.gan.snapshot import load_newest_snapshot, save_snapshot
+from train.synthetic.latent import LATENT_DIMS, takes_head_latents
+
+
+@dataclass
+class EncoderOptions:
+    steps: int = 20000
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    pose_weight: float = 1.0
+    seed: int = 0
+    snap_steps: int = 500
+    log_steps: int = 50
+    keep_snapshots: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Examples:
+    images: torch.Tensor   # [N, 3, R, R] in [-1, 1]
+    latents: torch.Tensor  # [N, latent_dim] (z, or w)
+    pose: torch.Tensor     # [N, 2] yaw, pitch in degrees
+
+
+class HeadExamples:
+    """Synthetic heads of random latents from the data's cameras (for a distilled model: z is the head)."""
+
+    def __init__(self, res: int, seed: int) -> None:
+        self.res, self.seed = res, seed
+
+    def batch(self, index: int, size: int, rank: int = 0, world: int = 1) -> Examples:
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 8_800_001, index])))
+        latents = rng.standard_normal((size, LATENT_DIMS))
+        angles = camera_angles(rng, size, around=0.0)
+        local = slice(rank * size // world, (rank + 1) * size // world)
+        t = render_targets(latents[local], angles[local], self.res, LATENT_DIMS)
+        return Examples(t.image, t.z, torch.tensor(angles[local], dtype=torch.float32))
+
+
+class GeneratorExamples:
+    """A GAN's own renders of random latents (target: w) from the data's cameras."""
+
+    def __init__(self, G: Any, seed: int) -> None:
+        self.G, self.seed = G, seed
+
+    @torch.no_grad()
+    def batch(self, index: int, size: int, rank: int = 0, world: int = 1) -> Examples:
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 8_800_002, index])))
+        G = self.G
+        device = next(G.parameters()).device
+        z = torch.from_numpy(rng.standard_normal((size, G.cfg.z_dim)).astype(np.float32))
+        angles = camera_angles(rng, size, around=0.0)
+        local = slice(rank * size // world, (rank + 1) * size // world)
+        c = torch.from_numpy(np.stack([camera_label(G.cfg, y, p) for y, p in angles[local]])).to(device)
+        front = torch.from_numpy(camera_label(G.cfg, 0.0, 0.0))[None].expand(c.shape[0], -1).to(device)
+        ws = G.mapping(z[local].to(device), front)
+        out = G.render(G.synthesize_planes(ws), ws, c, sampling=SamplingSettings(seed=index))
+        return Examples(out["image"].clamp(-1, 1).cpu(), ws[:, 0].cpu(),
+                        torch.tensor(angles[local], dtype=torch.float32))
+
+
+def w_statistics(G: Any, samples: int = 2048, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and per-coordinate spread of w under the frontal conditioning camera."""
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, G.cfg.z_dim, generator=gen).to(device)
+    c = torch.from_numpy(camera_label(G.cfg, 0.0, 0.0))[None].expand(samples, -1).to(device)
+    with torch.no_grad():
+        w = G.mapping(z, c)[:, 0].cpu()
+    return w.mean(0), w.std(0).clamp_min(1e-6)
+
+
+class EncoderTrainer:
+    def __init__(self, opts: EncoderOptions, G: Any, generator: dict[str, Any], run_dir: str | Path,
+                 device: torch.device | str = "cpu", dist: distributed.DistInfo | None = None,
+                 command: list[str] | None = None, render_workers: int = 0, log: bool = True) -> None:
+        self.opts, self.G, self.run_dir = opts, G, Path(run_dir)
+        self.device = torch.device(device)
+        self.dist = dist or distributed.DistInfo()
+        self.command = command or sys.argv
+        if opts.batch % self.dist.world_size:
+            raise ValueError(f"batch {opts.batch} is not divisible by {self.dist.world_size} processes")
+        distilled = takes_head_latents(G.cfg)
+        cfg = EncoderConfig(target="z" if distilled else "w", latent_dim=LATENT_DIMS if distilled else G.cfg.w_dim,
+                            resolution=G.cfg.img_resolution, generator=generator)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed)
+            self.encoder = PhotoEncoder(cfg).to(self.device)
+        if not distilled:
+            mean, std = w_statistics(G, seed=opts.seed)
+            self.encoder.latent_mean.copy_(mean)
+            self.encoder.latent_std.copy_(std)
+        source: Any = HeadExamples(G.cfg.img_resolution, opts.seed) if distilled else GeneratorExamples(G, opts.seed)
+        self.source = Prefetching(source, render_workers) if distilled and render_workers > 0 else source
+        self.opt = torch.optim.AdamW(self.encoder.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        self.step = 0
+        self.wall_time = 0.0
+        self.log = TrainingLog(self.run_dir, enabled=self.dist.is_main and log)
+
+    def lr_at(self, step: int) -> float:
+        """Cosine decay to 5 % over the run after a 2 % warm-up."""
+        o = self.opts
+        warm = max(1, o.steps // 50)
+        if step < warm:
+            return o.lr * (step + 1) / warm
+        t = (step - warm) / max(1, o.steps - warm)
+        return o.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+    def loss(self, ex: Examples) -> dict[str, torch.Tensor]:
+        enc = self.encoder
+        out = enc.raw(ex.images.to(self.device))
+        latent = (ex.latents.to(self.device) - enc.latent_mean) / enc.latent_std
+        pose = ex.pose.to(self.device) / torch.tensor(POSE_SCALE, device=self.device)
+        return {"latent_mse": F.mse_loss(out[:, :-2], latent), "pose_l1": (out[:, -2:] - pose).abs().mean()}
+
+    def train_step(self) -> dict[str, float]:
+        o = self.opts
+        ex = self.source.batch(self.step, o.batch, self.dist.rank, self.dist.world_size)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        terms = self.loss(ex)
+        loss = terms["latent_mse"] + o.pose_weight * terms["pose_l1"]
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = list(self.encoder.parameters())
+        distributed.average_gradients(params, self.dist)
+        self.opt.step()
+        self.step += 1
+        return distributed.average_scalars({f"loss/{k}": float(v.detach()) for k, v in terms.items()}, self.dist)
+
+    def save_snapshot(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        meta = {"options": self.opts.to_dict(), "progress": {"step": self.step, "wall_time": self.wall_time}}
+        return save_snapshot(self.run_dir, self.step, {"encoder": self.encoder}, {"encoder": self.opt}, meta,
+                             self.opts.keep_snapshots)
+
+    def resume(self) -> bool:
+        meta = load_newest_snapshot(self.run_dir, {"encoder": self.encoder}, {"encoder": self.opt}, self.device)
+        if meta is None:
+            return False
+        self.step, self.wall_time = int(meta["progress"]["step"]), float(meta["progress"]["wall_time"])
+        return True
+
+    def export(self, path: str | Path) -> Path:
+        from backend.devices import hardware_description
+
+        return save_encoder(path, self.encoder.eval(), {
+            "source": "aware3d-train encoder", "command": " ".join(self.command), "steps": self.step,
+            "wall_time_s": round(self.wall_time, 1), "hardware": hardware_description(self.device),
+            "processes": self.dist.world_size, "options": self.opts.to_dict()})
+
+    def run(self, stop_after: int | None = None) -> None:
+        try:
+            self._run(stop_after)
+        finally:
+            if isinstance(self.source, Prefetching):
+                self.source.close()
+
+    def _run(self, stop_after: int | None) -> None:
+        o = self.opts
+        start = time.time() - self.wall_time
+        done = 0
+        if self.dist.is_main:
+            write_json(self.run_dir / "options.json", {"options": o.to_dict(), "command": self.command,
+                                                       "encoder": self.encoder.cfg.to_dict()})
+        while self.step < o.steps:
+            self.encoder.train()
+            stats = self.train_step()
+            self.wall_time = time.time() - start
+            done += 1
+            if self.step % o.log_steps == 0 or self.step == o.steps:
+                self.log.scalars(self.step / 1000, {**stats, "progress/step": self.step})
+                if self.dist.is_main:
+                    losses = "  ".join(f"{k} {v:.4f}" for k, v in sorted(stats.items()))
+                    print(f"step {self.step}/{o.steps}  {losses}", file=sys.stderr, flush=True)
+            if self.step % o.snap_steps == 0 or self.step == o.steps:
+                self.save_snapshot()
+                if self.dist.is_main:
+                    self.export(self.run_dir / "latest.safetensors")
+            if stop_after is not None and done >= stop_after:
+                break
+        self.encoder.eval()
+        self.log.close()
