@@ -25,9 +25,6 @@ FILES = sorted(p for p in RESULTS.rglob("*.json") if "logs" not in p.relative_to
 # replaced (issue 13); the xfail is strict, so a remade file that records its command fails here until it is
 # taken off this list.
 AWAITING_REMAKE = {
-    "eval_aware3d-heads.json": "written before aware3d-train eval recorded its command",
-    "eval_aware3d-heads_before-distortion.json": "written before aware3d-train eval recorded its command",
-    "eval_aware3d-heads_before-imitation.json": "written before aware3d-train eval recorded its command",
     "eval_views_aware3d-views.json": "written before aware3d-train eval-views recorded its command",
     "eval_views_aware3d-views_pull1.json": "written before aware3d-train eval-views recorded its command",
     "inversion_cpu.json": "measures the bundled aware3d-heads model, to be remade with its replacement",
