@@ -131,12 +131,5 @@ def run(args: argparse.Namespace) -> int:
     if trainer.init_skipped is not None and info.is_main:
         print(f"initialised from {args.init_from}; built fresh: {', '.join(trainer.init_skipped) or 'nothing'}",
               file=sys.stderr)
-    if args.resume and trainer.resume() and info.is_main:
-        print(f"resumed {args.out} at {trainer.kimg:.3f} kimg", file=sys.stderr)
-    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info,
-                                         lambda: f"{trainer.kimg:.3f} kimg"):
-        return 130
-    if args.export and info.is_main:
-        trainer.export(args.export)
-        print(f"exported {args.export}", file=sys.stderr)
-    return 0
+    return distributed.train_command(trainer, info, args.out, args.resume, args.export,
+                                     lambda: f"{trainer.kimg:.3f} kimg")

@@ -43,6 +43,7 @@ from train.distill.losses import (
 )
 from train.distill.options import DistillOptions
 from train.distill.targets import Prefetching, RenderedTargets, TargetSource, render_targets
+from train.ema import ema_beta, update_ema
 from train.gan import distributed
 from train.gan.logs import TrainingLog, progress_line
 from train.gan.snapshot import load_newest_snapshot, save_snapshot
@@ -198,17 +199,9 @@ class DistillTrainer:
         stats["loss/total"] = float(loss.detach())  # type: ignore[union-attr]
         return distributed.average_scalars(stats, self.dist)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         o = self.opts
-        ema_nimg = o.ema_kimg * 1000
-        if o.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.progress.nimg * o.ema_rampup)
-        beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        update_ema(self.G_ema, self.G, ema_beta(o.batch, self.progress.nimg, o.ema_kimg, o.ema_rampup))
 
     # Snapshots, export, grids ----------------------------------------------------------------------
 

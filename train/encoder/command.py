@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from train.cli import command_line
@@ -65,11 +64,4 @@ def run(args: argparse.Namespace) -> int:
                                  command=command_line(args, "encoder"), render_workers=max(args.render_workers, 0))
     except ValueError as exc:
         raise Aware3DError(str(exc)) from None
-    if args.resume and trainer.resume() and info.is_main:
-        print(f"resumed {args.out} at step {trainer.step}", file=sys.stderr)
-    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info, lambda: f"step {trainer.step}"):
-        return 130
-    if args.export and info.is_main:
-        trainer.export(args.export)
-        print(f"exported {args.export}", file=sys.stderr)
-    return 0
+    return distributed.train_command(trainer, info, args.out, args.resume, args.export, lambda: f"step {trainer.step}")

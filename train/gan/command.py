@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from train.cli import command_line
@@ -119,12 +118,5 @@ def run(args: argparse.Namespace) -> int:
                              data_path=str(args.data))
     except ValueError as exc:
         raise Aware3DError(str(exc), "pick a --config whose image size matches the data set") from None
-    if args.resume and trainer.resume() and info.is_main:
-        print(f"resumed {args.out} at {trainer.kimg:.3f} kimg", file=sys.stderr)
-    if not distributed.run_to_completion(trainer.run, trainer.save_snapshot, info,
-                                         lambda: f"{trainer.kimg:.3f} kimg"):
-        return 130
-    if args.export and info.is_main:
-        trainer.export(args.export)
-        print(f"exported {args.export}", file=sys.stderr)
-    return 0
+    return distributed.train_command(trainer, info, args.out, args.resume, args.export,
+                                     lambda: f"{trainer.kimg:.3f} kimg")

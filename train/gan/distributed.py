@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -121,3 +123,24 @@ def run_to_completion(run: Callable[[], object], save_snapshot: Callable[[], obj
     finally:
         shutdown(info, synchronize=finished)
     return finished
+
+
+class Trainer(Protocol):
+    def resume(self) -> bool: ...
+    def run(self) -> None: ...
+    def save_snapshot(self) -> object: ...
+    def export(self, path: Path) -> object: ...
+
+
+def train_command(trainer: Trainer, info: DistInfo, out: Path, resume: bool, export: Path | None,
+                  position: Callable[[], str]) -> int:
+    """The common end of a training command: resume if asked, run to the end (a snapshot on Ctrl-C or SIGTERM:
+    exit code 130), then export if asked. Returns the exit code."""
+    if resume and trainer.resume() and info.is_main:
+        print(f"resumed {out} at {position()}", file=sys.stderr)
+    if not run_to_completion(trainer.run, trainer.save_snapshot, info, position):
+        return 130
+    if export and info.is_main:
+        trainer.export(export)
+        print(f"exported {export}", file=sys.stderr)
+    return 0

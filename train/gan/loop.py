@@ -36,6 +36,7 @@ from backend.render.rays import patch_uv
 from backend.render.renderer import SamplingSettings
 from backend.sampling import camera_label, to_uint8
 from train.amp import autocast, check_amp
+from train.ema import ema_beta, update_ema
 from train.gan import distributed
 from train.gan.discriminator import Discriminator, DiscriminatorConfig, dual_input
 from train.gan.logs import TrainingLog, progress_line
@@ -372,17 +373,10 @@ class GanTrainer:
         self.progress.iteration += 1
         return distributed.average_scalars(stats, self.dist)
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
         o = self.opts
-        ema_nimg = (o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32) * 1000
-        if o.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, self.progress.nimg * o.ema_rampup)
-        beta = 0.5 ** (o.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        ema_kimg = o.ema_kimg if o.ema_kimg is not None else o.batch * 10 / 32
+        update_ema(self.G_ema, self.G, ema_beta(o.batch, self.progress.nimg, ema_kimg, o.ema_rampup))
 
     # Snapshots, export, grids ----------------------------------------------------------------------
 
