@@ -27,7 +27,6 @@ FILES = sorted(p for p in RESULTS.rglob("*.json") if "logs" not in p.relative_to
 AWAITING_REMAKE = {
     "eval_views_aware3d-views.json": "written before aware3d-train eval-views recorded its command",
     "eval_views_aware3d-views_pull1.json": "written before aware3d-train eval-views recorded its command",
-    "inversion_cpu.json": "measures the bundled aware3d-heads model, to be remade with its replacement",
 }
 
 
