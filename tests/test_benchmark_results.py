@@ -21,13 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FILES = sorted(p for p in RESULTS.rglob("*.json") if "logs" not in p.relative_to(RESULTS).parts)
 
-# Files written before their command recorded itself. Each is remade when the bundled models it measures are
-# replaced (issue 13); the xfail is strict, so a remade file that records its command fails here until it is
-# taken off this list.
-AWAITING_REMAKE = {
-    "eval_views_aware3d-views.json": "written before aware3d-train eval-views recorded its command",
-    "eval_views_aware3d-views_pull1.json": "written before aware3d-train eval-views recorded its command",
-}
+# Files written before their command recorded itself, waiting to be remade (issue 13; none left). The xfail is
+# strict, so a remade file that records its command fails here until it is taken off this list.
+AWAITING_REMAKE: dict[str, str] = {}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> set[str]:
