@@ -51,14 +51,49 @@ class Photo:
 
 @dataclass(frozen=True)
 class CropBox:
-    """A square crop in source pixels (may extend past the photo's edges: those pixels are padded)."""
+    """A square crop in source pixels (may extend past the photo's edges: those pixels are padded).
+
+    ``angle`` (degrees) turns the square about its centre: its x axis points along (cos a, sin a) in the
+    photo (y down, so positive is clockwise on screen); a landmark-aligned crop uses the eye line's angle so
+    that the eyes come out level. ``stretch`` scales the photo's x axis before cropping (1: none): (x, y,
+    size) are then in the stretched photo's pixels; the face detector sets it when a face was only found in
+    a horizontally stretched copy (the photo's aspect ratio was wrong).
+    """
 
     x: float
     y: float
     size: float
+    angle: float = 0.0
+    stretch: float = 1.0
 
     def to_list(self) -> list[float]:
         return [round(self.x, 2), round(self.y, 2), round(self.size, 2)]
+
+    def to_dict(self) -> dict[str, float]:
+        return {"x": round(self.x, 2), "y": round(self.y, 2), "size": round(self.size, 2),
+                "angle_deg": round(self.angle, 3), "stretch": round(self.stretch, 4)}
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """The centre in photo pixels."""
+        return (self.x + self.size / 2) / self.stretch, self.y + self.size / 2
+
+    def photo_to_crop(self, resolution: float = 1.0) -> np.ndarray:
+        """2×3 affine: continuous photo coordinates → continuous crop coordinates (0..resolution)."""
+        a = np.radians(self.angle)
+        c, s = np.cos(a), np.sin(a)
+        k = resolution / self.size
+        cx, cy = self.x + self.size / 2, self.y + self.size / 2
+        rot = np.array([[c, s], [-s, c]]) * k
+        lin = rot @ np.diag([self.stretch, 1.0])
+        return np.concatenate([lin, (resolution / 2 - rot @ np.array([cx, cy]))[:, None]], axis=1)
+
+    def corners(self) -> np.ndarray:
+        """The crop's four corners in photo pixels [4, 2] (top-left, top-right, bottom-right, bottom-left)."""
+        m = self.photo_to_crop()
+        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+        q = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], np.float64)
+        return q @ inv.T
 
     @classmethod
     def parse(cls, text: str) -> CropBox:
@@ -79,7 +114,8 @@ class Framed:
     image: torch.Tensor  # [1, 3, R, R] in [−1, 1]
     mask: torch.Tensor | None  # [1, 1, R, R] soft foreground in [0, 1], when known
     box: CropBox
-    method: str  # 'auto' (mask), 'auto-face' (skin), 'full', 'given', 'fallback-centre'
+    method: str  # 'face' (landmarks), 'ffhq' (EG3D's recipe), 'auto' (mask), 'auto-face' (skin), 'full',
+    #              'given', 'fallback-centre'
     note: str = ""
 
     def uint8(self) -> np.ndarray:
@@ -189,8 +225,10 @@ def estimate_mask(photo: Photo, iterations: int = 4, box: CropBox | None = None)
     mx, my = max(1, round(0.04 * sw)), max(1, round(0.04 * sh))
     rect = (mx, my, sw - 2 * mx, sh - 2 * my)
     if box is not None:
-        x0, y0 = max(1, round(box.x * sw / w)), max(1, round(box.y * sh / h))
-        x1, y1 = min(sw - 1, round((box.x + box.size) * sw / w)), min(sh - 1, round((box.y + box.size) * sh / h))
+        corners = box.corners()
+        (bx0, by0), (bx1, by1) = corners.min(axis=0), corners.max(axis=0)
+        x0, y0 = max(1, round(bx0 * sw / w)), max(1, round(by0 * sh / h))
+        x1, y1 = min(sw - 1, round(bx1 * sw / w)), min(sh - 1, round(by1 * sh / h))
         if x1 - x0 > 4 and y1 - y0 > 4:
             rect = (x0, y0, x1 - x0, y1 - y0)
     mask = np.zeros((sh, sw), np.uint8)
@@ -298,11 +336,11 @@ def frame_from_mask(mask: np.ndarray, iterations: int = 12) -> CropBox | None:
     return CropBox(cx - size / 2, top - HEAD_TOP * size, size)
 
 
-def _affine(box: CropBox, scale: float, shrink: int) -> np.ndarray:
+def _affine(box: CropBox, resolution: int, shrink: int) -> np.ndarray:
     """Pixel-index affine map from a photo shrunk ``shrink``× to the crop (pixel j spans [j, j+1))."""
-    a = scale * shrink
-    return np.array([[a, 0, scale * (0.5 * shrink - box.x) - 0.5],
-                     [0, a, scale * (0.5 * shrink - box.y) - 0.5]], dtype=np.float64)
+    m = box.photo_to_crop(resolution)
+    lin = m[:, :2] * shrink
+    return np.concatenate([lin, (m[:, 2] + lin @ np.array([0.5, 0.5]) - 0.5)[:, None]], axis=1)
 
 
 def crop_photo(photo: Photo, box: CropBox, resolution: int, mask: np.ndarray | None = None,
@@ -314,21 +352,21 @@ def crop_photo(photo: Photo, box: CropBox, resolution: int, mask: np.ndarray | N
     """
     import cv2
 
-    scale = resolution / box.size
+    scale = resolution / box.size * min(1.0, box.stretch)
     # Shrinking: area-average by an integer factor first (warpAffine has no area filter), then place exactly.
     f = max(1, int(1 / scale)) if scale < 1 else 1
     src = photo.rgb if f == 1 else cv2.resize(photo.rgb, (max(1, photo.rgb.shape[1] // f),
                                                           max(1, photo.rgb.shape[0] // f)),
                                               interpolation=cv2.INTER_AREA)
     interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_LINEAR
-    img = cv2.warpAffine(src, _affine(box, scale, f), (resolution, resolution), flags=interp,
+    img = cv2.warpAffine(src, _affine(box, resolution, f), (resolution, resolution), flags=interp,
                          borderMode=cv2.BORDER_REPLICATE)
     cm = None
     if mask is not None:
         msrc = mask.astype(np.float32)
         if f > 1:
             msrc = cv2.resize(msrc, (src.shape[1], src.shape[0]), interpolation=cv2.INTER_AREA)
-        cm = cv2.warpAffine(msrc, _affine(box, scale, f), (resolution, resolution), flags=cv2.INTER_LINEAR,
+        cm = cv2.warpAffine(msrc, _affine(box, resolution, f), (resolution, resolution), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
         cm = np.clip(cm, 0.0, 1.0)
         if matte is not None:
@@ -339,20 +377,22 @@ def crop_photo(photo: Photo, box: CropBox, resolution: int, mask: np.ndarray | N
 
 
 def frame_photo(photo: Photo, resolution: int, crop: str | CropBox = "auto", mask: np.ndarray | None = None,
-                auto_mask: bool = False, matte: tuple[float, float, float] | None = None) -> Framed:
+                auto_mask: bool = False, matte: tuple[float, float, float] | None = None,
+                label: str = "given") -> Framed:
     """Photo → the generator's target image (and mask), by the rule in the module docstring.
 
     ``crop``: 'auto' (from the mask when one is known, else from the skin-coloured face, else from a GrabCut
-    mask), 'full' (the photo is
-    already framed: a centred square of its short side), or a :class:`CropBox`. ``auto_mask`` estimates a
-    mask even for 'full'/given crops (for the matte).
+    mask), 'full' (the photo is already framed: a centred square of its short side), or a :class:`CropBox`
+    (``label`` names where it came from: 'given', or 'face'/'ffhq' from :mod:`backend.invert.frontend`,
+    which frames from facial landmarks). ``auto_mask`` estimates a mask even for 'full'/given crops (for
+    the matte).
     """
     if photo.alpha is not None and mask is None and photo.alpha.min() < 0.99:
         mask = photo.alpha
         if matte is None:
             matte = (0.6, 0.6, 0.6)  # transparent pixels have no colour: use a neutral grey
     note = ""
-    method = "given"
+    method = label
     if isinstance(crop, CropBox):
         box = crop
     elif crop == "full":
@@ -391,19 +431,25 @@ def frame_photo(photo: Photo, resolution: int, crop: str | CropBox = "auto", mas
     return Framed(image, mt, box, method, note)
 
 
-def crop_preview(photo: Photo, framed: Framed, max_side: int = 512) -> np.ndarray:
-    """The photo (shrunk to ``max_side``) with the crop drawn, and the framed result inset: uint8 RGB."""
+def crop_preview(photo: Photo, framed: Framed, max_side: int = 512, landmarks: np.ndarray | None = None,
+                 face_box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """The photo (shrunk to ``max_side``) with the crop drawn (and the detected face's box and landmarks,
+    when given), and the framed result inset: uint8 RGB."""
     import cv2
 
     w, h = photo.size
     s = min(1.0, max_side / max(w, h))
     view = cv2.resize(photo.rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     view = np.ascontiguousarray(view)
-    b = framed.box
-    p0 = (round(b.x * s), round(b.y * s))
-    p1 = (round((b.x + b.size) * s), round((b.y + b.size) * s))
     thick = max(1, round(max(view.shape[:2]) / 200))
-    cv2.rectangle(view, p0, p1, (255, 200, 0), thick)
+    if face_box is not None:
+        cv2.rectangle(view, (round(face_box[0] * s), round(face_box[1] * s)),
+                      (round(face_box[2] * s), round(face_box[3] * s)), (0, 220, 90), thick)
+    if landmarks is not None:
+        for x, y in np.asarray(landmarks) * s:
+            cv2.circle(view, (round(x), round(y)), max(1, thick), (255, 40, 40), -1)
+    quad = np.round(framed.box.corners() * s).astype(np.int32)
+    cv2.polylines(view, [quad.reshape(-1, 1, 2)], True, (255, 200, 0), thick)
     inset = framed.uint8()
     side = max(32, view.shape[0])
     inset = cv2.resize(inset, (side, side), interpolation=cv2.INTER_NEAREST)
