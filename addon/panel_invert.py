@@ -70,6 +70,7 @@ class AWARE3D_PG_invert_state(bpy.types.PropertyGroup):
 
     preview_image: StringProperty(default="")
     crop_text: StringProperty(default="")
+    face_text: StringProperty(default="")
     pose_text: StringProperty(default="")
     metrics_text: StringProperty(default="")
     avatar_path: StringProperty(default="")
@@ -179,6 +180,10 @@ def _record(data: dict[str, Any]) -> None:
     if crop:
         st.crop_text = f"Crop {crop.get('method', '')}: {crop.get('box')}" + (
             f" - {crop['note']}" if crop.get("note") else "")
+    face = data.get("face") or {}
+    if face:
+        st.face_text = (f"Face found: confidence {face.get('confidence') or 0:.2f} ({face.get('detector')})"
+                        if face.get("found") else (data.get("refused") or face.get("notice") or "No face found"))
     pose = data.get("pose") or {}
     if pose:
         st.pose_text = f"Pose ({pose.get('source')}): yaw {pose.get('yaw_deg', 0):+.1f}°, " \
@@ -359,7 +364,8 @@ class VIEW3D_PT_aware3d_photo(bpy.types.Panel):
         col.prop(s, "faces")
         col.prop(s, "add_camera")
         layout.operator("aware3d.invert_preview", icon="IMAGE_DATA")
-        panel_common.draw_preview_and_lines(layout, st, (st.crop_text, st.pose_text, st.metrics_text), scale=8.0)
+        panel_common.draw_preview_and_lines(layout, st, (st.face_text, st.crop_text, st.pose_text, st.metrics_text),
+                                            scale=8.0)
         stage = context.window_manager.aware3d.stage
         panel_common.draw_job_progress(layout, context, ("invert", "invert_preview"), stage)
         layout.operator("aware3d.invert", icon="USER")

@@ -53,8 +53,17 @@ def register(sub: Any) -> None:
     p.add_argument("--pose", help="camera YAW,PITCH in degrees (default: estimated)")
     p.add_argument("--refine-pose", action="store_true", help="also refine a given --pose with the latent")
     p.add_argument("--crop", default="auto",
-                   help="auto (from the foreground), full (already framed: centred square) or X,Y,SIZE in photo "
-                        "pixels (default auto)")
+                   help="auto (from the detected face; a photo without one is refused), full (already framed: "
+                        "centred square) or X,Y,SIZE in photo pixels (default auto)")
+    p.add_argument("--align", choices=["auto", "heads", "ffhq", "none"], default="auto",
+                   help="how --crop auto frames the face: heads (like the synthetic training heads), ffhq (EG3D's "
+                        "FFHQ recipe, for official FFHQ checkpoints; uses the 68-point landmarks), none (no face "
+                        "detection: skin colour or mask); auto picks by the model (default)")
+    p.add_argument("--landmarks", type=int, choices=[5, 68], default=5,
+                   help="landmark model: 5 (public domain, default) or 68 (more accurate pose prior; trained on "
+                        "iBUG 300-W, non-commercial terms: see docs/invert.md)")
+    p.add_argument("--no-pose-prior", action="store_true",
+                   help="ignore the landmarks' pose and search yaw and pitch by render-and-compare")
     p.add_argument("--mask", type=Path, help="foreground mask image (white = head) for framing and --matte")
     p.add_argument("--auto-mask", action="store_true", help="estimate a foreground mask (GrabCut) for --matte")
     p.add_argument("--matte", help="replace the background outside the mask by this colour R,G,B (0-1)")
@@ -208,8 +217,11 @@ def _matte(text: str | None) -> tuple[float, float, float] | None:
 
 def run_invert(args: argparse.Namespace) -> int:
     import time
+    from dataclasses import replace
 
-    from backend.invert.image import CropBox, crop_preview, frame_photo, load_mask, load_photo
+    from backend.invert.face import FaceSettings
+    from backend.invert.frontend import prepare_photo
+    from backend.invert.image import CropBox, crop_preview, load_mask, load_photo
 
     _check_common(args)
     settings = build_settings(args)
@@ -231,15 +243,24 @@ def run_invert(args: argparse.Namespace) -> int:
     loaded = load_generator(args.model, device)
     G = loaded.generator
     res = G.cfg.img_resolution
-    framed = frame_photo(photo, res, crop, mask, auto_mask=args.auto_mask, matte=matte)
-    preview = crop_preview(photo, framed)
-    print(f"model {loaded.name} ({G.cfg.name}, {res}px) on {device}; crop {framed.method} "
-          f"{framed.box.to_list()}" + (f" - {framed.note}" if framed.note else ""), file=sys.stderr)
+    fe = prepare_photo(photo, G.cfg, crop, args.align, mask, args.auto_mask, matte,
+                       FaceSettings(landmarks=args.landmarks))
+    framed = fe.framed
+    if fe.notice:
+        print(f"note: {fe.notice}", file=sys.stderr)
+    face = fe.face
+    preview = crop_preview(photo, framed, landmarks=None if face is None else face.landmarks,
+                           face_box=None if face is None else face.box)
+    print(f"model {loaded.name} ({G.cfg.name}, {res}px) on {device}; {fe.summary()}", file=sys.stderr)
+    if fe.pose_prior is not None and not args.no_pose_prior:
+        settings = replace(settings, pose_prior=fe.pose_prior)
     bars = StageBars()
     try:
         inv = invert(G, framed.image, settings, progress=bars)
         source = {"photo": args.photo.name, "sha256": file_sha256(args.photo), "size": list(photo.size),
                   "crop": framed.box.to_list(), "crop_method": framed.method, "crop_note": framed.note,
+                  "crop_angle_deg": round(framed.box.angle, 3), "crop_stretch": framed.box.stretch,
+                  "face": fe.to_dict(),
                   "mask": str(args.mask) if args.mask else ("alpha" if photo.alpha is not None else None)}
         written = write_outputs(args.out, inv, G, base_identity(loaded), output_options(args, name), source,
                                 preview, bars)

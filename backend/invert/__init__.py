@@ -4,6 +4,8 @@
 Public API (docs/invert.md):
 
 * input: ``load_photo``, ``frame_photo``, ``crop_preview``, ``CropBox``, ``estimate_mask``;
+* face front end (the ``face`` extra): ``prepare_photo`` (detect → landmark crop → pose prior, or
+  ``NoFaceError``), ``detect_faces``, ``FaceSettings``;
 * pipeline: ``InvertSettings``, ``preset``, ``invert`` → ``Inversion``; ``retexture`` (texture edits);
 * stages: ``estimate_pose``, ``project_latent``, ``tune_generator``, ``build_pseudo_views``;
 * files: ``save_avatar``, ``read_avatar``, ``load_avatar`` (→ tuned G, ws, label), ``avatar_latent`` (→ tuned
@@ -22,6 +24,7 @@ from typing import Any
 _EXPORTS = {
     "load_photo": "image", "frame_photo": "image", "crop_preview": "image", "CropBox": "image",
     "estimate_mask": "image", "Photo": "image", "Framed": "image",
+    "prepare_photo": "frontend", "NoFaceError": "frontend", "detect_faces": "face", "FaceSettings": "face",
     "InvertSettings": "pipeline", "preset": "pipeline", "invert": "pipeline", "Inversion": "pipeline",
     "retexture": "pipeline",
     "estimate_pose": "pose", "PoseSettings": "pose", "project_latent": "project", "ProjectSettings": "project",

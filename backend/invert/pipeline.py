@@ -40,6 +40,9 @@ class InvertSettings:
     """Everything the pipeline can be told. Defaults: < 90 s per photo at 64² on a busy 2-core CPU."""
 
     pose: tuple[float, float] | None = None  # (yaw, pitch) in degrees; None: estimate it
+    # (yaw, pitch) from facial landmarks (backend.invert.frontend): replaces the grid search as the start of
+    # the joint camera refinement. Ignored when ``pose`` is given.
+    pose_prior: tuple[float, float] | None = None
     refine_given_pose: bool = False  # also refine a given pose jointly with the latent
     pose_search: PoseSettings = field(default_factory=PoseSettings)
     project: ProjectSettings = field(default_factory=ProjectSettings)
@@ -128,6 +131,11 @@ def find_pose(G: TriPlaneGenerator, target: torch.Tensor, settings: InvertSettin
         if progress is not None:
             progress("pose", 1, 1, f"given: yaw {settings.pose[0]:+.1f}°, pitch {settings.pose[1]:+.1f}°")
         return PoseEstimate(float(settings.pose[0]), float(settings.pose[1]), "given")
+    if settings.pose_prior is not None:
+        yaw, pitch = (float(v) for v in settings.pose_prior)
+        if progress is not None:
+            progress("pose", 1, 1, f"from landmarks: yaw {yaw:+.1f}°, pitch {pitch:+.1f}°")
+        return PoseEstimate(yaw, pitch, "landmarks")
     return estimate_pose(G, target, stats, settings.pose_search, weight, progress, settings.seed)
 
 
@@ -155,7 +163,7 @@ def invert(
     _timed(timings, "pose", t0)
 
     t0 = time.perf_counter()
-    refine = s.project.refine_camera and (pose.source == "estimated" or s.refine_given_pose)
+    refine = s.project.refine_camera and (pose.source in ("estimated", "landmarks") or s.refine_given_pose)
     pivot = project_latent(G, target, pose.yaw, pose.pitch, replace(s.project, refine_camera=refine), stats,
                            weight, progress=progress, seed=s.seed)
     if refine:

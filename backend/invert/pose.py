@@ -59,7 +59,7 @@ class PoseSettings:
 class PoseEstimate:
     yaw: float
     pitch: float
-    source: str  # 'given' or 'estimated'
+    source: str  # 'given', 'estimated' (render and compare) or 'landmarks' (the face front end's prior)
     grid: dict = field(default_factory=dict)  # yaw/pitch axes and scores, for reports
     candidates: list[dict] = field(default_factory=list)
     seconds: float = 0.0

@@ -39,6 +39,9 @@ _PHOTO_ARGS: dict[str, tuple[tuple[type, ...], Any]] = {
     "mask": ((str, type(None)), None),
     "auto_mask": ((bool,), False),
     "matte": ((list, type(None)), None),
+    "align": ((str,), "auto"),
+    "landmarks": ((int,), 5),
+    "pose_prior": ((bool,), True),
     "model": P.MODEL_ARG,
     "device": P.DEVICE_ARG,
 }
@@ -103,6 +106,18 @@ def _crop(value: Any) -> Any:
     return CropBox(float(value[0]), float(value[1]), float(value[2]))
 
 
+def _face_args(a: dict[str, Any]) -> tuple[str, Any]:
+    """(align, FaceSettings) from the request, checked."""
+    from backend.invert.face import FaceSettings
+    from backend.invert.frontend import ALIGNS
+
+    if a["align"] not in ALIGNS:
+        raise Aware3DError(f"unknown align {a['align']!r}", f"use one of {', '.join(ALIGNS)}")
+    if a["landmarks"] not in (5, 68):
+        raise Aware3DError(f"landmarks must be 5 or 68, got {a['landmarks']}", "5 (default) or 68")
+    return a["align"], FaceSettings(landmarks=a["landmarks"])
+
+
 def _matte(value: Any) -> tuple[float, float, float] | None:
     if value is None:
         return None
@@ -157,32 +172,50 @@ def _read(ctx: JobContext) -> tuple[Any, Any, Path]:
     a = ctx.args
     _crop(a["crop"])
     _matte(a["matte"])
+    _face_args(a)
     photo_file = _photo_path(ctx)
     photo = load_photo(photo_file, Path(a["image"]).name if a["image"] else "the photo")
     mask = load_mask(a["mask"], photo) if a["mask"] else None
     return photo, mask, photo_file
 
 
-def _frame(ctx: JobContext, G: Any, photo: Any, mask: Any) -> tuple[Any, Path, Path]:
-    """Frame the photo; writes input.png and crop_preview.png (sent as a progress preview)."""
+def _frame(ctx: JobContext, G: Any, photo: Any, mask: Any, refuse: bool = True) -> tuple[Any, Path, Path]:
+    """Detect the face and frame the photo (:func:`backend.invert.frontend.prepare_photo`); writes input.png
+    and crop_preview.png (sent as a progress preview). Returns (front end, preview, input)."""
     from backend.fileio import write_png
-    from backend.invert.image import crop_preview, frame_photo
+    from backend.invert.frontend import prepare_photo
+    from backend.invert.image import crop_preview
 
     a = ctx.args
     crop, matte = _crop(a["crop"]), _matte(a["matte"])
-    ctx.progress("crop", 0, 1, "framing the photo")
-    framed = frame_photo(photo, G.cfg.img_resolution, crop, mask, auto_mask=a["auto_mask"], matte=matte)
+    align, face_settings = _face_args(a)
+    ctx.progress("crop", 0, 1, "finding the face")
+    fe = prepare_photo(photo, G.cfg, crop, align, mask, a["auto_mask"], matte, face_settings, refuse=refuse)
+    framed, face = fe.framed, fe.face
     preview = ctx.job_dir / "crop_preview.png"
-    write_png(preview, crop_preview(photo, framed))
+    write_png(preview, crop_preview(photo, framed, landmarks=None if face is None else face.landmarks,
+                                    face_box=None if face is None else face.box))
     inp = ctx.job_dir / "input.png"
     write_png(inp, framed.uint8())
-    ctx.progress("crop", 1, 1, f"crop {framed.method} {framed.box.to_list()}", preview=preview)
-    return framed, preview, inp
+    ctx.progress("crop", 1, 1, fe.summary(), preview=preview)
+    return fe, preview, inp
 
 
-def _crop_data(photo: Any, framed: Any) -> dict[str, Any]:
+def _crop_data(photo: Any, fe: Any) -> dict[str, Any]:
+    framed = fe.framed
     return {"box": framed.box.to_list(), "method": framed.method, "note": framed.note,
-            "photo_size": list(photo.size)}
+            "angle_deg": round(framed.box.angle, 3), "stretch": framed.box.stretch, "photo_size": list(photo.size)}
+
+
+def _face_data(fe: Any) -> dict[str, Any]:
+    """What the panel shows of the detection: found, confidence, box, landmarks, pose prior, notice."""
+    face = fe.face
+    return {"found": face is not None, "align": fe.align, "notice": fe.notice,
+            "detector": None if fe.search is None else fe.search.detector,
+            "confidence": None if face is None else round(face.confidence, 3),
+            "box": None if face is None else [round(v, 1) for v in face.box],
+            "landmarks": None if face is None else face.landmarks.round(1).tolist(),
+            "pose_prior": None if fe.prior is None else fe.prior.to_dict()}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -199,18 +232,23 @@ def op_invert_preview(ctx: JobContext) -> JobResult:
     photo, mask, _ = _read(ctx)
     model, _ = load_model(ctx, a["model"], a["device"])
     G = model.generator
-    framed, preview, inp = _frame(ctx, G, photo, mask)
-    data: dict[str, Any] = {"model": model.name, "crop": _crop_data(photo, framed)}
+    # The preview shows a refusal instead of failing: the panel draws what the detector saw.
+    fe, preview, inp = _frame(ctx, G, photo, mask, refuse=False)
+    data: dict[str, Any] = {"model": model.name, "crop": _crop_data(photo, fe), "face": _face_data(fe)}
+    if a["crop"] == "auto" and fe.face is None and fe.search is not None and fe.search.available:
+        data["refused"] = fe.notice
     if a["estimate_pose"]:
         device = next(G.parameters()).device
-        s = InvertSettings()
-        pose = find_pose(G, framed.image.to(device), s, latent_stats(G, s.project.w_avg_samples), None,
+        s = InvertSettings(pose_prior=fe.pose_prior if a["pose_prior"] else None)
+        pose = find_pose(G, fe.framed.image.to(device), s, latent_stats(G, s.project.w_avg_samples), None,
                          lambda st, i, n, m: ctx.progress(st, i, n, m))
         data["pose"] = pose.to_dict()
     return JobResult(data=data, files={"crop_preview": preview, "input": inp})
 
 
 def op_invert(ctx: JobContext) -> JobResult:
+    from dataclasses import replace
+
     import numpy as np
 
     from backend.checkpoints.model_file import file_sha256
@@ -232,7 +270,10 @@ def op_invert(ctx: JobContext) -> JobResult:
               "renders": 2, "video": a["orbit_frames"] / 4, "mesh": 20 if a["mesh"] else 0, "write": 1})
     model, _ = load_model(ctx, a["model"], a["device"])
     G = model.generator
-    framed, preview, inp = _frame(ctx, G, photo, mask)
+    fe, preview, inp = _frame(ctx, G, photo, mask)
+    framed = fe.framed
+    if fe.pose_prior is not None and a["pose_prior"] and settings.pose is None:
+        settings = replace(settings, pose_prior=fe.pose_prior)
     device = next(G.parameters()).device
 
     def progress(stage: str, step: int, total: int, message: str = "") -> None:
@@ -244,7 +285,9 @@ def op_invert(ctx: JobContext) -> JobResult:
                          mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
                          mesh_level=float(a["level"]))
     source = {"photo": Path(a["image"]).name if a["image"] else "(sent inline)", "size": list(photo.size),
-              "sha256": file_sha256(photo_file), "crop": framed.box.to_list(), "crop_method": framed.method}
+              "sha256": file_sha256(photo_file), "crop": framed.box.to_list(), "crop_method": framed.method,
+              "crop_angle_deg": round(framed.box.angle, 3), "crop_stretch": framed.box.stretch,
+              "face": fe.to_dict()}
     # The mesh goes to the add-on as arrays (mesh.npz); files in other formats only when asked for.
     written = write_outputs(ctx.job_dir, inv, G, base_identity(model), opts, source, None, progress)
     files: dict[str, Path] = {k: v for k, v in written.files.items() if k in
@@ -254,7 +297,7 @@ def op_invert(ctx: JobContext) -> JobResult:
         files["preview"] = files.pop("render")
     ctx.progress("write", 0, 1)
     data: dict[str, Any] = {"model": model.name, "config": G.cfg.name, "name": name,
-                            "pose": inv.pose.to_dict(), "crop": _crop_data(photo, framed),
+                            "pose": inv.pose.to_dict(), "crop": _crop_data(photo, fe), "face": _face_data(fe),
                             "metrics": inv.metrics, "timings_s": {k: round(v, 2) for k, v in inv.timings.items()},
                             "mode": settings.mode, "avatar": str(written.files["avatar"])}
     mesh = written.mesh
