@@ -35,8 +35,13 @@ class DistillOptions:
     density: float = 0.5               # density against the true inside/outside at 3D points
     density_points: int = 1024         # per head: half near the true surface, half anywhere in the box
     density_level: float = 10.0        # raw density of the surface (the mesh level)
-    density_scale: float = 5.0         # raw-density units per logit
-    density_softness: float = 0.004    # world units: width of the true occupancy's sigmoid
+    # Raw-density units per logit, and the width (world units) of the true occupancy's sigmoid. A sharp target
+    # with a wide scale: inside and outside are pushed far from the level (100 units at 5 logits) with no
+    # penalty for overshooting, so the density can jump at the surface and the render's depth lies on it. (A
+    # soft target, 0.004 with 5 units per logit, asked for a ramp of ~1250 units per world unit, which put the
+    # render's expected depth 0.027 behind the surface: measured at 13 kimg.)
+    density_scale: float = 20.0
+    density_softness: float = 0.001
     # Cameras: this share from anywhere around the head (yaw ±180°, pitch ±35°, so the back of the head is
     # trained); the rest from the data's FFHQ-like pose distribution.
     around: float = 0.25
