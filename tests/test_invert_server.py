@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from backend.invert.face import face_extra_missing
 from backend.server.server import Server
 
 torch.set_num_threads(1)
+FACE = face_extra_missing() is None  # the face extra (part of dev): landmark crops and the pose prior
 sys.path.insert(0, str(Path(__file__).parent))
 from test_server import Recorder, head_model, send  # noqa: E402
 
@@ -64,8 +66,13 @@ def test_preview_gives_the_crop_and_the_pose(server: Server, model: str, photo: 
     send(server, rec, "p", "invert_preview", image=str(photo), model=model, estimate_pose=True)
     ev = _result(rec, "p")
     d = ev["data"]
-    assert d["crop"]["method"] == "auto-face" and len(d["crop"]["box"]) == 3 and d["crop"]["photo_size"] == [640, 480]
-    assert d["pose"]["source"] == "estimated" and -60 < d["pose"]["yaw_deg"] < 60
+    assert d["crop"]["method"] == ("face" if FACE else "auto-face") and len(d["crop"]["box"]) == 3
+    assert d["crop"]["photo_size"] == [640, 480]
+    assert d["pose"]["source"] == ("landmarks" if FACE else "estimated") and -60 < d["pose"]["yaw_deg"] < 60
+    assert d["face"]["found"] == FACE and "refused" not in d
+    if FACE:
+        assert d["face"]["confidence"] > 0.3 and len(d["face"]["box"]) == 4 and len(d["face"]["landmarks"]) == 5
+        assert d["face"]["pose_prior"]["yaw_deg"] == d["pose"]["yaw_deg"]
     assert Path(ev["files"]["crop_preview"]).is_file() and Path(ev["files"]["input"]).is_file()
     previews = [e for e in rec.of("p") if e["event"] == "progress" and e.get("preview")]
     assert previews and previews[0]["stage"] == "crop"
@@ -85,7 +92,8 @@ def test_invert_job_gives_mesh_camera_and_avatar(server: Server, model: str, pho
     assert 0.05 < float((v.max(0) - v.min(0)).max()) < 0.6  # metres: a head-sized object
     cam = json.loads(Path(files["camera"]).read_text())
     assert len(cam["matrix_world"]) == 4 and cam["lens_mm"] > 100
-    assert d["pose"]["source"] == "estimated" and d["vertices"] == len(v) and d["faces"] == len(f)
+    assert d["pose"]["source"] == ("landmarks" if FACE else "estimated")
+    assert d["vertices"] == len(v) and d["faces"] == len(f) and d["face"]["found"] == FACE
     assert set(d["timings_s"]) == {"pose", "project", "stage1", "pseudo", "stage2"}
     progress = [e for e in rec.of("i") if e["event"] == "progress"]
     stages = {e["stage"] for e in progress}
@@ -97,6 +105,26 @@ def test_invert_job_gives_mesh_camera_and_avatar(server: Server, model: str, pho
 
     G, ws, label = load_avatar(files["avatar"])
     assert ws.shape[1] == G.num_ws and label.shape == (1, 25)
+
+
+@pytest.mark.skipif(not FACE, reason="needs the face extra (dev installs it)")
+def test_no_face_is_shown_by_the_preview_and_refused_by_invert(server: Server, model: str,
+                                                               tmp_path: Path) -> None:
+    """scikit-image's cat: the preview reports the refusal (the panel shows it); the job fails with it."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    photo = tmp_path / "chelsea.png"
+    iio.imwrite(photo, skimage.data.chelsea())
+    rec = Recorder()
+    send(server, rec, "p", "invert_preview", image=str(photo), model=model)
+    d = _result(rec, "p")["data"]
+    assert d["face"]["found"] is False and d["face"]["confidence"] is None
+    assert "no face found" in d["refused"] and "--crop full" in d["refused"]
+    send(server, rec, "i", "invert", image=str(photo), model=model, **FAST)
+    ev = rec.terminal("i", 120)
+    assert ev["event"] == "error" and ev["error"]["type"] == "NoFaceError", ev
+    assert "no face found" in ev["error"]["message"] and "--crop X,Y,SIZE" in ev["error"]["hint"]
 
 
 def test_inline_photo_and_given_pose(server: Server, model: str, photo: Path) -> None:
@@ -125,6 +153,8 @@ def test_cancel_stops_within_a_step(server: Server, model: str, photo: Path) -> 
     ({"image": "x.png", "preset": "turbo"}, "Aware3DError", "unknown preset"),
     ({"image": "x.png", "pose": [1]}, "Aware3DError", "pose must be"),
     ({"image": "x.png", "crop": [1, 2]}, "Aware3DError", "crop must be"),
+    ({"image": "x.png", "align": "eg3d"}, "Aware3DError", "unknown align"),
+    ({"image": "x.png", "landmarks": 7}, "Aware3DError", "landmarks must be 5 or 68"),
     ({"image": "x.png", "formats": ["fbx"]}, "Aware3DError", "unknown mesh format"),
     ({"image": "x.png", "resolution": "big"}, "BadRequest", "must be int"),
     ({"image": "x.png", "colour": "red"}, "BadRequest", "unknown argument"),
