@@ -82,6 +82,8 @@ def test_astronaut_is_detected_aligned_and_frontal() -> None:
     report = fe.to_dict()
     det = report["detection"]["faces"][0]
     assert det["confidence"] == round(face.confidence, 3) and len(det["landmarks"]) == 5 and len(det["box"]) == 4
+    assert any("5-point" in m for m in report["detection"]["models"])  # the terms of what was used
+    assert not any("300-W" in m for m in report["detection"]["models"])  # the default needs no 68-point model
 
 
 def test_a_turned_photo_gets_a_turned_crop_with_level_eyes() -> None:
@@ -260,3 +262,14 @@ def test_heads_crop_at_a_pose_matches_the_projection() -> None:
 def test_detection_reports_time_and_candidates() -> None:
     search = detect_faces(load_photo(_astronaut(), "astronaut"))
     assert search.available and len(search.faces) == 1 and search.candidates >= 1 and search.seconds > 0
+
+
+def test_the_heads_template_is_current() -> None:
+    """backend/invert/face_template.py is what tools/face_template.py derives from today's head geometry
+    (rerun the script after changing train/synthetic's layout or SDF)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        import face_template as tool
+    finally:
+        sys.path.pop(0)
+    assert tool.main(["--check"]) == 0

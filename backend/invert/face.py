@@ -53,7 +53,7 @@ EYE_RINGS_68 = {"eye_l": range(36, 42), "eye_r": range(42, 48)}  # FFHQ's eye ce
 MODEL_TERMS = {
     "hog": "dlib's HOG frontal face detector (inside dlib-bin; Boost Software License 1.0)",
     "mmod": "dlib's CNN face detector mmod_human_face_detector.dat (released into the public domain by its "
-            "author; the package's licence: CC0 1.0)",
+            "author; the package's LICENSE file: CC0 1.0)",
     "landmarks5": "dlib's 5-point predictor (public domain / CC0 1.0; trained on dlib's own 5-point data set)",
     "landmarks68": "dlib's 68-point predictor (trained on iBUG 300-W, whose licence excludes commercial use)",
 }
@@ -200,6 +200,7 @@ class FaceSearch:
     detector: str = "dlib HOG + MMOD"
     candidates: int = 0  # HOG candidates verified
     seconds: float = 0.0
+    models: list[str] = field(default_factory=list)  # the models used and their terms (``MODEL_TERMS``)
 
     @property
     def face(self) -> Face | None:
@@ -208,7 +209,7 @@ class FaceSearch:
     def to_dict(self) -> dict[str, Any]:
         return {"available": self.available, "notice": self.notice, "detector": self.detector,
                 "faces": [f.to_dict() for f in self.faces], "candidates": self.candidates,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "models": self.models}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -316,4 +317,5 @@ def detect_faces(photo: Photo, settings: FaceSettings | None = None) -> FaceSear
                 f.stretch = stretch
             break
     faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    return FaceSearch(faces, candidates=tried, seconds=time.perf_counter() - t0)
+    return FaceSearch(faces, candidates=tried, seconds=time.perf_counter() - t0,
+                      models=[MODEL_TERMS["hog"], MODEL_TERMS["mmod"], MODEL_TERMS[f"landmarks{s.landmarks}"]])
