@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Photo input: reading any image file, an optional foreground mask, and the crop to the model's framing.
 
-Why no face detector: no landmark or parsing network can be downloaded, so framing is derived from a
-foreground mask (the image's alpha channel, a user mask, or OpenCV's GrabCut, which needs no weights) and a
-rule measured on the synthetic training data: the top of the head sits ``HEAD_TOP`` of the crop below its
-top edge, and the head (the mask's width over the top ``HEAD_BAND`` of the crop) spans ``HEAD_WIDTH`` of the
-crop, centred. This is not EG3D's landmark-based FFHQ alignment (spec §6: inversion is sensitive to it), so
-the crop is always shown (``crop_preview``) and can be given by hand (``CropBox``), and already framed images
-can skip it (``crop='full'``).
+The face front end (:mod:`backend.invert.frontend`, with the ``face`` extra) frames from facial landmarks
+and hands its crop in as a :class:`CropBox`. This module also holds the landmark-free framing, used without
+the extra or with ``--align none``: the skin-coloured face (:func:`find_face`), or a foreground mask (the
+image's alpha channel, a user mask, or OpenCV's GrabCut, which needs no weights) and a rule measured on the
+synthetic training data: the top of the head sits ``HEAD_TOP`` of the crop below its top edge, and the head
+(the mask's width over the top ``HEAD_BAND`` of the crop) spans ``HEAD_WIDTH`` of the crop, centred. That is
+no landmark alignment (spec §6: inversion is sensitive to it), so the crop is always shown
+(``crop_preview``) and can be given by hand (``CropBox``), and already framed images can skip it
+(``crop='full'``).
 """
 
 from __future__ import annotations
