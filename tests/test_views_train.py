@@ -106,7 +106,8 @@ def test_eval_views_reports_model_and_baseline(zips: dict[str, Path], tiny_model
     s = report["summary"]
     for name in ("model", "baseline"):
         for g in ("30", "60"):
-            assert 0 < s[f"{name}_psnr@±{g}"] < 60 and 0 <= s[f"{name}_ssim@±{g}"] <= 1
+            # SSIM lies in [-1, 1]: an untrained tiny model can be slightly anti-correlated with the truth
+            assert 0 < s[f"{name}_psnr@±{g}"] < 60 and -1 <= s[f"{name}_ssim@±{g}"] <= 1
     # the first view is the truth, so the plain warp is right where it is known and guesses elsewhere
     assert s["baseline_psnr_seen@±30"] > s["baseline_psnr_unseen@±30"] + 3
     assert report["per_yaw"]["baseline@+30"]["seen_fraction"] > report["per_yaw"]["baseline@+60"]["seen_fraction"]
