@@ -109,6 +109,12 @@ def mesh_chamfer(G: Any, z: torch.Tensor, head: HeadParams, samples: int = 20000
     return chamfer(a, b)
 
 
+def _median(values: Sequence[float]) -> float:
+    """Median of the finite values (NaN when none: e.g. a render with no opaque pixel)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
 def _mean(rows: Sequence[dict[str, float]], key: str) -> float:
     vals = [r[key] for r in rows if np.isfinite(r[key])]
     return float(np.mean(vals)) if vals else float("nan")
@@ -157,7 +163,7 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
     return {
         "heads": len(ids), "views_per_head": len(views), "max_yaw": max_yaw,
         **{f"{k}_mean": _mean(rows, k) for k in ("psnr", "psnr_head", "ssim", "ssim_head")},
-        "depth_error_median": float(np.nanmedian([r["depth_error"] for r in rows])),
+        "depth_error_median": _median([r["depth_error"] for r in rows]),
         "chamfer_mean": _mean([{"c": c} for c in chamfers], "c"),
         "chamfer_heads": len(chamfers),
         "chamfer_no_surface": int(sum(not np.isfinite(c) for c in chamfers)),
