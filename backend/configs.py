@@ -67,10 +67,10 @@ HEADS64 = GeneratorConfig(
     rendering=RenderingConfig(depth_resolution=16, depth_resolution_importance=16),
 )
 
-# The distilled default model (aware3d-train distill): HEADS64's networks, with z the calibrated head latent of
-# train/synthetic/latent.py (67 coordinates, one per head or lighting parameter; a test checks the count),
-# kept at its length (no 2nd-moment normalisation) and no camera conditioning (the head does not depend on
-# the camera it is seen from).
+# The distilled model that is to replace the bundled GAN (aware3d-train distill, docs/distill.md): HEADS64's
+# networks, with z the calibrated head latent of train/synthetic/latent.py (67 coordinates, one per head or
+# lighting parameter; a test checks the count), kept at its length (no 2nd-moment normalisation), and no camera
+# conditioning (the head does not depend on the camera it is seen from).
 HEADS64_DISTILLED = HEADS64.replace(
     name="aware3d-heads64-distilled", z_dim=67, normalize_z=False,
     rendering=dataclasses.replace(HEADS64.rendering, c_gen_conditioning_zero=True),

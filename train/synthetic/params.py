@@ -187,7 +187,8 @@ class SceneParams:
 
 
 def rng_for(seed: int, index: int, split: int = TRAIN_SPLIT, stream: int = 0) -> np.random.Generator:
-    """Independent generator for (seed, split, index, stream): stream 0 = head, 1 = scene."""
+    """Independent generator for (seed, split, index, stream): stream 0 = the latent (head and lighting),
+    1 = the camera."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), split, int(index), stream])))
 
 
