@@ -92,6 +92,15 @@ def read_header(path: str | os.PathLike[str]) -> ModelHeader:
     return header
 
 
+
+def read_header_of_kind(path: str | os.PathLike[str], kind: str, what: str, hint: str) -> ModelHeader:
+    """The header of a file that must be of ``kind`` (one clear error line otherwise: "X.safetensors is a gan
+    model, not <what>", with ``hint`` saying how to get the right one)."""
+    header = read_header(path)
+    if header.kind != kind:
+        raise Aware3DError(f"{Path(path).name} is a {header.kind} model, not {what}", hint)
+    return header
+
 def _ordered_keys(f) -> list[str]:  # type: ignore[no-untyped-def]
     keys = list(f.keys())
     try:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.checkpoints.model_file import load_tensors, read_header, save_model
+from backend.checkpoints.model_file import load_tensors, read_header_of_kind, save_model
 from backend.errors import Aware3DError
 
 POSE_SCALE = (30.0, 15.0)  # degrees per output unit for yaw and pitch (their spread in FFHQ-like data)
@@ -96,10 +96,7 @@ def save_encoder(path: str | Path, enc: PhotoEncoder, provenance: dict[str, Any]
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> PhotoEncoder:
-    header = read_header(path)
-    if header.kind != "encoder":
-        raise Aware3DError(f"{Path(path).name} is a {header.kind} model, not a photo encoder",
-                           "train one with aware3d-train encoder")
+    header = read_header_of_kind(path, "encoder", "a photo encoder", "train one with aware3d-train encoder")
     enc = PhotoEncoder(EncoderConfig.from_dict(header.config))
     enc.load_state_dict(load_tensors(path))
     return enc.to(device).eval().requires_grad_(False)

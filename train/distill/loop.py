@@ -25,9 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints.model_file import save_model
 from backend.configs import get_config
-from backend.devices import hardware_description
 from backend.fileio import write_json
 from backend.generator import TriPlaneGenerator
 from backend.render.renderer import SamplingSettings
@@ -46,7 +44,7 @@ from train.distill.targets import Prefetching, RenderedTargets, TargetSource, re
 from train.ema import ema_beta, update_ema
 from train.gan import distributed
 from train.gan.logs import TrainingLog, progress_line
-from train.gan.snapshot import load_newest_snapshot, save_snapshot
+from train.gan.snapshot import export_generator, load_newest_snapshot, run_provenance, save_snapshot
 from train.synthetic.latent import LATENT_DIMS
 
 
@@ -225,24 +223,12 @@ class DistillTrainer:
         return True
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            "source": "aware3d-train distill",
-            "command": " ".join(self.command),
-            "data": self.data_path,
-            "kimg": round(self.kimg, 3),
-            "steps": self.progress.iteration,
-            "wall_time_s": round(self.progress.wall_time, 1),
-            "hardware": hardware_description(self.device),
-            "processes": self.dist.world_size,
-            "options": self.opts.to_dict(),
-            "metrics": {},
-        }
+        return run_provenance("aware3d-train distill", self.command, self.data_path, self.kimg,
+                              self.progress.wall_time, self.device, self.dist.world_size, self.opts.to_dict(),
+                              steps=self.progress.iteration)
 
     def export(self, path: str | Path) -> Path:
-        path = Path(path)
-        save_model(path, self.G_ema.state_dict(), kind="gan", config=self.cfg.to_dict(),
-                   provenance=self.provenance())
-        return path
+        return export_generator(path, self.G_ema, self.cfg.to_dict(), self.provenance())
 
     @torch.no_grad()
     def image_grid(self, heads: int = 4) -> np.ndarray:

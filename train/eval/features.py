@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.checkpoints.model_file import load_tensors, read_header, save_model
+from backend.checkpoints.model_file import load_tensors, read_header, read_header_of_kind, save_model
 from backend.errors import Aware3DError
 
 INPUT_RESOLUTION = 64
@@ -251,10 +251,7 @@ def record_held_out(path: str | Path, record: dict[str, Any], command: str) -> N
 
 
 def load_feature_net(path: str | Path, device: torch.device | str = "cpu") -> FeatureNet:
-    header = read_header(path)
-    if header.kind != "features":
-        raise Aware3DError(f"{Path(path).name} is a {header.kind} model, not a feature network",
-                           "train one with aware3d-train features")
+    header = read_header_of_kind(path, "features", "a feature network", "train one with aware3d-train features")
     net = FeatureNet(FeatureSpec.from_dict(header.config))
     net.load_state_dict(load_tensors(path))
     return net.to(device).eval().requires_grad_(False)

@@ -27,9 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.checkpoints.model_file import save_model
 from backend.configs import get_config
-from backend.devices import hardware_description
 from backend.fileio import write_json
 from backend.generator import TriPlaneGenerator
 from backend.render.rays import patch_uv
@@ -42,10 +40,7 @@ from train.gan.discriminator import Discriminator, DiscriminatorConfig, dual_inp
 from train.gan.logs import TrainingLog, progress_line
 from train.gan.options import GanOptions
 from train.gan.perceptual import DiscriminatorFeatureDistance, LPIPSDistance
-from train.gan.snapshot import (
-    load_newest_snapshot,
-    save_snapshot,
-)
+from train.gan.snapshot import export_generator, load_newest_snapshot, run_provenance, save_snapshot
 
 STREAMS = {name: i for i, name in enumerate(
     ["data", "z_G", "pose_G", "swap_G", "z_D", "pose_D", "swap_D", "z_reg", "pose_reg", "swap_reg",
@@ -417,23 +412,11 @@ class GanTrainer:
             self.export(path)
 
     def provenance(self, wall_time: float) -> dict[str, Any]:
-        return {
-            "source": "aware3d-train gan",
-            "command": " ".join(self.command),
-            "data": self.data_path,
-            "kimg": round(self.kimg, 3),
-            "wall_time_s": round(wall_time, 1),
-            "hardware": hardware_description(self.device),
-            "processes": self.dist.world_size,
-            "options": self.opts.to_dict(),
-            "metrics": {},
-        }
+        return run_provenance("aware3d-train gan", self.command, self.data_path, self.kimg, wall_time, self.device,
+                              self.dist.world_size, self.opts.to_dict())
 
     def export(self, path: str | Path) -> Path:
-        path = Path(path)
-        save_model(path, self.G_ema.state_dict(), kind="gan", config=self.cfg.to_dict(),
-                   provenance=self.provenance(self.progress.wall_time))
-        return path
+        return export_generator(path, self.G_ema, self.cfg.to_dict(), self.provenance(self.progress.wall_time))
 
     @torch.no_grad()
     def image_grid(self, n: int = 8) -> np.ndarray:

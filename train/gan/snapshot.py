@@ -119,3 +119,23 @@ def load_newest_snapshot(run_dir: str | os.PathLike[str], modules: dict[str, tor
     """Load the newest snapshot of a run folder into ``modules``/``optimizers``; its meta, or None if none."""
     snaps = list_snapshots(run_dir)
     return load_training_state(snaps[-1], modules, optimizers, device) if snaps else None
+
+
+def export_generator(path: str | os.PathLike[str], G_ema: torch.nn.Module, config: dict[str, Any],
+                     provenance: dict[str, Any]) -> Path:
+    """Write a trained generator (its EMA copy) as an ordinary Aware3D model file with its provenance."""
+    from backend.checkpoints.model_file import save_model
+
+    path = Path(path)
+    save_model(path, G_ema.state_dict(), kind="gan", config=config, provenance=provenance)
+    return path
+
+
+def run_provenance(source: str, command: list[str], data: str, kimg: float, wall_time_s: float,
+                   device: torch.device, processes: int, options: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What an exported model records of the run that made it (shown by ``aware3d info`` and model cards)."""
+    from backend.devices import hardware_description
+
+    return {"source": source, "command": " ".join(command), "data": data, "kimg": round(kimg, 3), **extra,
+            "wall_time_s": round(wall_time_s, 1), "hardware": hardware_description(device),
+            "processes": processes, "options": options, "metrics": {}}
