@@ -7,6 +7,9 @@ Public API (docs/invert.md):
 * face front end (the ``face`` extra): ``prepare_photo`` (detect → landmark crop → pose prior, or
   ``NoFaceError``), ``detect_faces``, ``FaceSettings``;
 * pipeline: ``InvertSettings``, ``preset``, ``invert`` → ``Inversion``; ``retexture`` (texture edits);
+* encoder start: ``choose_encoder`` (``auto``/``none``/a file → ``EncoderChoice``), ``encoder_start`` (one
+  forward pass → ``Start``: the first avatar's latent and camera, ``invert(..., start=)``), ``refine_budget``
+  (the ``none``/``fast``/``full`` refinement levels);
 * stages: ``estimate_pose``, ``project_latent``, ``tune_generator``, ``build_pseudo_views``;
 * files: ``save_avatar``, ``read_avatar``, ``load_avatar`` (→ tuned G, ws, label), ``avatar_latent`` (→ tuned
   G, ``sampling.Latent``, label: an avatar in place of a seed), ``write_outputs``;
@@ -26,7 +29,8 @@ _EXPORTS = {
     "estimate_mask": "image", "Photo": "image", "Framed": "image",
     "prepare_photo": "frontend", "NoFaceError": "frontend", "detect_faces": "face", "FaceSettings": "face",
     "InvertSettings": "pipeline", "preset": "pipeline", "invert": "pipeline", "Inversion": "pipeline",
-    "retexture": "pipeline",
+    "retexture": "pipeline", "refine_budget": "pipeline",
+    "choose_encoder": "start", "encoder_start": "start", "Start": "start", "EncoderChoice": "start",
     "estimate_pose": "pose", "PoseSettings": "pose", "project_latent": "project", "ProjectSettings": "project",
     "tune_generator": "tuning", "TuneSettings": "tuning", "build_pseudo_views": "pseudo",
     "PseudoSettings": "pseudo",

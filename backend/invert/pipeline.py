@@ -10,6 +10,13 @@ it). Each stage is also a function of its own, so the benchmark can share a pivo
 Modes: ``full`` is HFGI3D's order (stage 2 restarts from the original generator; stage 1 only supplies the
 depth and the fill images); ``single-view`` is PTI-like: the pivot, then tuning on the input view alone for
 as many steps as stage 2 would take.
+
+Start: from the average head and a searched (or landmark) pose, or from a photo encoder's answer
+(``start=``, :mod:`backend.invert.start`): its latent starts the pivot and its camera the joint camera
+refinement. How much is refined from there (``settings.refine``): ``none`` (the encoder's avatar as it is),
+``fast`` (:func:`refine_budget`: a short pivot, no stage 1 — the pseudo views take their geometry from the
+untuned generator at the pivot — a few pseudo views and a short stage 2) or ``full`` (every stage at the
+preset's budgets).
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from backend.invert.tuning import Target, TuneReport, TuneSettings, tune_generat
 
 Progress = Callable[[str, int, int, str], None]
 MODES = ("full", "single-view")
-STAGES = ("pose", "project", "stage1", "pseudo", "stage2")
+STAGES = ("encoder", "pose", "project", "stage1", "pseudo", "stage2")
+REFINES = ("none", "fast", "full")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class InvertSettings:
     stage2: TuneSettings = field(default_factory=lambda: TuneSettings(steps=100, pseudo_weight=0.5))
     mode: str = "full"
     seed: int = 0
+    # From an encoder start: none (its avatar as it is), fast or full (refine_budget). Without one: full.
+    refine: str = "full"
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -78,6 +88,22 @@ def preset(name: str, **overrides: Any) -> InvertSettings:
     return replace(s, **overrides) if overrides else s
 
 
+def refine_budget(s: InvertSettings, refine: str) -> InvertSettings:
+    """``s`` with the budgets of a refinement level from an encoder start.
+
+    ``fast``: at most 30 pivot steps, no stage 1 (an encoder's start is close enough that the untuned
+    generator at the pivot supplies the pseudo views' geometry and fills), at most 4 pseudo views and 30
+    stage-2 steps — about a quarter of the default pipeline's renders. ``full`` and ``none`` keep ``s``'s
+    budgets (``none`` runs none of them)."""
+    if refine not in REFINES:
+        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
+    if refine == "fast":
+        s = replace(s, project=replace(s.project, steps=min(s.project.steps, 30)),
+                    stage1=replace(s.stage1, steps=0), pseudo=replace(s.pseudo, views=min(s.pseudo.views, 4)),
+                    stage2=replace(s.stage2, steps=min(s.stage2.steps, 30)))
+    return replace(s, refine=refine)
+
+
 @dataclass
 class Inversion:
     """What the pipeline produced (tensors on the generator's device)."""
@@ -94,6 +120,7 @@ class Inversion:
     reports: dict[str, TuneReport] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    start: Any = None  # backend.invert.start.Start when an encoder gave the first avatar
 
     @property
     def yaw(self) -> float:
@@ -106,7 +133,9 @@ class Inversion:
     def summary(self) -> dict[str, Any]:
         return {"pose": self.pose.to_dict(), "mode": self.settings.mode,
                 "latent_space": self.settings.project.space,
-                "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+                "start": self.start.to_dict() if self.start is not None else {"encoder": None},
+                "refine": self.settings.refine, "stages": list(self.timings),
+                "timings_s": {k: round(v, 4 if k == "encoder" else 2) for k, v in self.timings.items()},
                 "total_s": round(sum(self.timings.values()), 2), "input_view": self.metrics,
                 "pseudo_views": len(self.pseudo),
                 "stage_steps": {k: r.steps for k, r in self.reports.items()},
@@ -146,31 +175,63 @@ def invert(
     weight: torch.Tensor | None = None,
     progress: Progress | None = None,
     keep_stage1: bool = False,
+    start: Any = None,
 ) -> Inversion:
-    """Run the pipeline on a framed target [1, 3, R, R] in [−1, 1] (R = the model's image size)."""
+    """Run the pipeline on a framed target [1, 3, R, R] in [−1, 1] (R = the model's image size).
+
+    ``start`` (:class:`backend.invert.start.Start`): an encoder's latent and camera to begin from, refined as
+    ``settings.refine`` says (module docstring); a given ``settings.pose`` still wins over its camera."""
     s = settings or InvertSettings()
     if s.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {s.mode!r}")
+    if s.refine not in REFINES:
+        raise ValueError(f"refine must be one of {REFINES}, got {s.refine!r}")
+    if start is None and s.refine != "full":
+        raise ValueError(f"refine {s.refine!r} needs an encoder start")
     device = next(G.parameters()).device
     target = target.to(device)
     weight = None if weight is None else weight.to(device)
     timings: dict[str, float] = {}
     G.eval()
 
-    t0 = time.perf_counter()
-    stats = latent_stats(G, s.project.w_avg_samples)
-    pose = find_pose(G, target, s, stats, weight, progress)
-    _timed(timings, "pose", t0)
+    if start is not None:
+        timings["encoder"] = start.seconds
+        if s.pose is not None:
+            pose = PoseEstimate(float(s.pose[0]), float(s.pose[1]), "given")
+            if progress is not None:
+                progress("pose", 1, 1, f"given: yaw {pose.yaw:+.1f}°, pitch {pose.pitch:+.1f}°")
+        else:
+            pose = PoseEstimate(start.yaw, start.pitch, "encoder")
+            if progress is not None:
+                progress("encoder", 1, 1, f"first avatar: yaw {start.yaw:+.1f}°, pitch {start.pitch:+.1f}°")
+        label = orbit_labels(G.cfg, pose.yaw, pose.pitch).to(device)
+        first = input_metrics(G, start.ws, label, target)
+        if s.refine == "none":
+            inv = Inversion(G, start.ws.to(device), label, pose, target, s, timings=timings, start=start)
+            inv.metrics["encoder"] = inv.metrics["final"] = first
+            return inv
+        t0 = time.perf_counter()
+        stats = latent_stats(G, s.project.w_avg_samples)
+        init_ws = start.ws.to(device)
+    else:
+        t0 = time.perf_counter()
+        stats = latent_stats(G, s.project.w_avg_samples)
+        pose = find_pose(G, target, s, stats, weight, progress)
+        _timed(timings, "pose", t0)
+        t0 = time.perf_counter()
+        init_ws, first = None, None
 
-    t0 = time.perf_counter()
-    refine = s.project.refine_camera and (pose.source in ("estimated", "landmarks") or s.refine_given_pose)
+    refine = s.project.refine_camera and (pose.source in ("estimated", "landmarks", "encoder")
+                                          or s.refine_given_pose)
     pivot = project_latent(G, target, pose.yaw, pose.pitch, replace(s.project, refine_camera=refine), stats,
-                           weight, progress=progress, seed=s.seed)
+                           weight, init_ws=init_ws, progress=progress, seed=s.seed)
     if refine:
         pose = replace(pose, yaw=pivot.yaw, pitch=pivot.pitch)
     label = orbit_labels(G.cfg, pose.yaw, pose.pitch).to(device)
     _timed(timings, "project", t0)
-    inv = Inversion(G, pivot.ws, label, pose, target, s, timings=timings)
+    inv = Inversion(G, pivot.ws, label, pose, target, s, timings=timings, start=start)
+    if first is not None:
+        inv.metrics["encoder"] = first
     inv.metrics["pivot"] = input_metrics(G, pivot.ws, label, target)
     input_view = Target(target, label, weight)
 
@@ -180,11 +241,14 @@ def invert(
                                                       "stage2", s.seed, stats.w_std)
         _timed(timings, "stage2", t0)
     else:
-        t0 = time.perf_counter()
-        G1, inv.reports["stage1"] = tune_generator(G, pivot.ws, input_view, None, s.stage1, progress, "stage1",
-                                                   s.seed, stats.w_std)
-        _timed(timings, "stage1", t0)
-        inv.metrics["stage1"] = input_metrics(G1, pivot.ws, label, target)
+        if s.stage1.steps > 0:
+            t0 = time.perf_counter()
+            G1, inv.reports["stage1"] = tune_generator(G, pivot.ws, input_view, None, s.stage1, progress,
+                                                       "stage1", s.seed, stats.w_std)
+            _timed(timings, "stage1", t0)
+            inv.metrics["stage1"] = input_metrics(G1, pivot.ws, label, target)
+        else:  # fast refinement: the untuned generator at the pivot gives the pseudo views' geometry
+            G1 = G
         t0 = time.perf_counter()
         inv.pseudo, inv.input_depth = build_pseudo_views(G1, pivot.ws, target, label, pose.yaw, pose.pitch,
                                                          s.pseudo, progress=progress)
