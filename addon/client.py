@@ -76,6 +76,8 @@ class JobHandle:
         self.fraction: float | None = None
         self.message = ""
         self.preview: str | None = None
+        self.partial: dict[str, Any] | None = None  # the latest first result ({"data", "files"}) a job sent
+        self.partials = 0  # how many arrived (a callback imports each once)
         self.result: dict[str, Any] | None = None
         self.error: BackendError | None = None
         self.started = time.monotonic()
@@ -116,6 +118,9 @@ class JobHandle:
         self.message = str(ev.get("message") or "")
         if ev.get("preview"):
             self.preview = str(ev["preview"])
+        if isinstance(ev.get("partial"), dict):
+            self.partial = ev["partial"]
+            self.partials += 1
         for fn in self._progress_callbacks:
             fn(self)
 
@@ -289,18 +294,29 @@ class TcpTransport(Transport):
                          name="aware3d-backend-reader").start()
 
     def _unpack(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Write inline result files into a local job folder (on the reader thread, off Blender's)."""
+        """Write inline result files (of a result, or of a progress event's ``partial`` result) into a local
+        job folder (on the reader thread, off Blender's)."""
         inline = msg.pop("inline", None)
-        if msg.get("event") == "result" and inline:
-            folder = self.local_dir / "".join(c if c.isalnum() or c in "-_" else "_" for c in str(msg["id"]))
-            folder.mkdir(parents=True, exist_ok=True)
-            files = {}
-            for role, remote in (msg.get("files") or {}).items():
-                if role in inline:
-                    local = folder / Path(str(remote).replace("\\", "/")).name
-                    local.write_bytes(base64.b64decode(inline[role]))
-                    files[role] = str(local)
-            msg["files"], msg["job_dir"] = files, str(folder)
+        kind = msg.get("event")
+        if not inline or kind not in ("result", "progress"):
+            return msg
+        folder = self.local_dir / "".join(c if c.isalnum() or c in "-_" else "_" for c in str(msg["id"]))
+        if kind == "progress":
+            if not isinstance(msg.get("partial"), dict):
+                return msg
+            folder, holder = folder / "partial", msg["partial"]
+        else:
+            holder = msg
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for role, remote in (holder.get("files") or {}).items():
+            if role in inline:
+                local = folder / Path(str(remote).replace("\\", "/")).name
+                local.write_bytes(base64.b64decode(inline[role]))
+                files[role] = str(local)
+        holder["files"] = files
+        if kind == "result":
+            msg["job_dir"] = str(folder)
         return msg
 
     def send(self, msg: dict[str, Any]) -> None:

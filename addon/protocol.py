@@ -18,7 +18,9 @@ Events: ``{"v": 1, "event": KIND, "id": ..., ...}`` where KIND is
 
 * ``ack``       a job was accepted: ``position`` 0 = running now, n = n jobs ahead of it;
 * ``progress``  ``stage``, ``step``, ``total``, ``eta_s`` (seconds or null), ``fraction`` (0..1 over the whole
-  job, or null), ``message`` and ``preview`` (a PNG path, or null);
+  job, or null), ``message`` and ``preview`` (a PNG path, or null); optionally ``partial``: a first result
+  that the job's ``result`` will replace (``data`` and ``files`` as in a result; over TCP also ``inline``),
+  e.g. ``invert``'s head from the photo encoder before the refinement;
 * ``result``    ``op``, ``data`` (a JSON object), ``files`` (role → absolute path in the job folder),
   ``job_dir``, ``elapsed_s``; over TCP also ``inline`` (role → base64 of the file);
 * ``error``     ``error`` = ``{"type", "message", "hint"}``; ``id`` is null when the request could not be read;

@@ -16,6 +16,10 @@ from backend.cli.common import add_device_arg, add_model_arg, progress
 from backend.errors import Aware3DError
 
 MESH_FORMATS = ("glb", "obj", "ply")
+REFINES = ("none", "fast", "full")  # backend.invert.pipeline.REFINES (not imported: torch stays unloaded)
+# fast: the only level within the issue's 20 s per photo (with the mesh) on 2 CPU cores; full from an encoder
+# start costs as much as the pipeline without one.
+DEFAULT_REFINE = "fast"
 
 
 def _pair(text: str, what: str) -> tuple[float, float]:
@@ -43,13 +47,24 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "invert", help="turn a photo into an avatar (3D head): pose, pivot, pseudo-multi-view tuning",
-        description="Invert a photo into the generator (HFGI3D-style): estimate the camera by render-and-compare "
-                    "(or take --pose), fit a W+ pivot, tune a copy of the generator on the photo for a depth map, "
-                    "build pseudo views around the photo's pose by visibility analysis, and tune the original "
-                    "generator on the photo plus the pseudo views. Writes NAME.avatar.safetensors, renders, "
-                    "pseudo_views.png, an orbit video, a mesh and report.json to --out.")
+        description="Invert a photo into the generator: a photo encoder that fits the model gives the first "
+                    "avatar (latent and camera) in one forward pass, then the HFGI3D-style optimisation refines "
+                    "it (--refine): a W+ pivot fitted jointly with the camera, a copy of the generator tuned on "
+                    "the photo for a depth map, pseudo views around the photo's pose by visibility analysis, and "
+                    "the original generator tuned on the photo plus the pseudo views. Without an encoder the "
+                    "optimisation starts from the average head at the landmarks' (or a searched) pose. Writes "
+                    "NAME.avatar.safetensors, renders, pseudo_views.png, an orbit video, a mesh and report.json "
+                    "to --out.")
     p.add_argument("photo", type=Path, help="image file (PNG, JPEG, WebP, ...; any size; RGB or RGBA)")
     add_model_arg(p)
+    p.add_argument("--encoder", default="auto", metavar="auto|none|FILE",
+                   help="photo encoder for the first avatar: auto (the first encoder in the model folders that "
+                        "fits the model; none fits: optimise from the average head, with a note), none, or a "
+                        ".safetensors file or model name (default auto)")
+    p.add_argument("--refine", choices=list(REFINES), default=DEFAULT_REFINE,
+                   help="refinement after the encoder: none (its avatar as it is), fast (a short pivot, a few "
+                        "pseudo views, a short stage 2), full (every stage at the preset's budgets); ignored "
+                        f"without an encoder (default {DEFAULT_REFINE})")
     p.add_argument("--pose", help="camera YAW,PITCH in degrees (default: estimated)")
     p.add_argument("--refine-pose", action="store_true", help="also refine a given --pose with the latent")
     p.add_argument("--crop", default="auto",
@@ -155,13 +170,14 @@ def _check_common(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def build_settings(args: argparse.Namespace) -> Any:
-    """InvertSettings from the command line (preset, then the explicit overrides)."""
+def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
+    """InvertSettings from the command line (preset, then the refinement level's budgets, then the explicit
+    overrides)."""
     from dataclasses import replace
 
-    from backend.invert.pipeline import preset
+    from backend.invert.pipeline import preset, refine_budget
 
-    s = preset(args.preset)
+    s = refine_budget(preset(args.preset), refine)
     pose = _pair(args.pose, "pose") if args.pose else None
     if pose is not None and not (-90 < pose[0] < 90 and -60 < pose[1] < 60):
         raise Aware3DError(f"pose {pose} is outside the generator's range", "yaw within ±90°, pitch within ±60°")
@@ -192,6 +208,15 @@ def build_settings(args: argparse.Namespace) -> Any:
         ps = replace(ps, yaw_range=args.pseudo_yaw)
     return replace(s, pose=pose, refine_given_pose=args.refine_pose, project=proj, stage1=st1, stage2=st2,
                    pseudo=ps, mode=args.mode, seed=args.seed)
+
+
+def _check_encoder_arg(spec: str) -> None:
+    """A missing encoder file is reported before the model is loaded (names are resolved later)."""
+    if spec in ("auto", "none"):
+        return
+    path = Path(spec).expanduser()
+    if (path.suffix or "/" in spec or "\\" in spec) and not path.is_file():
+        raise Aware3DError(f"encoder file not found: {path}", "check the path, or use --encoder auto")
 
 
 def output_options(args: argparse.Namespace, name: str) -> Any:
@@ -225,6 +250,7 @@ def run_invert(args: argparse.Namespace) -> int:
 
     _check_common(args)
     settings = build_settings(args)
+    _check_encoder_arg(args.encoder)
     matte = _matte(args.matte)
     crop: str | CropBox = args.crop if args.crop in ("auto", "full") else CropBox.parse(args.crop)
     photo = load_photo(args.photo)
@@ -236,6 +262,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from backend.invert.avatar import base_identity
     from backend.invert.pipeline import invert
     from backend.invert.results import write_outputs
+    from backend.invert.start import choose_encoder, encoder_start
     from backend.registry import load_generator
 
     device = resolve_device(args.device)
@@ -252,26 +279,37 @@ def run_invert(args: argparse.Namespace) -> int:
     preview = crop_preview(photo, framed, landmarks=None if face is None else face.landmarks,
                            face_box=None if face is None else face.box)
     print(f"model {loaded.name} ({G.cfg.name}, {res}px) on {device}; {fe.summary()}", file=sys.stderr)
-    if fe.pose_prior is not None and not args.no_pose_prior:
-        settings = replace(settings, pose_prior=fe.pose_prior)
+    base = base_identity(loaded)
+    choice = choose_encoder(args.encoder, G, base, device)
+    start = None
+    if choice.encoder is None:
+        if choice.notice:
+            print(f"note: {choice.notice}", file=sys.stderr)
+        if fe.pose_prior is not None and not args.no_pose_prior:
+            settings = replace(settings, pose_prior=fe.pose_prior)
+    else:
+        settings = build_settings(args, args.refine)
+        start = encoder_start(choice.encoder, G, framed.image, choice.info)
+        print(f"first avatar from {choice.info['name']} in {start.seconds:.3f} s: yaw {start.yaw:+.1f}°, pitch "
+              f"{start.pitch:+.1f}°; refinement {args.refine}", file=sys.stderr)
     bars = StageBars()
     try:
-        inv = invert(G, framed.image, settings, progress=bars)
+        inv = invert(G, framed.image, settings, progress=bars, start=start)
         source = {"photo": args.photo.name, "sha256": file_sha256(args.photo), "size": list(photo.size),
                   "crop": framed.box.to_list(), "crop_method": framed.method, "crop_note": framed.note,
                   "crop_angle_deg": round(framed.box.angle, 3), "crop_stretch": framed.box.stretch,
                   "face": fe.to_dict(),
                   "mask": str(args.mask) if args.mask else ("alpha" if photo.alpha is not None else None)}
-        written = write_outputs(args.out, inv, G, base_identity(loaded), output_options(args, name), source,
-                                preview, bars)
+        written = write_outputs(args.out, inv, G, base, output_options(args, name), source, preview, bars)
     finally:
         bars.close()
     total = time.perf_counter() - t0
     pose = inv.pose
     m = inv.metrics.get("final", {})
+    stages = ", ".join(f"{k} {v:.2f} s" for k, v in inv.timings.items())
     print(f"pose: yaw {pose.yaw:+.1f}°, pitch {pose.pitch:+.1f}° ({pose.source}); input view PSNR "
           f"{m.get('psnr', float('nan')):.2f} dB, SSIM {m.get('ssim', float('nan')):.3f}; "
-          f"{total:.1f} s in all", file=sys.stderr)
+          f"{total:.1f} s in all (stages: {stages})", file=sys.stderr)
     for role, path in written.files.items():
         print(f"{role}: {path}")
     return 0

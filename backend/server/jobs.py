@@ -85,8 +85,11 @@ class JobContext:
         self._weights = {k: v / total for k, v in stages.items()}
 
     def progress(self, stage: str, step: int, total: int, message: str = "",
-                 preview: str | Path | None = None) -> None:
-        """Report progress (rate-limited) and honour a pending cancel."""
+                 preview: str | Path | None = None, partial: JobResult | None = None) -> None:
+        """Report progress (rate-limited) and honour a pending cancel.
+
+        ``partial``: a first result that the job's final one will replace (e.g. the encoder's head before the
+        refinement); always sent, its files inline for a TCP client as in a result."""
         self.check_cancel()
         now = time.monotonic()
         if stage != self._stage:
@@ -95,7 +98,8 @@ class JobContext:
         else:
             first = False
         last = step >= total
-        if not (first or last or preview is not None or now - self._last_sent >= PROGRESS_MIN_INTERVAL_S):
+        if not (first or last or preview is not None or partial is not None
+                or now - self._last_sent >= PROGRESS_MIN_INTERVAL_S):
             return
         self._last_sent = now
         elapsed = now - self._stage_t0
@@ -105,10 +109,15 @@ class JobContext:
             order = list(self._weights)
             done = sum(self._weights[k] for k in order[: order.index(stage)])
             frac = min(1.0, done + self._weights[stage] * (step / total if total else 0.0))
-        self.job.sink.send(P.event("progress", self.job.id, stage=stage, step=int(step), total=int(total),
-                                   eta_s=None if eta is None else round(eta, 2),
-                                   fraction=None if frac is None else round(frac, 4), message=message,
-                                   preview=None if preview is None else str(preview)))
+        msg = P.event("progress", self.job.id, stage=stage, step=int(step), total=int(total),
+                      eta_s=None if eta is None else round(eta, 2),
+                      fraction=None if frac is None else round(frac, 4), message=message,
+                      preview=None if preview is None else str(preview))
+        if partial is not None:
+            msg["partial"] = {"data": partial.data, "files": {k: str(v) for k, v in partial.files.items()}}
+            if getattr(self.job.sink, "inline_results", False):
+                msg["inline"] = inline_files(partial.files)
+        self.job.sink.send(msg)
 
     def callback(self, stage: str, message: str = "") -> Callable[[int, int], None]:
         """An ``on_progress(i, n)`` callback (renderer, mesh grid) bound to a stage."""

@@ -11,6 +11,12 @@ that exists only in memory, as base64 file bytes (``image_b64``, at most ~700 KB
 limit). Progress: one stage per pipeline stage, so the panel's bar moves through pose, pivot, stage 1,
 pseudo views, stage 2 and mesh with an ETA; the crop preview is sent as a progress ``preview`` as soon as it
 exists. Cancel takes effect at the next optimisation step.
+
+With a photo encoder that fits the model (``encoder``: ``auto``, ``none`` or a file;
+:mod:`backend.invert.start`), ``invert`` first sends the encoder's avatar as a progress ``partial`` (stage
+``encoder``: a coarse mesh, its camera, a render and its avatar file; ``first_head``) and then refines it
+(``refine``: ``none``, ``fast`` or ``full``); the result replaces it. ``invert_preview``'s pose is then the
+encoder's, at once.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ _PHOTO_ARGS: dict[str, tuple[tuple[type, ...], Any]] = {
     "device": P.DEVICE_ARG,
 }
 
-PREVIEW_SPEC = P.OpSpec(True, {**_PHOTO_ARGS, "estimate_pose": ((bool,), False)},
+PREVIEW_SPEC = P.OpSpec(True, {**_PHOTO_ARGS, "estimate_pose": ((bool,), False), "encoder": ((str,), "auto")},
                         "Photo to 3D, first look: the crop (and optionally the estimated pose) of a photo")
 INVERT_SPEC = P.OpSpec(True, {
     **_PHOTO_ARGS,
+    "encoder": ((str,), "auto"),
+    "refine": ((str,), "fast"),
+    "first_head": ((bool,), True),
     "pose": ((list, type(None)), None),
     "preset": ((str,), "default"),
     "mode": ((str,), "full"),
@@ -126,16 +135,17 @@ def _matte(value: Any) -> tuple[float, float, float] | None:
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _settings(a: dict[str, Any]) -> Any:
+def _settings(a: dict[str, Any], refine: str = "full") -> Any:
+    """InvertSettings: the preset, the refinement level's budgets (from an encoder start), the explicit steps."""
     from dataclasses import replace
 
-    from backend.invert.pipeline import preset
+    from backend.invert.pipeline import preset, refine_budget
 
     if a["preset"] not in PRESETS:
         raise Aware3DError(f"unknown preset {a['preset']!r}", f"use one of {', '.join(PRESETS)}")
     if a["mode"] not in MODES:
         raise Aware3DError(f"unknown mode {a['mode']!r}", f"use one of {', '.join(MODES)}")
-    s = preset(a["preset"])
+    s = refine_budget(preset(a["preset"]), refine)
     pose = a["pose"]
     if pose is not None:
         if len(pose) != 2 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in pose):
@@ -225,10 +235,12 @@ def _face_data(fe: Any) -> dict[str, Any]:
 
 def op_invert_preview(ctx: JobContext) -> JobResult:
     from backend.invert.pipeline import InvertSettings, find_pose
+    from backend.invert.pose import PoseEstimate
     from backend.invert.project import latent_stats
+    from backend.invert.start import encoder_start
 
     a = ctx.args
-    ctx.plan({"load": 1, "crop": 1, "pose": 4 if a["estimate_pose"] else 0})
+    ctx.plan({"load": 1, "crop": 1, "encoder": 0, "pose": 4 if a["estimate_pose"] else 0})
     photo, mask, _ = _read(ctx)
     model, _ = load_model(ctx, a["model"], a["device"])
     G = model.generator
@@ -239,11 +251,85 @@ def op_invert_preview(ctx: JobContext) -> JobResult:
         data["refused"] = fe.notice
     if a["estimate_pose"]:
         device = next(G.parameters()).device
-        s = InvertSettings(pose_prior=fe.pose_prior if a["pose_prior"] else None)
-        pose = find_pose(G, fe.framed.image.to(device), s, latent_stats(G, s.project.w_avg_samples), None,
-                         lambda st, i, n, m: ctx.progress(st, i, n, m))
-        data["pose"] = pose.to_dict()
+        # The pose the inversion will start from: the encoder's when one fits (instant), else the landmarks'
+        # prior (instant), else the render-and-compare search (seconds).
+        choice = _encoder(ctx, G, model, device)
+        data["encoder"] = choice.info or None
+        if choice.encoder is not None:
+            start = encoder_start(choice.encoder, G, fe.framed.image, choice.info)
+            data["pose"] = PoseEstimate(start.yaw, start.pitch, "encoder", seconds=start.seconds).to_dict()
+        else:
+            if choice.notice:
+                data["encoder_notice"] = choice.notice
+            s = InvertSettings(pose_prior=fe.pose_prior if a["pose_prior"] else None)
+            pose = find_pose(G, fe.framed.image.to(device), s, latent_stats(G, s.project.w_avg_samples), None,
+                             lambda st, i, n, m: ctx.progress(st, i, n, m))
+            data["pose"] = pose.to_dict()
     return JobResult(data=data, files={"crop_preview": preview, "input": inp})
+
+
+def _encoder(ctx: JobContext, G: Any, model: Any, device: Any) -> Any:
+    """The request's encoder (``backend.invert.start.choose_encoder``); a bad one is the job's error."""
+    from backend.invert.avatar import base_identity
+    from backend.invert.start import choose_encoder
+
+    ctx.progress("encoder", 0, 1, "looking for a photo encoder")
+    return choose_encoder(ctx.args["encoder"], G, base_identity(model), device)
+
+
+def _plan(ctx: JobContext, settings: Any, a: dict[str, Any], encoder: bool) -> None:
+    """Stage weights for the overall bar: roughly the renders each stage makes."""
+    full = settings.mode == "full"
+    none = encoder and settings.refine == "none"
+    ctx.plan({"load": 1, "crop": 1, "encoder": (4 if a["first_head"] and a["mesh"] else 1) if encoder else 0,
+              "pose": 0 if (settings.pose or encoder) else max(10, settings.project.steps // 7),
+              "project": 0 if none else settings.project.steps,
+              "stage1": 0 if (none or not full) else settings.stage1.steps,
+              "pseudo": 2 if full and not none else 0,
+              "stage2": 0 if none else 3 * settings.stage2.steps * (1 if full else 0.5),
+              "renders": 2, "video": a["orbit_frames"] / 4, "mesh": 20 if a["mesh"] else 0, "write": 1})
+
+
+def _first_head(ctx: JobContext, G: Any, framed: Any, settings: Any, start: Any, base: dict[str, Any],
+                source: dict[str, Any], name: str) -> None:
+    """Send the encoder's avatar as a ``partial`` result: a mesh (Blender coordinates), its camera, a render
+    and its avatar file, in the job's ``first/`` folder, so the panel shows a head before the refinement."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from backend.fileio import atomic_path, write_json
+    from backend.invert.pipeline import invert
+    from backend.invert.results import OutputOptions, write_outputs
+    from backend.server.ops_mesh import blender_arrays, blender_camera_dict
+
+    a = ctx.args
+    folder = ctx.job_dir / "first"
+    inv = invert(G, framed.image, replace(settings, refine="none"), start=start)
+    # A coarser grid than the final mesh: this head is shown for the seconds the refinement takes.
+    opts = OutputOptions(name=f"{name}-encoder", novel_yaws=(), orbit_frames=0, mesh=True, mesh_format=None,
+                         mesh_resolution=min(int(a["resolution"]), 64), mesh_faces=a["faces"],
+                         mesh_level=float(a["level"]), keep_geometry=False)
+
+    def progress(stage: str, step: int, total: int, message: str = "") -> None:
+        ctx.progress("encoder", step, total, f"first head: {message or stage}")
+
+    written = write_outputs(folder, inv, G, base, opts, source, None, progress)
+    files: dict[str, Path] = {"avatar": written.files["avatar"], "preview": written.files["render"]}
+    if written.mesh is not None:
+        if a["colour_mode"] == "none":
+            written.mesh.colours = None
+        files["mesh"] = folder / "mesh.npz"
+        with atomic_path(files["mesh"], suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **blender_arrays(written.mesh))
+    if a["camera"]:
+        files["camera"] = folder / "camera.json"
+        write_json(files["camera"], blender_camera_dict(G.cfg, inv.label[0].cpu().numpy()))
+    data = {"stage": "encoder", "name": name, "model": base.get("name"), "pose": inv.pose.to_dict(),
+            "metrics": inv.metrics,
+            "start": start.to_dict(), "avatar": str(written.files["avatar"])}
+    ctx.progress("encoder", 1, 1, "first head from the encoder; refining", preview=files["preview"],
+                 partial=JobResult(data=data, files=files))
 
 
 def op_invert(ctx: JobContext) -> JobResult:
@@ -256,40 +342,50 @@ def op_invert(ctx: JobContext) -> JobResult:
     from backend.invert.avatar import base_identity
     from backend.invert.pipeline import invert
     from backend.invert.results import OutputOptions, write_outputs
+    from backend.invert.start import check_refine, encoder_start
     from backend.mesh.export import save_mesh
     from backend.server.ops_mesh import blender_arrays, blender_camera_dict
 
     a = ctx.args
+    refine = check_refine(a["refine"])
     settings = _settings(a)
     _check_mesh_args(a)
     photo, mask, photo_file = _read(ctx)
-    steps = settings.project.steps + 2 * settings.stage1.steps + 3 * settings.stage2.steps
-    ctx.plan({"load": 1, "crop": 1, "pose": 0 if settings.pose else max(10, steps // 15),
-              "project": settings.project.steps, "stage1": 0 if settings.mode != "full" else settings.stage1.steps,
-              "pseudo": 2, "stage2": 3 * settings.stage2.steps * (1 if settings.mode == "full" else 0.5),
-              "renders": 2, "video": a["orbit_frames"] / 4, "mesh": 20 if a["mesh"] else 0, "write": 1})
+    _plan(ctx, settings, a, encoder=False)
     model, _ = load_model(ctx, a["model"], a["device"])
     G = model.generator
     fe, preview, inp = _frame(ctx, G, photo, mask)
     framed = fe.framed
-    if fe.pose_prior is not None and a["pose_prior"] and settings.pose is None:
-        settings = replace(settings, pose_prior=fe.pose_prior)
     device = next(G.parameters()).device
-
-    def progress(stage: str, step: int, total: int, message: str = "") -> None:
-        ctx.progress(stage, step, total, message)
-
-    inv = invert(G, framed.image.to(device), settings, progress=progress)
+    base = base_identity(model)
     name = a["name"] or (Path(a["image"]).name.split(".")[0] if a["image"] else "avatar")
-    opts = OutputOptions(name=name, novel_yaws=(), orbit_frames=a["orbit_frames"], mesh=a["mesh"],
-                         mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
-                         mesh_level=float(a["level"]))
     source = {"photo": Path(a["image"]).name if a["image"] else "(sent inline)", "size": list(photo.size),
               "sha256": file_sha256(photo_file), "crop": framed.box.to_list(), "crop_method": framed.method,
               "crop_angle_deg": round(framed.box.angle, 3), "crop_stretch": framed.box.stretch,
               "face": fe.to_dict()}
+    choice = _encoder(ctx, G, model, device)
+    start = None
+    if choice.encoder is not None:
+        settings = _settings(a, refine)
+        _plan(ctx, settings, a, encoder=True)
+        start = encoder_start(choice.encoder, G, framed.image, choice.info)
+        ctx.progress("encoder", 0, 1, f"first avatar: yaw {start.yaw:+.1f}°, pitch {start.pitch:+.1f}°")
+        if refine != "none" and a["first_head"] and a["mesh"]:
+            _first_head(ctx, G, framed, settings, start, base, source, name)
+    else:
+        ctx.progress("encoder", 1, 1, choice.notice)
+        if fe.pose_prior is not None and a["pose_prior"] and settings.pose is None:
+            settings = replace(settings, pose_prior=fe.pose_prior)
+
+    def progress(stage: str, step: int, total: int, message: str = "") -> None:
+        ctx.progress(stage, step, total, message)
+
+    inv = invert(G, framed.image.to(device), settings, progress=progress, start=start)
+    opts = OutputOptions(name=name, novel_yaws=(), orbit_frames=a["orbit_frames"], mesh=a["mesh"],
+                         mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
+                         mesh_level=float(a["level"]))
     # The mesh goes to the add-on as arrays (mesh.npz); files in other formats only when asked for.
-    written = write_outputs(ctx.job_dir, inv, G, base_identity(model), opts, source, None, progress)
+    written = write_outputs(ctx.job_dir, inv, G, base, opts, source, None, progress)
     files: dict[str, Path] = {k: v for k, v in written.files.items() if k in
                               ("avatar", "render", "render_depth", "orbit", "pseudo_views", "report")}
     files["crop_preview"], files["input"] = preview, inp
@@ -298,8 +394,10 @@ def op_invert(ctx: JobContext) -> JobResult:
     ctx.progress("write", 0, 1)
     data: dict[str, Any] = {"model": model.name, "config": G.cfg.name, "name": name,
                             "pose": inv.pose.to_dict(), "crop": _crop_data(photo, fe), "face": _face_data(fe),
-                            "metrics": inv.metrics, "timings_s": {k: round(v, 2) for k, v in inv.timings.items()},
-                            "mode": settings.mode, "avatar": str(written.files["avatar"])}
+                            "metrics": inv.metrics, "timings_s": written.report["timings_s"],
+                            "mode": settings.mode, "avatar": str(written.files["avatar"]),
+                            "start": written.report["start"], "refine": settings.refine,
+                            "stages": written.report["stages"], "encoder_notice": choice.notice or None}
     mesh = written.mesh
     if mesh is not None:
         if a["colour_mode"] == "none":
