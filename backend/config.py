@@ -27,6 +27,26 @@ SR_BLOCK_CHANNELS: dict[str, tuple[int, int]] = {
 }
 
 
+# Length of the synthetic heads' calibrated latent (train/synthetic/latent.py: one standard-normal coordinate
+# per head or lighting parameter; tests/test_encoder.py checks that the two agree). It lives here so that the
+# backend can tell which generators take it as z without importing the trainers.
+HEAD_LATENT_DIMS = 67
+
+
+def takes_head_latents(cfg: Any) -> bool:
+    """Whether a generator config (or its dict) takes the synthetic heads' latent as z: a distilled model.
+
+    Why it matters: such a z means the same head in every model that takes it (a fixed map to the head's
+    parameters), so whatever predicts it from a photo - the encoder trained on data heads - fits every snapshot
+    of every distilled model. Those configs keep z at its length (``normalize_z`` False; StyleGAN's
+    normalisation would lose what the length says) and have room for all the coordinates (extra ones carry
+    nothing). Both mapping-network families (eg3d, mimic3d) read z the same way, so the family does not matter.
+    """
+    get = cfg.get if isinstance(cfg, dict) else (lambda key, default=None: getattr(cfg, key, default))
+    z_dim = get("z_dim", None)
+    return isinstance(z_dim, int) and z_dim >= HEAD_LATENT_DIMS and get("normalize_z", True) is False
+
+
 @dataclass(frozen=True)
 class RenderingConfig:
     """Volume-rendering settings (the official ``rendering_kwargs`` that matter at inference)."""

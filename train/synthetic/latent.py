@@ -32,6 +32,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The predicate lives in the backend (which must not import train/); re-exported for the trainers.
+from backend.config import takes_head_latents  # noqa: F401
+
 from .params import (
     _HAIR_COLOUR_P,
     _HAIR_STYLE_P,
@@ -87,11 +90,6 @@ UNUSED_WHEN: dict[str, str] = {
     "bg_bottom_0": "the background is plain", "bg_bottom_1": "the background is plain",
     "bg_bottom_2": "the background is plain",
 }
-
-
-def takes_head_latents(cfg: object) -> bool:
-    """Whether a generator config's z is this latent (a distilled model: z_dim 67, z kept at its length)."""
-    return getattr(cfg, "z_dim", None) == LATENT_DIMS and not getattr(cfg, "normalize_z", True)
 
 
 # ----------------------------------------------------------------------------------------------------------
