@@ -3,9 +3,14 @@
 
 Why: optimisation-based inversion costs tens of seconds per photo on a CPU, and feed-forward encoders (LP3D,
 GOAE, TriPlaneNet) reach a first avatar in milliseconds; the optimisation then only refines from a good
-start. The encoder belongs to one generator (recorded by name and weight hash): for a distilled model it
-predicts ``z`` (the head's latent, each coordinate standard normal), for a GAN it predicts ``w`` (standardised
-by the mapping network's output statistics), and for both the camera's yaw and pitch in degrees.
+start. It predicts the camera's yaw and pitch in degrees and a latent:
+
+* ``z`` of a distilled model, trained on synthetic data heads (``trained_on="heads"``). That z is the head's
+  own latent (each coordinate standard normal, a fixed map to the head's parameters), the same for every
+  model that takes head latents, so one encoder fits every snapshot of every distilled model
+  (:func:`check_belongs` accepts it for any of them and refuses it for a GAN).
+* ``w`` of a GAN, trained on that GAN's own renders (``trained_on="generator"``; standardised by the mapping
+  network's output statistics). Its w means nothing in another GAN, so it stays bound to the weight hash.
 
 Model files are ``.safetensors`` of kind ``encoder`` with the :class:`EncoderConfig` as their config.
 """
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.checkpoints.model_file import load_tensors, read_header_of_kind, save_model
+from backend.config import takes_head_latents
 from backend.errors import Aware3DError
 
 POSE_SCALE = (30.0, 15.0)  # degrees per output unit for yaw and pitch (their spread in FFHQ-like data)
@@ -34,7 +40,18 @@ class EncoderConfig:
     resolution: int = 64                     # input size (the framed photo is resized to it)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 512
-    generator: dict[str, Any] = field(default_factory=dict)  # name and state_sha256 of the generator
+    # The generator: name and config, and for a GAN encoder the state_sha256 of the weights it belongs to.
+    generator: dict[str, Any] = field(default_factory=dict)
+    # Where the examples came from: "heads" (synthetic data heads and their true latents: valid for every model
+    # that takes head latents), "generator" (one generator's own renders: valid for those weights only), or ""
+    # (files written before this was recorded: treated as bound to the weights).
+    trained_on: str = ""
+    # Latent coordinates that change sign when the photo is mirrored left-right (for head latents: the light's
+    # azimuth and the head's roll; the synthetic heads are otherwise mirror-symmetric). With ``mirror_average``
+    # the prediction is the mean of the photo's and its mirror image's (mirrored back), which makes it exactly
+    # mirror-equivariant: no yaw bias left or right.
+    mirror_negate: tuple[int, ...] = ()
+    mirror_average: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,8 +59,9 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
         d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
+        for key in ("channels", "mirror_negate"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -66,6 +84,10 @@ class PhotoEncoder(nn.Module):
         self.head = nn.Linear(cfg.embedding, cfg.latent_dim + 2)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("latent_std", torch.ones(cfg.latent_dim))
+        sign = torch.ones(cfg.latent_dim + 2)
+        sign[list(cfg.mirror_negate)] = -1
+        sign[-2] = -1  # yaw
+        self.register_buffer("mirror_sign", sign, persistent=False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, 3, H, W] or float in [−1, 1] → float [−1, 1] at the encoder's resolution."""
@@ -82,9 +104,17 @@ class PhotoEncoder(nn.Module):
         h = F.adaptive_avg_pool2d(self.trunk(self.prepare(images)), 2).flatten(1)
         return self.head(F.silu(self.embed(h)))
 
+    def mirrored(self, out: torch.Tensor) -> torch.Tensor:
+        """Standardised outputs of the mirror image (yaw and the ``mirror_negate`` coordinates change sign).
+
+        Only meaningful for latents whose standardisation is centred (z: mean 0), which is when it is used."""
+        return out * self.mirror_sign
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent [N, latent_dim], pose [N, 2] = yaw and pitch in degrees)."""
         out = self.raw(images)
+        if self.cfg.mirror_average:
+            out = 0.5 * (out + self.mirrored(self.raw(images.flip(-1))))
         latent = out[:, :-2] * self.latent_std + self.latent_mean
         pose = out[:, -2:] * torch.tensor(POSE_SCALE, device=out.device)
         return latent, pose
@@ -102,11 +132,53 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> PhotoE
     return enc.to(device).eval().requires_grad_(False)
 
 
-def check_belongs(enc: PhotoEncoder, generator: dict[str, Any]) -> None:
-    """Refuse an encoder trained for another generator (its latents would mean nothing there)."""
+def _generator_facts(generator: Any, cfg: Any) -> tuple[str, Any, Any]:
+    """(name, config or None, a callable giving the weight hash or None) of what check_belongs was given."""
+    if isinstance(generator, dict):
+        name = str(generator.get("name") or generator.get("config") or "?")
+        if cfg is None:
+            named = generator.get("config")
+            if isinstance(named, dict):
+                cfg = named
+            elif isinstance(named, str):
+                from backend.configs import CONFIGS
+
+                cfg = CONFIGS.get(named)
+        return name, cfg, lambda: generator.get("state_sha256")
+    G = getattr(generator, "generator", generator)  # a registry.LoadedModel or the generator module itself
+    gcfg = getattr(G, "cfg", None)
+    name = str(getattr(generator, "name", None) or getattr(gcfg, "name", "?"))
+
+    def weights() -> str | None:
+        from backend.invert.avatar import state_sha256
+
+        return state_sha256(G) if isinstance(G, nn.Module) else None
+
+    return name, cfg if cfg is not None else gcfg, weights
+
+
+def check_belongs(enc: PhotoEncoder, generator: Any, cfg: Any = None) -> None:
+    """Refuse an encoder whose latents would mean nothing in ``generator`` (one clear error line).
+
+    ``generator``: the model's identity dict (``avatar.base_identity``: name, state_sha256, config name or
+    dict), a ``registry.LoadedModel`` or the generator module; ``cfg`` (a GeneratorConfig or its dict) when the
+    identity's config is not a named one. A z encoder trained on data heads fits every model that takes head
+    latents (whatever its weights: distilled snapshots keep improving) and no GAN; any other encoder fits the
+    weights it was trained for.
+    """
+    name, gcfg, weights = _generator_facts(generator, cfg)
     mine = enc.cfg.generator
-    if mine.get("state_sha256") and generator.get("state_sha256") != mine.get("state_sha256"):
-        raise Aware3DError(f"this encoder was trained for {mine.get('name', '?')}, not {generator.get('name', '?')}",
+    if enc.cfg.target == "z" and enc.cfg.trained_on == "heads":
+        if gcfg is None:
+            raise Aware3DError(f"cannot tell whether {name} takes synthetic-head latents (its config is unknown)",
+                               "pass the generator's config to check_belongs")
+        if not takes_head_latents(gcfg):
+            raise Aware3DError(f"this encoder predicts synthetic-head latents, and {name} is a GAN whose z is "
+                               "not one", f"train an encoder for it: aware3d-train encoder --model {name}")
+        return
+    wanted = mine.get("state_sha256")
+    if wanted and weights() != wanted:
+        raise Aware3DError(f"this encoder was trained for {mine.get('name', '?')}, not {name}",
                            "train an encoder for this model with aware3d-train encoder")
 
 
@@ -115,8 +187,11 @@ def encode(enc: PhotoEncoder, G: Any, image: torch.Tensor) -> tuple[torch.Tensor
     """ws [1, num_ws, w_dim] of a framed photo ([1, 3, H, W] in [−1, 1]) and its (yaw, pitch) in degrees."""
     latent, pose = enc(image)
     if enc.cfg.target == "z":
-        c = torch.zeros(1, G.cfg.c_dim, device=latent.device)
-        ws = G.mapping(latent, c)
+        z = latent.new_zeros(latent.shape[0], G.cfg.z_dim)
+        n = min(latent.shape[1], G.cfg.z_dim)
+        z[:, :n] = latent[:, :n]  # coordinates beyond the head latent carry nothing: 0
+        c = torch.zeros(latent.shape[0], G.cfg.c_dim, device=latent.device)
+        ws = G.mapping(z, c)
     else:
         ws = latent.unsqueeze(1).repeat(1, G.num_ws, 1)
     return ws, float(pose[0, 0]), float(pose[0, 1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from train.cli import command_line
@@ -14,17 +15,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "encoder", help="train a feed-forward photo encoder (photo -> latent and camera) for a generator",
         description="Train a CNN that maps a framed photo to the generator's latent and the camera's yaw and "
-                    "pitch in one forward pass, the start that aware3d invert refines. For a distilled model "
-                    "the examples are synthetic heads of random latents (z) rendered from the data's cameras; "
-                    "for a GAN, the generator's own renders (target w). Snapshots in --out every --snap steps, "
-                    "exact --resume, Ctrl-C/SIGTERM saves one; torchrun for data-parallel training.")
-    p.add_argument("--model", required=True, help="the generator (name or path)")
+                    "pitch in one forward pass, the start that aware3d invert refines. For a model that takes "
+                    "head latents (distilled) the examples are synthetic heads with their true latent z (from "
+                    "--data zips, rendered now, or both), and the encoder fits every such model, whatever its "
+                    "weights; for a GAN, the generator's own renders (target w), and the encoder fits those "
+                    "weights only. Snapshots in --out every --snap steps, exact --resume, Ctrl-C/SIGTERM saves "
+                    "one; torchrun for data-parallel training.")
+    p.add_argument("--model", default="random:aware3d-heads64-distilled",
+                   help="the generator (name or path; default random:aware3d-heads64-distilled: for head latents "
+                        "only the config matters)")
     p.add_argument("--out", required=True, type=Path, help="run folder (OUT/latest.safetensors is the encoder)")
     p.add_argument("--steps", type=int, help="training steps (default 20000)")
     p.add_argument("--batch", type=int, help="global batch (default 32)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.001)")
     p.add_argument("--snap", type=int, help="snapshot interval in steps (default 500)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--data", metavar="ZIP[,ZIP...]",
+                   help="synthetic-head zips of aware3d-train make-dataset (with latents) to draw heads from, "
+                        "comma-separated (default: every head rendered now)")
+    p.add_argument("--fresh", type=float, help="with --data: the share of each batch rendered now (default 0)")
+    p.add_argument("--mirror", type=float, help="the chance a data head is shown mirrored (default 0.5)")
+    p.add_argument("--augment", type=float,
+                   help="strength of the photo augmentation: crop shift/zoom, colour, blur, noise (default 0: none; "
+                        "1: shifts up to 3 %%, zoom up to 5 %%, see train/encoder/data.py)")
+    p.add_argument("--channels", help="the network's stage widths, comma-separated (default 32,64,128,256)")
+    p.add_argument("--embedding", type=int, help="the network's embedding size (default 512)")
     p.add_argument("--resume", action="store_true", help="continue from the newest snapshot in --out")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--render-workers", type=int, default=1, metavar="N",
@@ -32,6 +47,60 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="auto")
     p.add_argument("--export", type=Path, help="also write the final encoder here (.safetensors)")
     p.set_defaults(func=run)
+
+    c = sub.add_parser(
+        "encoder-check", help="held-out figures of a photo encoder of head latents (latent, pose, time)",
+        description="Measure an encoder of head latents on a held-out test zip (aware3d-train make-dataset "
+                    "--test-heads): latent RMSE per coordinate and discrete accuracy, yaw and pitch errors in "
+                    "degrees (median absolute, mean signed), the same on perturbed photos, and the time of one "
+                    "forward pass per photo. Writes the figures to --out and, with --record, into the encoder "
+                    "file's provenance (the model card quotes them from there).")
+    c.add_argument("--encoder", required=True, type=Path, help="the encoder (.safetensors)")
+    c.add_argument("--test-data", required=True, type=Path, metavar="ZIP", help="a *_test.zip with head latents")
+    c.add_argument("--heads", type=int, help="only the first N test heads")
+    c.add_argument("--out", type=Path, help="write the figures here (.json)")
+    c.add_argument("--record", action="store_true", help="also store them in the encoder file's provenance")
+    c.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    c.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from backend.checkpoints.model_file import load_tensors, read_header, save_model
+    from backend.errors import Aware3DError
+    from backend.invert.encoder import load_encoder
+    from train.encoder.check import check
+
+    torch.set_num_threads(args.threads or 1)
+    if args.heads is not None and args.heads <= 0:
+        raise Aware3DError(f"--heads must be positive, got {args.heads}")
+    if not args.test_data.is_file():
+        raise Aware3DError(f"test data not found: {args.test_data}", "make it with aware3d-train make-dataset")
+    enc = load_encoder(args.encoder)
+    try:
+        result = check(enc, args.test_data, args.heads, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        raise Aware3DError(str(exc)) from None
+    result = {"command": " ".join(command_line(args, "encoder-check")), "encoder": str(args.encoder), **result}
+    if args.out:
+        from backend.fileio import write_json
+
+        write_json(args.out, result)
+    if args.record:
+        header = read_header(args.encoder)
+        save_model(args.encoder, load_tensors(args.encoder), kind="encoder", config=header.config,
+                   provenance={**header.provenance, "check": result})
+    c = result["clean"]
+    print(f"latent RMSE {c['latent']['rmse']} (median head {c['latent']['rmse_median_head']}); "
+          f"yaw median |err| {c['yaw']['median_abs']}°, mean {c['yaw']['mean_signed']:+}°; pitch median |err| "
+          f"{c['pitch']['median_abs']}°, mean {c['pitch']['mean_signed']:+}°; "
+          f"{result['time_per_photo']['median_s'] * 1000:.1f} ms per photo")
+    if not args.out:
+        print(json.dumps(result, indent=1))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +114,32 @@ def run(args: argparse.Namespace) -> int:
     from train.gan import distributed
     from train.gan.snapshot import list_snapshots
 
-    changes = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "snap_steps": args.snap, "seed": args.seed}
+    changes: dict[str, object] = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "snap_steps": args.snap,
+                                  "seed": args.seed, "embedding": args.embedding}
     for key, value in changes.items():
-        if value is not None and value <= 0 and key != "seed":
+        if value is not None and value <= 0 and key != "seed":  # type: ignore[operator]
             raise Aware3DError(f"--{key.split('_')[0]} must be positive, got {value}")
+    for key in ("fresh", "mirror", "augment"):
+        value = getattr(args, key)
+        if value is not None and (value < 0 or (key != "augment" and value > 1)):
+            raise Aware3DError(f"--{key} must be {'at least 0' if key == 'augment' else 'in [0, 1]'}, got {value}")
+        changes[key] = value
+    if args.data:
+        paths = tuple(p for p in args.data.split(",") if p)
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing or not paths:
+            raise Aware3DError(f"data set not found: {missing[0] if missing else args.data!r}",
+                               "make one with aware3d-train make-dataset")
+        changes["data"] = paths
+    if args.fresh and not args.data:
+        raise Aware3DError("--fresh is the share of fresh heads beside --data", "add --data ZIP, or leave --fresh out")
+    if args.channels:
+        try:
+            changes["channels"] = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            raise Aware3DError(f"--channels takes comma-separated integers, got {args.channels!r}") from None
+        if any(c <= 0 or c % 8 for c in changes["channels"]):  # type: ignore[attr-defined]
+            raise Aware3DError(f"--channels must be positive multiples of 8 (GroupNorm), got {args.channels}")
     opts = dataclasses.replace(EncoderOptions(), **{k: v for k, v in changes.items() if v is not None})
     if args.threads:
         torch.set_num_threads(args.threads)

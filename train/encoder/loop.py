@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The encoder's training loop: photos whose latent and camera are known, and a regression onto them.
 
-Examples: for a distilled model, synthetic heads rendered by our tracer from random latents (its ``z``) and
-the data's FFHQ-like cameras, i.e. real photos of the kind the model was trained on; for a GAN, the
+Examples: for a distilled model, synthetic heads (:mod:`train.encoder.data`: data set zips, heads rendered by
+our tracer from random latents, or a mix) with their true latent (its ``z``: the encoder fits every model that
+takes head latents, whatever the snapshot) and the data's FFHQ-like cameras, i.e. real photos of the kind the
+model was trained on, optionally changed as a photo front end and a camera would change them; for a GAN, the
 generator's own renders from random latents (its ``w``) and cameras. Loss: mean squared error of the
 standardised latent plus the absolute pose error (in units of ``POSE_SCALE``).
 
@@ -24,15 +26,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.config import takes_head_latents
 from backend.fileio import write_json
 from backend.invert.encoder import POSE_SCALE, EncoderConfig, PhotoEncoder, save_encoder
 from backend.render.renderer import SamplingSettings
 from backend.sampling import camera_label
-from train.distill.targets import Prefetching, camera_angles, render_targets
+from train.distill.targets import Prefetching, camera_angles
+from train.encoder.data import (
+    MIRROR_NEGATE,
+    Augmented,
+    Examples,
+    HeadExamples,
+    MixedExamples,
+    ZipExamples,
+    _close,
+)
 from train.gan import distributed
 from train.gan.logs import TrainingLog
 from train.gan.snapshot import load_newest_snapshot, save_snapshot
-from train.synthetic.latent import LATENT_DIMS, takes_head_latents
+from train.synthetic.latent import LATENT_DIMS
+
+__all__ = ["EncoderOptions", "EncoderTrainer", "Examples", "GeneratorExamples", "HeadExamples", "w_statistics"]
 
 
 @dataclass
@@ -46,31 +60,19 @@ class EncoderOptions:
     snap_steps: int = 500
     log_steps: int = 50
     keep_snapshots: int = 2
+    # Distilled models only. data: make-dataset zips to draw heads from (none: every head rendered now);
+    # fresh: the share of each batch rendered now when data is given; mirror: the chance a data head is shown
+    # mirrored; augment: the strength of train.encoder.data.Augmentation (0: none, 1: its default sizes).
+    data: tuple[str, ...] = ()
+    fresh: float = 0.0
+    mirror: float = 0.5
+    augment: float = 0.0
+    # channels and embedding of the network (see EncoderConfig)
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    embedding: int = 512
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Examples:
-    images: torch.Tensor   # [N, 3, R, R] in [-1, 1]
-    latents: torch.Tensor  # [N, latent_dim] (z, or w)
-    pose: torch.Tensor     # [N, 2] yaw, pitch in degrees
-
-
-class HeadExamples:
-    """Synthetic heads of random latents from the data's cameras (for a distilled model: z is the head)."""
-
-    def __init__(self, res: int, seed: int) -> None:
-        self.res, self.seed = res, seed
-
-    def batch(self, index: int, size: int, rank: int = 0, world: int = 1) -> Examples:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 8_800_001, index])))
-        latents = rng.standard_normal((size, LATENT_DIMS))
-        angles = camera_angles(rng, size, around=0.0)
-        local = slice(rank * size // world, (rank + 1) * size // world)
-        t = render_targets(latents[local], angles[local], self.res, LATENT_DIMS)
-        return Examples(t.image, t.z, torch.tensor(angles[local], dtype=torch.float32))
 
 
 class GeneratorExamples:
@@ -117,8 +119,18 @@ class EncoderTrainer:
         if opts.batch % self.dist.world_size:
             raise ValueError(f"batch {opts.batch} is not divisible by {self.dist.world_size} processes")
         distilled = takes_head_latents(G.cfg)
+        if not distilled and (opts.data or opts.fresh or opts.augment):
+            raise ValueError(f"{generator.get('name', G.cfg.name)} is a GAN: its encoder learns from its own renders "
+                             "(data sets, fresh heads and augmentation are for models that take head latents)")
+        if not 0 <= opts.fresh <= 1 or not 0 <= opts.mirror <= 1 or opts.augment < 0:
+            raise ValueError("fresh and mirror must lie in [0, 1], augment must not be negative")
+        if distilled:  # bound to no weights: every model that takes head latents reads z the same way
+            generator = {"name": "models that take head latents", "config": generator.get("config", G.cfg.name),
+                         "z_dim": LATENT_DIMS, "trained_with": generator.get("name")}
         cfg = EncoderConfig(target="z" if distilled else "w", latent_dim=LATENT_DIMS if distilled else G.cfg.w_dim,
-                            resolution=G.cfg.img_resolution, generator=generator)
+                            resolution=G.cfg.img_resolution, channels=tuple(opts.channels), embedding=opts.embedding,
+                            generator=generator, trained_on="heads" if distilled else "generator",
+                            mirror_negate=MIRROR_NEGATE if distilled else (), mirror_average=distilled)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(opts.seed)
             self.encoder = PhotoEncoder(cfg).to(self.device)
@@ -126,12 +138,24 @@ class EncoderTrainer:
             mean, std = w_statistics(G, seed=opts.seed)
             self.encoder.latent_mean.copy_(mean)
             self.encoder.latent_std.copy_(std)
-        source: Any = HeadExamples(G.cfg.img_resolution, opts.seed) if distilled else GeneratorExamples(G, opts.seed)
-        self.source = Prefetching(source, render_workers) if distilled and render_workers > 0 else source
+        self.source = self._source(G, distilled, render_workers)
         self.opt = torch.optim.AdamW(self.encoder.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
         self.step = 0
         self.wall_time = 0.0
         self.log = TrainingLog(self.run_dir, enabled=self.dist.is_main and log)
+
+    def _source(self, G: Any, distilled: bool, render_workers: int) -> Any:
+        o, res = self.opts, G.cfg.img_resolution
+        if not distilled:
+            return GeneratorExamples(G, o.seed)
+        rendered: Any = HeadExamples(res, o.seed)
+        if render_workers > 0 and (o.fresh > 0 or not o.data):
+            rendered = Prefetching(rendered, render_workers)
+        source: Any = rendered
+        if o.data:
+            stored = ZipExamples(o.data, res, o.seed, o.mirror)
+            source = MixedExamples(stored, rendered, o.fresh) if o.fresh > 0 else stored
+        return Augmented(source, o.augment, o.seed) if o.augment > 0 else source
 
     def lr_at(self, step: int) -> float:
         """Cosine decay to 5 % over the run after a 2 % warm-up."""
@@ -190,8 +214,7 @@ class EncoderTrainer:
         try:
             self._run(stop_after)
         finally:
-            if isinstance(self.source, Prefetching):
-                self.source.close()
+            _close(self.source)
 
     def _run(self, stop_after: int | None) -> None:
         o = self.opts
