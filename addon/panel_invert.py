@@ -3,10 +3,13 @@
 
 Flow: pick a photo (a file, or an image datablock, which is written to a temporary PNG first), optionally
 press **Preview Crop** (the backend's ``invert_preview``: the crop drawn on the photo and, if asked, the
-estimated pose, in a few seconds), then **Photo to 3D** (``invert``): the main panel's bar shows every stage
-with its ETA and a Cancel button; when it finishes, the head is imported at the 3D cursor through
-:mod:`.scene_import` with a camera at the photo's estimated pose, and the avatar file's path is stored on the
-object (``obj["aware3d"]["avatar"]``) for other commands (``aware3d sample --avatar``).
+estimated pose — the photo encoder's or the landmarks', at once), then **Photo to 3D** (``invert``): the main
+panel's bar shows every stage with its ETA and a Cancel button. With a photo encoder that fits the model,
+the encoder's head arrives first (a progress event's ``partial`` result) and is added at the 3D cursor at
+once; when the refinement finishes, the refined head replaces it (where it stands now); a cancelled or failed
+refinement keeps it. Each head is imported through :mod:`.scene_import` with a camera at the photo's pose,
+and its avatar file's path is stored on the object (``obj["aware3d"]["avatar"]``) for other commands
+(``aware3d sample --avatar``).
 
 Registration (kept out of ``__init__``/``panels`` so this file is self-contained): call :func:`register` after
 ``panels.CLASSES`` are registered (the panel's parent is ``VIEW3D_PT_aware3d``) and :func:`unregister`
@@ -24,12 +27,13 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import api, panel_common, prefs, session
+from . import api, panel_common, prefs, scene_import, session
 from .client import BackendError, JobHandle
 from .panel_common import panel_state, safe_name
 from .panels import ORDER
 
 PREVIEW_IMAGE = "Aware3D Crop Preview"
+PREVIEW_KEYS = ("model", "device", "crop", "auto_mask", "matte", "encoder")  # what invert_preview takes
 MAX_INLINE_BYTES = 700_000  # base64 of this fits the protocol's 1 MiB request limit
 
 SOURCES = [("FILE", "File", "An image file on disk"), ("IMAGE", "Image", "An image datablock in this .blend")]
@@ -40,6 +44,9 @@ PRESETS = [("FAST", "Fast", "A quick preview (a few seconds)"),
            ("QUALITY", "Quality", "HFGI3D's step counts (many minutes on a CPU)")]
 MODES = [("FULL", "Pseudo multi-view", "HFGI3D: tune on the photo and pseudo views made by visibility analysis"),
          ("SINGLE", "Single view", "PTI-like: tune on the photo alone (faster, weaker from other angles)")]
+REFINES = [("NONE", "Encoder only", "The encoder's head as it is (about a second)"),
+           ("FAST", "Fast", "A short refinement of the encoder's head"),
+           ("FULL", "Full", "Every refinement stage at the chosen quality")]
 
 
 class AWARE3D_PG_invert(bpy.types.PropertyGroup):
@@ -57,6 +64,11 @@ class AWARE3D_PG_invert(bpy.types.PropertyGroup):
                                 description="Find the camera by render-and-compare (else use yaw and pitch)")
     yaw: FloatProperty(name="Yaw", default=0.0, min=-89.0, max=89.0, description="Degrees, + towards the face's left")
     pitch: FloatProperty(name="Pitch", default=0.0, min=-59.0, max=59.0, description="Degrees, + from above")
+    use_encoder: BoolProperty(name="Start from encoder", default=True,
+                              description="A photo encoder that fits the model gives a first head at once, then "
+                                          "the optimisation refines it (without one: from the average head)")
+    refine: EnumProperty(name="Refine", items=REFINES, default="FAST",
+                         description="How much to refine the encoder's head (ignored without an encoder)")
     preset: EnumProperty(name="Quality", items=PRESETS, default="DEFAULT")
     mode: EnumProperty(name="Method", items=MODES, default="FULL")
     resolution: IntProperty(name="Mesh resolution", default=128, min=32, max=512)
@@ -73,6 +85,7 @@ class AWARE3D_PG_invert_state(bpy.types.PropertyGroup):
     face_text: StringProperty(default="")
     pose_text: StringProperty(default="")
     metrics_text: StringProperty(default="")
+    encoder_text: StringProperty(default="")
     avatar_path: StringProperty(default="")
 
 
@@ -152,6 +165,7 @@ def request_args(context: bpy.types.Context | None = None, **overrides: Any) -> 
         "crop": "auto" if s.crop == "AUTO" else "full", "auto_mask": bool(s.auto_mask),
         "matte": [0.6, 0.6, 0.6] if s.auto_mask else None,
         "pose": None if s.estimate_pose else [float(s.yaw), float(s.pitch)],
+        "encoder": "auto" if s.use_encoder else "none", "refine": s.refine.lower(),
         "preset": s.preset.lower(), "mode": "full" if s.mode == "FULL" else "single-view",
         "resolution": int(s.resolution), "faces": int(s.faces), "camera": bool(s.add_camera)}
     args.update(overrides)
@@ -188,20 +202,36 @@ def _record(data: dict[str, Any]) -> None:
     if pose:
         st.pose_text = f"Pose ({pose.get('source')}): yaw {pose.get('yaw_deg', 0):+.1f}°, " \
                        f"pitch {pose.get('pitch_deg', 0):+.1f}°"
-    final = (data.get("metrics") or {}).get("final")
+    metrics = data.get("metrics") or {}
+    final = metrics.get("final") if data.get("stage") != "encoder" else metrics.get("encoder")
     if final:
-        st.metrics_text = f"Photo view: PSNR {final.get('psnr', 0):.1f} dB, SSIM {final.get('ssim', 0):.2f}"
+        st.metrics_text = (f"{'First head' if data.get('stage') == 'encoder' else 'Photo view'}: PSNR "
+                           f"{final.get('psnr', 0):.1f} dB, SSIM {final.get('ssim', 0):.2f}"
+                           + (" - refining..." if data.get("stage") == "encoder" else ""))
+    encoder = (data.get("start") or {}).get("encoder") or data.get("encoder")
+    if encoder:
+        st.encoder_text = f"Encoder {encoder.get('name')}" + (
+            f": refine {data['refine']}" if data.get("refine") else "")
+    elif data.get("encoder_notice"):
+        st.encoder_text = str(data["encoder_notice"])
     if data.get("avatar"):
         st.avatar_path = str(data["avatar"])
 
 
 class InvertFuture(api.GenerateFuture):
     """A Photo to 3D request in flight: the same future as ``api.generate_async`` returns, plus the backend's
-    result data (pose, crop, avatar path) once done."""
+    result data (pose, crop, avatar path) once done. ``first_object`` is the encoder's head while the
+    refinement runs (the refined head replaces it; a cancelled or failed refinement keeps it)."""
+
+    first_object_name: str | None = None
 
     @property
     def data(self) -> dict[str, Any]:
         return self.handle.data
+
+    @property
+    def first_object(self) -> bpy.types.Object | None:
+        return bpy.data.objects.get(self.first_object_name) if self.first_object_name else None
 
 
 def invert_async(photo: str | None = None, image: bpy.types.Image | None = None, location: Any = None,
@@ -219,21 +249,56 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
     coll_name, scene_name, with_camera = collection.name, scene.name, bool(req.get("camera", True))
     future: InvertFuture
 
+    def meta(data: dict[str, Any]) -> dict[str, Any]:
+        pose = data.get("pose") or {}
+        return {"model": data.get("model", ""), "avatar": data.get("avatar", ""),
+                "yaw": float(pose.get("yaw_deg", 0.0)), "pitch": float(pose.get("pitch_deg", 0.0)),
+                "refine": "none (first head)" if data.get("stage") == "encoder" else str(data.get("refine", ""))}
+
+    def drop_first() -> tuple[float, ...]:
+        """Remove the encoder's head; the refined one goes where it stands now."""
+        first = future.first_object
+        if first is None:
+            return loc
+        where = tuple(first.location)
+        scene_import.remove_head(first)
+        future.first_object_name = None
+        return where
+
+    def show_first(partial: dict[str, Any]) -> None:
+        files, data = partial.get("files") or {}, partial.get("data") or {}
+        if "mesh" not in files:
+            return
+        where = drop_first()
+        scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
+        collection = bpy.data.collections.get(coll_name) or scene.collection
+        obj_name = name or f"Aware3D_{data.get('name') or 'photo'}"
+        try:
+            obj = scene_import.import_head(files, obj_name, where, collection, meta(data), with_camera)
+        except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
+            print(f"Aware3D: the encoder's head could not be shown: {exc}")
+            return
+        future.first_object_name = future.object_name = obj.name
+        _record(data)
+        session.record_result(f"{obj.name}: the encoder's head; refining")
+
     def done(h: JobHandle) -> None:
         try:
             if h.state != "done":
                 future.error = h.error or BackendError("Cancelled", "cancelled")
                 if h.state == "error":
                     session.record_error(future.error)
+                if future.first_object is not None:
+                    session.record_result(f"{future.first_object.name}: the encoder's head (refinement "
+                                          f"{'cancelled' if h.state == 'cancelled' else 'failed'})")
                 return
             _record(h.data)
             show_preview(h.files.get("crop_preview"))
             obj_name = name or f"Aware3D_{h.data.get('name') or 'photo'}"
-            meta = {"model": h.data.get("model", ""), "avatar": h.data.get("avatar", ""),
-                    "yaw": float((h.data.get("pose") or {}).get("yaw_deg", 0.0)),
-                    "pitch": float((h.data.get("pose") or {}).get("pitch_deg", 0.0))}
             if "mesh" in h.files:
-                obj = api.import_result(h, future, obj_name, loc, coll_name, scene_name, meta, with_camera)
+                where = drop_first()
+                obj = api.import_result(h, future, obj_name, where, coll_name, scene_name, meta(h.data),
+                                        with_camera)
                 if obj is None:
                     return
                 session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo")
@@ -243,9 +308,14 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
         finally:
             future._finish()
 
+    seen = [0]
+
     def progress(h: JobHandle) -> None:
         if h.stage == "crop" and h.preview:
             show_preview(h.preview)
+        if h.partial is not None and h.partials != seen[0]:
+            seen[0] = h.partials
+            show_first(h.partial)
 
     handle = session.submit("invert", req, on_done=done, on_progress=progress, context=ctx)
     future = InvertFuture(handle)
@@ -264,7 +334,7 @@ def preview(photo: str | None = None, image: bpy.types.Image | None = None, esti
             timeout: float | None = None, context: bpy.types.Context | None = None) -> dict[str, Any]:
     """The crop (and pose) of a photo, blocking; also updates the panel's preview."""
     ctx = context or bpy.context
-    req = {k: v for k, v in request_args(ctx).items() if k in ("model", "device", "crop", "auto_mask", "matte")}
+    req = {k: v for k, v in request_args(ctx).items() if k in PREVIEW_KEYS}
     req.update(photo_args(ctx, photo, image), estimate_pose=estimate_pose)
     h = session.wait(session.submit("invert_preview", req, context=ctx), timeout)
     if h.error is not None:
@@ -315,8 +385,7 @@ class AWARE3D_OT_invert_preview(bpy.types.Operator):
             if session.blocking():
                 preview(estimate_pose=s.estimate_pose, context=context)
             else:
-                req = {k: v for k, v in request_args(context).items()
-                       if k in ("model", "device", "crop", "auto_mask", "matte")}
+                req = {k: v for k, v in request_args(context).items() if k in PREVIEW_KEYS}
                 req.update(photo_args(context), estimate_pose=bool(s.estimate_pose))
 
                 def done(h: JobHandle) -> None:
@@ -358,14 +427,17 @@ class VIEW3D_PT_aware3d_photo(bpy.types.Panel):
         if not s.estimate_pose:
             col.prop(s, "yaw")
             col.prop(s, "pitch")
+        col.prop(s, "use_encoder")
+        if s.use_encoder:
+            col.prop(s, "refine")
         col.prop(s, "preset")
         col.prop(s, "mode")
         col.prop(s, "resolution")
         col.prop(s, "faces")
         col.prop(s, "add_camera")
         layout.operator("aware3d.invert_preview", icon="IMAGE_DATA")
-        panel_common.draw_preview_and_lines(layout, st, (st.face_text, st.crop_text, st.pose_text, st.metrics_text),
-                                            scale=8.0)
+        panel_common.draw_preview_and_lines(layout, st, (st.face_text, st.crop_text, st.pose_text, st.encoder_text,
+                                                         st.metrics_text), scale=8.0)
         stage = context.window_manager.aware3d.stage
         panel_common.draw_job_progress(layout, context, ("invert", "invert_preview"), stage)
         layout.operator("aware3d.invert", icon="USER")

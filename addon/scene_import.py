@@ -130,6 +130,21 @@ def import_head(files: dict[str, str], name: str, location: Any, collection: bpy
     return obj
 
 
+def remove_head(obj: bpy.types.Object) -> None:
+    """Delete a head made by :func:`import_head` with its cameras, and the mesh, materials and camera data that
+    nothing else uses any more (a first head that its refined result replaces)."""
+    meshes = [obj.data] if obj.type == "MESH" else []
+    materials = [m for m in getattr(obj.data, "materials", []) if m is not None]
+    cameras = [c for c in obj.children if c.type == "CAMERA"]
+    cam_data = [c.data for c in cameras]
+    for o in (*cameras, obj):
+        bpy.data.objects.remove(o, do_unlink=True)
+    for block, store in ((meshes, bpy.data.meshes), (cam_data, bpy.data.cameras), (materials, bpy.data.materials)):
+        for d in block:
+            if d.users == 0:
+                store.remove(d)
+
+
 def remove_job_folder(job_dir: str | None, root: Path) -> None:
     """Delete a finished job's folder, but only inside our own jobs folder."""
     if not job_dir:

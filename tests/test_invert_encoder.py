@@ -309,3 +309,35 @@ def test_server_refuses_a_bad_encoder_or_refinement(server: Any, models: Path, p
     send(server, rec, "b", "invert", image=str(photo), refine="slow", **SERVER_FAST)
     err = rec.terminal("b", 60)
     assert err["event"] == "error" and "unknown refinement 'slow'" in err["error"]["message"], err
+
+
+def test_a_partial_result_travels_inline_to_a_remote_client(tmp_path: Path) -> None:
+    """Over TCP the add-on cannot read the backend's files: a partial result's files come inline, as a
+    result's do, and the client writes them to its own folder."""
+    import addon.client as C
+    from backend.server.jobs import Job, JobContext, JobResult
+
+    class Sink:
+        inline_results = True
+
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        def send(self, msg: dict[str, Any]) -> None:
+            self.sent.append(json.loads(json.dumps(msg)))
+
+    sink = Sink()
+    mesh = tmp_path / "remote" / "first" / "mesh.npz"
+    mesh.parent.mkdir(parents=True)
+    mesh.write_bytes(b"mesh bytes")
+    ctx = JobContext(Job("r1", "invert", {}, sink), tmp_path / "remote")
+    ctx.progress("encoder", 1, 1, "first head", partial=JobResult({"stage": "encoder"}, {"mesh": mesh}))
+    transport = object.__new__(C.TcpTransport)
+    transport.local_dir = tmp_path / "local"
+    msg = transport._unpack(sink.sent[-1])
+    local = Path(msg["partial"]["files"]["mesh"])
+    assert "inline" not in msg and local.read_bytes() == b"mesh bytes"
+    assert local.parent == transport.local_dir / "r1" / "partial"
+    handle = C.JobHandle("r1", "invert", {})
+    handle._progress(msg)
+    assert handle.partials == 1 and handle.partial["data"] == {"stage": "encoder"}

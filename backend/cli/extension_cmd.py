@@ -108,20 +108,24 @@ def stage(root: Path, dest: Path, with_models: bool = True) -> Path:
     if with_models and models.is_dir():
         for path in sorted(models.iterdir()):
             if (path.is_file() and path.suffix in MODEL_SUFFIXES and not path.name.startswith(".")
-                    and _is_generator(path)):
+                    and _ships(path)):
                 (dest / "assets" / "models").mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, dest / "assets" / "models" / path.name)
     (dest / "backend_requirements.txt").write_text(requirements_text(root))
     return dest
 
 
-def _is_generator(path: Path) -> bool:
-    """Only generators go into the extension (the evaluation feature network is of no use in Blender)."""
+SHIPPED_KINDS = ("gan", "encoder")
+
+
+def _ships(path: Path) -> bool:
+    """Generators and photo encoders (the Photo to 3D panel's first head) go into the extension; the
+    evaluation feature network is of no use in Blender."""
     from backend.checkpoints.model_file import read_header
     from backend.errors import Aware3DError
 
     try:
-        return read_header(path).kind == "gan"
+        return read_header(path).kind in SHIPPED_KINDS
     except Aware3DError:
         return False
 
