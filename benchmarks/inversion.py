@@ -3,15 +3,28 @@
 
     python benchmarks/inversion.py --model runs/heads64/latest.safetensors --test-data data/heads64_test.zip \
         --heads 8 --threads 1 --out benchmarks/results/inversion_cpu.json
+    python benchmarks/inversion.py --model runs/interim-distill.safetensors --test-data data/heads64v2_test.zip \
+        --heads 6 --framing face --encoder auto --threads 1 --out benchmarks/results/inversion_encoder_cpu.json
 
-For each of ``--heads`` held-out heads, the input is the ground-truth view at (``--input-yaw``, 0°). Shared by
-both methods: the pose estimate (render-and-compare + probe fits; scored against the known pose) and the W+
-pivot (with joint camera refinement). Then
+For each of ``--heads`` held-out heads, the input is the ground-truth view at (``--input-yaw``, 0°); with
+``--framing face`` it is first framed by the face front end as ``aware3d invert`` frames a photo
+(``frontend.prepare_photo``: detection, landmark crop, the landmarks' pose prior; a head whose face is not
+found is taken as already framed, and the report says so). Shared by the optimisation methods: the pose
+estimate (the landmarks' prior when there is one, else render-and-compare + probe fits; scored against the
+known pose) and the W+ pivot (with joint camera refinement). Then
 
 * ``single_view``: PTI-like tuning of the original generator on the input alone, as many steps as stage 2;
 * ``full``: HFGI3D-style stage 1 (short single-view tuning → depth) → pseudo views around the input's pose
-  by visibility analysis → stage 2 from the original generator on input + pseudo views;
+  by visibility analysis → stage 2 from the original generator on input + pseudo views (today's pipeline
+  without an encoder);
 * ``pivot``: the pivot with the untuned generator (reference).
+
+With a photo encoder (``--encoder auto|FILE``, :mod:`backend.invert.start`; skipped when none fits):
+
+* ``encoder``: its answer alone (``--refine none``: one forward pass);
+* ``encoder_fast`` / ``encoder_full``: the pipeline refining from it (``--refine fast`` / ``full``);
+* ``own_latent`` (distilled models and test data with head latents): the head rendered from its true latent
+  at the true camera — what a perfect encoder would give (reference).
 
 Scores (final images, exact sampling): input-view PSNR/SSIM; novel-view PSNR/SSIM against the ground truth at
 yaw ±15°, ±30°, ±45° relative to the input (rendered relative to the *estimated* pose, i.e. the error of the
@@ -45,14 +58,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.devices import hardware_description, resolve_device
 from backend.invert.geometry import orbit_labels
 from backend.invert.losses import downsample, psnr, ssim
-from backend.invert.pipeline import Inversion, find_pose, input_metrics, preset, run_stage2
+from backend.invert.pipeline import Inversion, find_pose, input_metrics, invert, preset, refine_budget, run_stage2
 from backend.invert.project import latent_stats, project_latent
 from backend.invert.pseudo import build_pseudo_views
 from backend.invert.render import render_views
+from backend.invert.start import encoder_start
 from backend.invert.tuning import Target, tune_generator
 from benchmarks.record import Run
 
 NOVEL = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
+METHODS = ("pivot", "pivot_w", "single_view", "full", "encoder", "encoder_fast", "encoder_full", "own_latent")
+# Seconds per photo of each method (the stages it runs; the front end is shared and reported on its own).
+METHOD_SECONDS = {"single_view": "single_view_pipeline", "full": "full_pipeline", "encoder": "encoder",
+                  "encoder_fast": "encoder_fast_pipeline", "encoder_full": "encoder_full_pipeline"}
 
 
 def gt_view(ds: Any, head: int, yaw: float, pitch: float = 0.0) -> dict[str, torch.Tensor]:
@@ -95,11 +113,84 @@ def score(G: Any, ws: torch.Tensor, yaw: float, pitch: float, ds: Any, head: int
     return res
 
 
-def run_head(G: Any, ds: Any, head: int, args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+def frame_input(G: Any, image: torch.Tensor, name: str) -> tuple[torch.Tensor, dict[str, Any], Any]:
+    """The ground-truth view framed by the face front end as the CLI frames a photo: (framed image, what the
+    front end found, the landmarks' pose prior or None). No face found: the view as it is (already framed)."""
+    from backend.invert.frontend import NoFaceError, prepare_photo
+    from backend.invert.image import load_photo
+    from backend.sampling import to_uint8
+
+    photo = load_photo(to_uint8(image[0]), name)
+    t = time.perf_counter()
+    try:
+        fe = prepare_photo(photo, G.cfg, "auto", "auto")
+        found = fe.face is not None
+    except NoFaceError:
+        fe = prepare_photo(photo, G.cfg, "full", "auto")
+        found = False
+    box = fe.framed.box
+    info = {"face_found": found, "seconds": round(time.perf_counter() - t, 3), "crop_method": fe.framed.method,
+            "crop": [round(v, 2) for v in box.to_list()], "crop_angle_deg": round(box.angle, 2),
+            "confidence": None if fe.face is None else round(fe.face.confidence, 3), "notice": fe.notice,
+            "prior": None if fe.prior is None else [round(fe.prior.yaw, 2), round(fe.prior.pitch, 2)]}
+    return fe.framed.image, info, fe.pose_prior
+
+
+def _pose_error(yaw: float, pitch: float, true_yaw: float) -> dict[str, float]:
+    return {"yaw": round(yaw, 2), "pitch": round(pitch, 2), "yaw_error": round(yaw - true_yaw, 2),
+            "pitch_error": round(pitch, 2)}
+
+
+def run_encoder(G: Any, ds: Any, head: int, target: torch.Tensor, args: argparse.Namespace, settings: Any,
+                choice: Any, rec: dict[str, Any], stats: Any) -> None:
+    """The encoder alone and refined from it (fast, full); the head from its own latent as a reference."""
+    sec = rec["seconds"]
+    start = encoder_start(choice.encoder, G, target, choice.info)
+    sec["encoder"] = start.seconds
+    rec["encoder"] = score(G, start.ws, start.yaw, start.pitch, ds, head, args.input_yaw)
+    rec["pose"]["methods"]["encoder"] = _pose_error(start.yaw, start.pitch, args.input_yaw)
+    truth = own_latent_ws(G, ds, head, args.input_yaw)
+    if truth is not None:
+        dist = float((start.ws - truth).norm(dim=-1).mean())  # in units of W's spread (0: one w for all)
+        rec["encoder"]["ws_error"] = round(dist / stats.w_std, 4) if stats.w_std > 0 else None
+        rec["own_latent"] = score(G, truth, args.input_yaw, 0.0, ds, head, args.input_yaw)
+    for level in args.refine:
+        inv = invert(G, target, refine_budget(settings, level), start=start)
+        sec[f"encoder_{level}_pipeline"] = sum(inv.timings.values())
+        rec[f"encoder_{level}"] = score(inv.G, inv.ws, inv.yaw, inv.pitch, ds, head, args.input_yaw)
+        rec[f"encoder_{level}"]["stages_s"] = {k: round(v, 3) for k, v in inv.timings.items()}
+        rec["pose"]["methods"][f"encoder_{level}"] = _pose_error(inv.yaw, inv.pitch, args.input_yaw)
+        del inv
+
+
+def own_latent_ws(G: Any, ds: Any, head: int, input_yaw: float) -> torch.Tensor | None:
+    """ws of the head's own latent (distilled models and test data with head latents), else None."""
+    from backend.config import takes_head_latents
+    from train.synthetic.latent import LATENT_DIMS
+
+    if not takes_head_latents(G.cfg):
+        return None
+    params = ds.params(ds.test_view(head, input_yaw))
+    if "latent" not in params:
+        return None
+    device = next(G.parameters()).device
+    z = torch.zeros(1, G.cfg.z_dim, device=device)
+    z[0, :LATENT_DIMS] = torch.tensor(params["latent"][:LATENT_DIMS], device=device)
+    with torch.no_grad():
+        return G.mapping(z, torch.zeros(1, G.cfg.c_dim, device=device))
+
+
+def run_head(G: Any, ds: Any, head: int, args: argparse.Namespace, settings: Any,
+             choice: Any = None) -> dict[str, Any]:
     gin = gt_view(ds, head, args.input_yaw)
     target = gin["image"]
     rec: dict[str, Any] = {"head": head, "input_yaw": args.input_yaw, "seconds": {}}
     sec = rec["seconds"]
+    if args.framing == "face":
+        target, rec["front_end"], prior = frame_input(G, target, f"head{head}")
+        sec["front_end"] = rec["front_end"]["seconds"]
+        if prior is not None and not args.given_pose:
+            settings = replace(settings, pose_prior=prior)
     t = time.perf_counter()
     stats = latent_stats(G, settings.project.w_avg_samples)
     pose = find_pose(G, target, settings, stats)
@@ -118,7 +209,10 @@ def run_head(G: Any, ds: Any, head: int, args: argparse.Namespace, settings: Any
         ey, ep = yaw, pitch
     rec["pose"] = {"search_yaw": pose.yaw, "search_pitch": pose.pitch, "yaw": round(ey, 2), "pitch": round(ep, 2),
                    "yaw_error": round(abs(ey - args.input_yaw), 2), "pitch_error": round(abs(ep), 2),
-                   "search_yaw_error": round(abs(pose.yaw - args.input_yaw), 2), "given": bool(args.given_pose)}
+                   "search_yaw_error": round(abs(pose.yaw - args.input_yaw), 2), "given": bool(args.given_pose),
+                   "source": pose.source,
+                   "methods": {"start": _pose_error(pose.yaw, pose.pitch, args.input_yaw),
+                               "pivot": _pose_error(ey, ep, args.input_yaw)}}
     label = orbit_labels(G.cfg, yaw, pitch)
     rec["pivot"] = score(G, piv.ws, yaw, pitch, ds, head, args.input_yaw)
     if args.space_ablation:
@@ -149,7 +243,9 @@ def run_head(G: Any, ds: Any, head: int, args: argparse.Namespace, settings: Any
     sec["full_pipeline"] = sec["pose"] + sec["project"] + sec["stage1"] + sec["pseudo"] + sec["stage2"]
     if "single_view_tuning" in sec:
         sec["single_view_pipeline"] = sec["pose"] + sec["project"] + sec["single_view_tuning"]
-    rec["seconds"] = {k: round(v, 2) for k, v in sec.items()}
+    if choice is not None and choice.encoder is not None:
+        run_encoder(G, ds, head, target, args, settings, choice, rec, stats)
+    rec["seconds"] = {k: round(v, 4 if k == "encoder" else 2) for k, v in sec.items()}
     if args.outputs and head == args._first_head:
         rec["end_to_end"] = end_to_end(G, target, settings, args)
     return rec
@@ -175,12 +271,15 @@ def end_to_end(G: Any, target: torch.Tensor, settings: Any, args: argparse.Names
             "mesh": mesh, "under_90s": t_inv + t_out < 90.0}
 
 
-def photo_check(G: Any, settings: Any, model_path: str) -> dict[str, Any]:
-    """The composed photograph-like picture through crop → pose → inversion → mesh."""
+def photo_check(G: Any, settings: Any, model_path: str, args: argparse.Namespace, choice: Any = None
+                ) -> dict[str, Any]:
+    """The composed photograph-like picture through the CLI's path: crop (the face front end with
+    ``--framing face``) → the encoder's start and the default refinement when an encoder fits, else pose →
+    inversion; then avatar, renders, orbit and mesh. ``seconds`` is photo → avatar + mesh."""
     from backend.invert.avatar import base_identity
     from backend.invert.demo_photo import write_photo
+    from backend.invert.frontend import prepare_photo
     from backend.invert.image import frame_photo, load_photo
-    from backend.invert.pipeline import invert
     from backend.invert.results import OutputOptions, write_outputs
     from backend.registry import load_generator
 
@@ -188,13 +287,27 @@ def photo_check(G: Any, settings: Any, model_path: str) -> dict[str, Any]:
         path = write_photo(Path(tmp) / "person.jpg")
         t = time.perf_counter()
         photo = load_photo(path)
-        framed = frame_photo(photo, G.cfg.img_resolution, "auto")
-        inv = invert(G, framed.image, settings)
+        start = None
+        if args.framing == "face":
+            fe = prepare_photo(photo, G.cfg, "auto", "auto")
+            framed = fe.framed
+            if fe.pose_prior is not None:
+                settings = replace(settings, pose_prior=fe.pose_prior)
+        else:
+            framed = frame_photo(photo, G.cfg.img_resolution, "auto")
+        if choice is not None and choice.encoder is not None:
+            from backend.cli.invert_cmd import DEFAULT_REFINE
+
+            settings = refine_budget(settings, DEFAULT_REFINE)
+            start = encoder_start(choice.encoder, G, framed.image, choice.info)
+        inv = invert(G, framed.image, settings, start=start)
         w = write_outputs(Path(tmp) / "out", inv, G, base_identity(load_generator(model_path)),
                           OutputOptions(name="person"))
         return {"photo": "backend/invert/demo_photo.py compose_photo(640, 480, seed 7), JPEG quality 72",
                 "crop": framed.box.to_list(), "crop_method": framed.method, "pose": inv.pose.to_dict(),
+                "refine": inv.settings.refine, "stages_s": {k: round(v, 3) for k, v in inv.timings.items()},
                 "input_view": inv.metrics.get("final"), "mesh": w.report.get("mesh"),
+                "output_seconds": w.report.get("output_seconds"),
                 "files": sorted(w.report["files"]), "seconds": round(time.perf_counter() - t, 2), "ok": True}
 
 
@@ -205,7 +318,7 @@ def _mean(values: list[float]) -> dict[str, float]:
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    methods = [m for m in ("pivot", "pivot_w", "single_view", "full") if m in records[0]]
+    methods = [m for m in METHODS if m in records[0]]
     for m in methods:
         agg: dict[str, Any] = {"input_psnr": _mean([r[m]["input"]["psnr"] for r in records]),
                                "input_ssim": _mean([r[m]["input"]["ssim"] for r in records]),
@@ -221,7 +334,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[m] = agg
     out["pose"] = {"yaw_error_deg": _mean([r["pose"]["yaw_error"] for r in records]),
                    "pitch_error_deg": _mean([r["pose"]["pitch_error"] for r in records]),
-                   "search_yaw_error_deg": _mean([r["pose"]["search_yaw_error"] for r in records])}
+                   "search_yaw_error_deg": _mean([r["pose"]["search_yaw_error"] for r in records]),
+                   "by_method": pose_errors(records)}
     out["seconds"] = {k: _mean([r["seconds"][k] for r in records if k in r["seconds"]])
                       for k in records[0]["seconds"]}
     if "full" in out and "single_view" in out:
@@ -237,6 +351,11 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
             "input_psnr_full_minus_single_view_db": round(f["input_psnr"]["mean"] - s["input_psnr"]["mean"], 3),
             "full_beats_single_view_at_pm30": bool(f["novel_psnr_pm30"]["mean"] > s["novel_psnr_pm30"]["mean"]),
         }
+    if "encoder" in out:
+        out["encoder_claims"] = encoder_claims(out, records)
+    if "front_end" in records[0]:
+        out["front_end"] = {"faces_found": f"{sum(r['front_end']['face_found'] for r in records)}/{len(records)}",
+                            "seconds": _mean([r["front_end"]["seconds"] for r in records])}
     if "pivot_w" in out:
         out["space_choice"] = {
             "w_plus_minus_w_input_psnr_db": round(out["pivot"]["input_psnr"]["mean"]
@@ -244,6 +363,44 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
             "w_plus_minus_w_novel_psnr_pm30_db": round(out["pivot"]["novel_psnr_pm30"]["mean"]
                                                        - out["pivot_w"]["novel_psnr_pm30"]["mean"], 3)}
     return out
+
+
+def pose_errors(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per pose source (the start: prior or search; the pivot's refinement; the encoder and its refinements):
+    median |error| and mean signed error (a shared bias) of yaw and pitch, in degrees."""
+    out: dict[str, Any] = {}
+    for m in records[0]["pose"].get("methods", {}):
+        rows = [r["pose"]["methods"][m] for r in records if m in r["pose"].get("methods", {})]
+        out[m] = {}
+        for axis in ("yaw", "pitch"):
+            e = np.asarray([row[f"{axis}_error"] for row in rows], dtype=np.float64)
+            out[m][axis] = {"median_abs": round(float(np.median(np.abs(e))), 2),
+                            "mean_signed": round(float(e.mean()), 2)}
+    return out
+
+
+def _pm30(r: dict[str, Any], m: str) -> float:
+    return float(np.mean([r[m]["novel"][k]["psnr"] for k in ("+30", "-30") if k in r[m]["novel"]]))
+
+
+def encoder_claims(out: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's comparisons at ±30°: the encoder alone against PTI-like tuning, the refinements against
+    today's full pipeline, and each method's ±30° PSNR with its seconds per photo."""
+    def gap(a: str, b: str) -> dict[str, Any] | None:
+        if a not in out or b not in out:
+            return None
+        wins = sum(_pm30(r, a) >= _pm30(r, b) for r in records)
+        return {"psnr_pm30_db": round(out[a]["novel_psnr_pm30"]["mean"] - out[b]["novel_psnr_pm30"]["mean"], 3),
+                "heads_at_least_as_good": f"{wins}/{len(records)}"}
+
+    table = {m: {"psnr_pm30": out[m]["novel_psnr_pm30"]["mean"],
+                 "seconds": out["seconds"][METHOD_SECONDS[m]]["mean"]}
+             for m in METHOD_SECONDS if m in out and METHOD_SECONDS[m] in out["seconds"]}
+    return {"encoder_minus_single_view": gap("encoder", "single_view"),
+            "encoder_fast_minus_full": gap("encoder_fast", "full"),
+            "encoder_full_minus_full": gap("encoder_full", "full"),
+            "own_latent_minus_encoder": gap("own_latent", "encoder"),
+            "per_method": table}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-single-view", action="store_true")
     p.add_argument("--outputs", action="store_true", help="time the user-facing outputs on the first head")
     p.add_argument("--photo", action="store_true", help="also run the photograph-like picture to a mesh")
+    p.add_argument("--framing", choices=["none", "face"], default="none",
+                   help="face: frame each input with the face front end as 'aware3d invert' does (its pose prior "
+                        "starts the pose); none: the ground-truth view as it is (default; the older results)")
+    p.add_argument("--encoder", default="none", metavar="auto|none|FILE",
+                   help="photo encoder for the encoder methods (default none: skip them)")
+    p.add_argument("--refine", nargs="*", default=["fast", "full"], choices=["fast", "full"],
+                   help="refinement levels to run from the encoder's start (default: fast full)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
@@ -297,19 +461,25 @@ def main(argv: list[str] | None = None) -> int:
             s = replace(s, stage2=replace(s.stage2, pseudo_weight=args.pseudo_weight))
         if args.tolerance is not None:
             s = replace(s, pseudo=replace(s.pseudo, tolerance=args.tolerance))
+        from backend.invert.avatar import base_identity
+        from backend.invert.start import choose_encoder
+
+        choice = choose_encoder(args.encoder, G, base_identity(loaded), device)
         ds = ZipDataset(args.test_data, extras=True)
         heads = ds.test_heads[args.first_head : args.first_head + args.heads]
         args._first_head = heads[0]
         records = []
         t0 = time.perf_counter()
         for k, h in enumerate(heads):
-            rec = run_head(G, ds, h, args, s)
+            rec = run_head(G, ds, h, args, s, choice)
             records.append(rec)
             sv = rec.get("single_view", rec["pivot"])
+            enc = "".join(f" / {m} {_pm30(rec, m):.2f}" for m in ("encoder", "encoder_fast", "encoder_full")
+                          if m in rec)
             print(f"head {h} ({k + 1}/{len(heads)}): pose err {rec['pose']['yaw_error']:.1f}°; input PSNR "
                   f"sv {sv['input']['psnr']:.2f} / full {rec['full']['input']['psnr']:.2f}; "
                   f"±30 PSNR sv {np.mean([sv['novel'][k]['psnr'] for k in ('+30', '-30')]):.2f}"
-                  f" / full {np.mean([rec['full']['novel'][k]['psnr'] for k in ('+30', '-30')]):.2f}; "
+                  f" / full {np.mean([rec['full']['novel'][k]['psnr'] for k in ('+30', '-30')]):.2f}{enc}; "
                   f"{rec['seconds']['full_pipeline']:.0f} s", file=sys.stderr, flush=True)
         result: dict[str, Any] = {
             "benchmark": "single-image inversion on held-out synthetic heads (benchmarks/inversion.py)",
@@ -318,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                       "provenance": {k: header.provenance.get(k) for k in ("kimg", "source", "data", "hardware")
                                      if k in header.provenance}},
             "test_data": args.test_data, "heads": heads, "input_view": {"yaw": args.input_yaw, "pitch": 0.0},
+            "framing": args.framing,
+            "encoder": ({**choice.info, "sha256": file_sha256(choice.info["path"])} if choice.encoder is not None
+                        else {"used": None, "notice": choice.notice or f"--encoder {args.encoder}"}),
             "settings": s.to_dict(), "summary": aggregate(records), "per_head": records,
             "wall_s": round(time.perf_counter() - t0, 1),
             "notes": "PSNR/SSIM on the final 64² images in [0, 1]; novel views rendered at the estimated pose plus "
@@ -325,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                      "CPU timings depend on what else ran (environment.load_average_1min_*).",
         }
         if args.photo:
-            result["photo_check"] = photo_check(G, s, str(model_copy))
+            result["photo_check"] = photo_check(G, s, str(model_copy), args, choice)
     result = record.finish(result, args.out, device)
     print(json.dumps(result["summary"], indent=1))
     return 0
