@@ -23,7 +23,7 @@ from train.distill.loop import DistillTrainer, init_from_model
 from train.distill.losses import surface_samples, true_occupancy, truth_at, visible_surface
 from train.distill.options import PRESETS
 from train.distill.targets import RenderedTargets, ZipTargets
-from train.gan.snapshot import list_snapshots
+from train.gan.snapshot import list_snapshots, load_training_state, save_training_state, stored_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +150,20 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         assert torch.equal(v, resumed.G_ema.state_dict()[k]), k
 
 
+def test_a_snapshot_restores_the_optimiser_moments_and_keeps_the_rates_it_is_given(tmp_path: Path) -> None:
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_training_state(tmp_path / "s.safetensors", {"net": net}, {"net": opt}, {"options": {"lr": 0.1}})
+    again = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.Adam(again.parameters(), lr=0.01)  # the user asked for another rate on resume
+    load_training_state(tmp_path / "s.safetensors", {"net": again}, {"net": opt2})
+    assert opt2.param_groups[0]["lr"] == 0.01
+    for p, q in zip(net.parameters(), again.parameters()):
+        assert torch.equal(opt.state[p]["exp_avg"], opt2.state[q]["exp_avg"])
+
+
 def test_init_from_copies_what_fits() -> None:
     trainer = DistillTrainer(tiny(), "/nonexistent-run", log=False)
     other = {k: torch.full_like(v, 0.5) for k, v in trainer.G.state_dict().items()}
@@ -183,9 +197,16 @@ def test_cli_runs_resumes_and_refuses_bad_input(tmp_path: Path) -> None:
     again = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.004"], capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
-    more = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.008", "--resume"],
+    more = subprocess.run([*base, "--out", str(tmp_path / "r"), "--kimg", "0.008", "--resume", "--lr", "0.001"],
                           capture_output=True, text=True, timeout=300)
     assert more.returncode == 0 and "resumed" in more.stderr
+    assert "lr 0.002 -> 0.001" in more.stderr and "kimg 0.004 -> 0.008" in more.stderr
+    # A resume without flags keeps the run's recipe (here its lr and --perceptual 0), not the preset's.
+    plain = subprocess.run([exe, "distill", "--preset", "tiny", "--threads", "1", "--device", "cpu", "--out",
+                            str(tmp_path / "r"), "--resume"], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "changed options" not in plain.stderr, plain.stderr
+    stored = stored_options(tmp_path / "r")
+    assert stored is not None and stored["lr"] == 0.001 and stored["perceptual"] == 0 and stored["kimg"] == 0.008
     bad = subprocess.run([*base, "--out", str(tmp_path / "x"), "--around", "2"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--around" in bad.stderr

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "(--data). Run it under `torchrun --nproc-per-node N` for data-parallel training; "
                     "--batch is the global batch. Snapshots are written atomically to --out every --snap "
                     "kimg, with OUT/latest.safetensors; --resume continues exactly; Ctrl-C or SIGTERM stops "
-                    "with a snapshot.")
+                    "with a snapshot; a resumed run keeps its stored options unless flags override them.")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--preset", default="heads64", help="recipe: heads64 (the bundled model) or tiny (tests)")
     p.add_argument("--config", default=None, help="generator config name (default: the preset's)")
@@ -54,11 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from backend.configs import get_config
     from backend.errors import Aware3DError
-    from train.distill.options import PRESETS
+    from train.distill.options import PRESETS, DistillOptions
+    from train.gan.snapshot import stored_options
 
     if args.preset not in PRESETS:
         raise Aware3DError(f"unknown preset {args.preset!r}", f"choose one of: {', '.join(PRESETS)}")
     opts = PRESETS[args.preset]
+    stored = stored_options(args.out) if args.resume else None
+    if stored is not None:  # a resumed run keeps its own recipe; only explicit flags change it
+        opts = DistillOptions.from_dict(stored)
     if args.config:
         get_config(args.config)
         opts = dataclasses.replace(opts, config=args.config)
@@ -71,6 +75,11 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             raise Aware3DError(f"--{key.split('_')[0]} must not be negative, got {value}")
         opts = dataclasses.replace(opts, **{key: value})
+    if stored is not None:
+        before = DistillOptions.from_dict(stored).to_dict()
+        changed = [f"{k} {before[k]} -> {v}" for k, v in opts.to_dict().items() if before[k] != v]
+        if changed:
+            print(f"resuming with changed options: {', '.join(changed)}", file=sys.stderr)
     if not 0 <= opts.around <= 1:
         raise Aware3DError(f"--around must be between 0 and 1, got {opts.around}")
     if opts.batch < 1:

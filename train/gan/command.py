@@ -53,12 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from backend.configs import get_config
     from backend.errors import Aware3DError
-    from train.gan.options import PRESETS
+    from train.gan.options import PRESETS, GanOptions
+    from train.gan.snapshot import stored_options
 
     preset_name = args.preset or ("heads64" if args.config in (None, "aware3d-heads64") else "tiny")
     if preset_name not in PRESETS:
         raise Aware3DError(f"unknown preset {preset_name!r}", f"choose one of: {', '.join(PRESETS)}")
     opts = PRESETS[preset_name]
+    stored = stored_options(args.out) if getattr(args, "resume", False) else None
+    if stored is not None:  # a resumed run keeps its own recipe; only explicit flags change it
+        opts = GanOptions.from_dict(stored)
     if args.config:
         get_config(args.config)  # validates the name
         opts = dataclasses.replace(opts, config=args.config)

@@ -22,6 +22,7 @@ from backend.fileio import atomic_path
 
 SNAPSHOT_RE = re.compile(r"snapshot-(\d{9})\.safetensors$")
 META_KEY = "aware3d_training"
+_HYPER = ("lr", "betas", "eps", "weight_decay")
 
 
 def snapshot_name(nimg: int) -> str:
@@ -83,10 +84,30 @@ def load_training_state(
         for k, v in om["scalars"].items():
             idx, key = k.split(".", 1)
             state.setdefault(int(idx), {})[key] = v
+        # The moments come from the snapshot, the hyper-parameters from the optimiser as built now: the same
+        # values on a plain resume (the options default to the stored ones), and an explicit --lr on resume
+        # takes effect instead of being silently replaced by the stored rate.
+        built = [{k: g[k] for k in _HYPER if k in g} for g in opt.param_groups]
         opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+        for group, hyper in zip(opt.param_groups, built):
+            group.update(hyper)
     meta = dict(header["meta"])
     meta["fresh_modules"] = fresh
     return meta
+
+
+def stored_options(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The options the newest snapshot of a run was trained with (None: no snapshot, or none recorded).
+
+    Why: a resumed run must go on with its own recipe; only what the user passes explicitly changes it.
+    """
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        return None
+    with safe_open(str(snaps[-1]), framework="pt", device="cpu") as f:
+        header = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+    options = header.get("meta", {}).get("options")
+    return dict(options) if isinstance(options, dict) else None
 
 
 def list_snapshots(run_dir: str | os.PathLike[str]) -> list[Path]:
