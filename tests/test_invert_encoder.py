@@ -138,6 +138,13 @@ def test_auto_takes_an_encoder_that_fits_and_says_why_when_none_does(models: Pat
     assert choice.encoder is not None and choice.info["name"] == "enc-distilled" and not choice.notice
     assert choose_encoder("none", dist.generator, _base(dist)).encoder is None
     assert choose_encoder("enc-distilled", dist.generator, _base(dist)).info["name"] == "enc-distilled"
+    # An encoder of the synthetic heads' latent, made with another distilled snapshot, fits this one too (the
+    # shipped encoder and every distilled model), and still no GAN.
+    other = load_generator("random:tiny-distilled:7")
+    (own_model_folders / "enc-distilled.safetensors").unlink()
+    tiny_encoder(own_model_folders / "enc-heads.safetensors", other.generator, other.name, trained_on="heads")
+    assert choose_encoder("auto", dist.generator, _base(dist)).info["name"] == "enc-heads"
+    assert choose_encoder("auto", gan.generator, _base(gan)).encoder is None
 
 
 def test_a_missing_unreadable_or_foreign_encoder_is_one_clear_error(models: Path, own_model_folders: Path,

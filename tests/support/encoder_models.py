@@ -45,15 +45,17 @@ def identity(G: Any, name: str) -> dict[str, Any]:
 
 
 def tiny_encoder(path: Path, G: Any, name: str, latent: torch.Tensor | None = None,
-                 pose: tuple[float, float] | None = None, seed: int = 0) -> Path:
+                 pose: tuple[float, float] | None = None, seed: int = 0, trained_on: str = "") -> Path:
     """A small encoder file for generator ``G`` (recorded under ``name``), predicting z for a distilled model
     and w otherwise. With ``latent``/``pose`` its last layer answers exactly those for every photo (an
-    "oracle" that knows the head), else its weights are random."""
+    "oracle" that knows the head), else its weights are random. ``trained_on="heads"`` makes it a z encoder
+    of the synthetic heads' latent (fits every distilled model); '' binds it to ``G``'s weights."""
     from backend.invert.encoder import POSE_SCALE, EncoderConfig, PhotoEncoder, save_encoder
 
     distilled = "distilled" in G.cfg.name
     cfg = EncoderConfig(target="z" if distilled else "w", latent_dim=G.cfg.z_dim if distilled else G.cfg.w_dim,
-                        resolution=32, channels=(8, 16), embedding=16, generator=identity(G, name))
+                        resolution=32, channels=(8, 16), embedding=16, generator=identity(G, name),
+                        trained_on=trained_on)
     torch.manual_seed(seed)
     enc = PhotoEncoder(cfg)
     if latent is not None or pose is not None:
