@@ -348,7 +348,8 @@ def test_cli_trains_from_a_zip_and_the_check_records_its_figures(heads_zip: Path
     assert options["data"] == [str(heads_zip)] and options["augment"] == 0.5 and options["fresh"] == 0.25
     test_zip = heads_zip.with_name("h_test.zip")
     check = subprocess.run([EXE, "encoder-check", "--encoder", str(enc_path), "--test-data", str(test_zip),
-                            "--out", str(tmp_path / "c.json"), "--record"], capture_output=True, text=True,
+                            "--out", str(tmp_path / "c.json"), "--record", "--seen-data", str(heads_zip)],
+                           capture_output=True, text=True,
                            timeout=300)
     assert check.returncode == 0, check.stderr
     figures = json.loads((tmp_path / "c.json").read_text())
@@ -359,6 +360,7 @@ def test_cli_trains_from_a_zip_and_the_check_records_its_figures(heads_zip: Path
     assert set(clean["by_test_yaw"]) == {"0", "15", "30", "45", "60"}
     assert 0 <= clean["discrete_accuracy"]["hair_style"] <= 1 and figures["perturbed"]["views"] == 27
     assert figures["time_per_photo"]["median_s"] > 0 and "encoder-check" in figures["command"]
+    assert figures["seen"]["images"] == 6 and np.isfinite(figures["seen"]["latent_rmse"])
     recorded = read_header(enc_path).provenance
     assert recorded["check"]["clean"] == clean and recorded["options"] == options  # the rest kept
     assert load_encoder(enc_path).cfg == enc.cfg

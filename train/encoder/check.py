@@ -15,7 +15,9 @@ yaw 0, ±15, ±30, ±45, ±60 × pitch 0, ±10), every view is one photo:
 * the same once more on the photos changed by :class:`.data.Augmentation` at strength 1 (fixed seed): what
   a crop a few per cent off and a different camera cost;
 * the time of one forward pass for one photo (the encoder as shipped, mirror averaging included), on this
-  machine with the load it had.
+  machine with the load it had;
+* optionally the latent and pose errors on heads it was trained on (``seen``: a training zip): the gap to the
+  held-out figures says whether more training heads would help.
 """
 
 from __future__ import annotations
@@ -144,8 +146,22 @@ def time_per_photo(enc: PhotoEncoder, res: int, repeats: int = 50) -> dict[str, 
             "mirror_average": enc.cfg.mirror_average, "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
+def seen_figures(enc: PhotoEncoder, path: str | Path, count: int) -> dict[str, Any]:
+    """Latent RMSE and pose errors on the first ``count`` images of a training zip (as they are, unmirrored)."""
+    from train.encoder.data import ZipExamples
+
+    data = ZipExamples([path], enc.cfg.resolution, seed=0, mirror=0.0)
+    n = min(count, len(data))
+    lat, pose = predict(enc, data.images[:n])
+    d = lat[:, :LATENT_DIMS] - data.latents[:n].numpy()
+    err = pose - data.pose[:n].numpy()
+    return {"data": str(path), "images": n, "latent_rmse": round(float(_rmse(d)), 4), "yaw": _errors(err[:, 0]),
+            "pitch": _errors(err[:, 1])}
+
+
 def check(enc: PhotoEncoder, test: str | Path, heads: int | None = None,
-          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[str], None] | None = None, seen: str | Path | None = None,
+          seen_count: int = 1000) -> dict[str, Any]:
     """Everything :mod:`this module <train.encoder.check>` describes, as one JSON-ready dict."""
     say = progress or (lambda _m: None)
     if enc.cfg.target != "z" or enc.cfg.trained_on != "heads":
@@ -162,7 +178,10 @@ def check(enc: PhotoEncoder, test: str | Path, heads: int | None = None,
     noisy = figures(views, lat, pose)
     say("time per photo")
     timing = time_per_photo(enc, enc.cfg.resolution)
-    return {"test_data": str(test), "clean": clean, "perturbed": {"what": "train.encoder.data.Augmentation at "
-                                                                  "strength 1, seed 0", **noisy},
-            "time_per_photo": timing, "seconds": round(time.perf_counter() - t0, 1),
-            "load_average_before": load_before}
+    out = {"test_data": str(test), "clean": clean, "perturbed": {"what": "train.encoder.data.Augmentation at "
+                                                                 "strength 1, seed 0", **noisy},
+           "time_per_photo": timing}
+    if seen is not None:
+        say("heads it was trained on")
+        out["seen"] = seen_figures(enc, seen, seen_count)
+    return {**out, "seconds": round(time.perf_counter() - t0, 1), "load_average_before": load_before}

@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--encoder", required=True, type=Path, help="the encoder (.safetensors)")
     c.add_argument("--test-data", required=True, type=Path, metavar="ZIP", help="a *_test.zip with head latents")
     c.add_argument("--heads", type=int, help="only the first N test heads")
+    c.add_argument("--seen-data", type=Path, metavar="ZIP",
+                   help="also measure on the first --seen images of a zip it was trained on (the gap to held-out "
+                        "heads says whether more training heads would help)")
+    c.add_argument("--seen", type=int, default=1000, help="images of --seen-data (default 1000)")
     c.add_argument("--out", type=Path, help="write the figures here (.json)")
     c.add_argument("--record", action="store_true", help="also store them in the encoder file's provenance")
     c.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
@@ -77,11 +81,15 @@ def run_check(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or 1)
     if args.heads is not None and args.heads <= 0:
         raise Aware3DError(f"--heads must be positive, got {args.heads}")
-    if not args.test_data.is_file():
-        raise Aware3DError(f"test data not found: {args.test_data}", "make it with aware3d-train make-dataset")
+    for given in (args.test_data, args.seen_data):
+        if given is not None and not given.is_file():
+            raise Aware3DError(f"data set not found: {given}", "make it with aware3d-train make-dataset")
+    if args.seen <= 0:
+        raise Aware3DError(f"--seen must be positive, got {args.seen}")
     enc = load_encoder(args.encoder)
     try:
-        result = check(enc, args.test_data, args.heads, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        result = check(enc, args.test_data, args.heads, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                       seen=args.seen_data, seen_count=args.seen)
     except ValueError as exc:
         raise Aware3DError(str(exc)) from None
     result = {"command": " ".join(command_line(args, "encoder-check")), "encoder": str(args.encoder), **result}
