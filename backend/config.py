@@ -33,6 +33,27 @@ SR_BLOCK_CHANNELS: dict[str, tuple[int, int]] = {
 HEAD_LATENT_DIMS = 67
 
 
+# The Gaussian-bin edges of the head latent's discrete coordinates (train/synthetic/latent.py latent_bins();
+# a test checks that the two agree): the distilled configs' ``z_bins``.
+HEAD_LATENT_BINS: tuple[tuple[int, tuple[float, ...]], ...] = (
+    (27, (-0.385320466, 0.125661347, 0.439913166, 0.738846849, 1.40507156)),
+    (32, (-1.544575486, -1.399656648, -1.281551566, -1.180947041, -1.098219064, -1.092735829, -0.960705357,
+         -0.841621234, -0.735481661, -0.638918708, -0.258633067, -0.063341023, 0.085363023, 0.125661347,
+         0.277827498, 0.315377237, 0.477040428, 0.513154662, 0.692778057, 0.827130206, 0.941584851,
+         0.960705357, 1.110771617, 1.270008415, 1.287213733, 1.377524426, 1.501085946, 1.511272827,
+         1.649672679, 1.842791371)),
+    (33, (-0.67448975, -0.100433721, 0.305480788, 0.495850347, 0.643345405, 0.994457883, 1.174986792,
+         1.554773595, 1.880793608, 2.170090378)),
+    (40, (0.772193214, 1.080319341, 1.554773595)),
+    (41, (-0.67448975, 0.0, 0.67448975)),
+    (45, (1.174986792, 1.554773595)),
+    (49, (0.215984281, 0.552946566, 0.611301497, 0.880294115, 0.890774794, 0.98423496, 1.153512719,
+         1.166406826, 1.206823821, 1.337682371, 1.397377771, 1.452905477, 1.527245403, 1.602704091,
+         1.657096335, 1.742334099, 1.772569919, 1.924435646, 1.968156792, 2.135747505)),
+    (63, (0.0,)),
+)
+
+
 def takes_head_latents(cfg: Any) -> bool:
     """Whether a generator config (or its dict) takes the synthetic heads' latent as z: a distilled model.
 
@@ -86,6 +107,10 @@ class GeneratorConfig:
     # StyleGAN normalises z to unit second moment, which discards its length. Distilled models whose z is a
     # calibrated latent (each coordinate one head parameter, see train/synthetic/latent.py) keep it.
     normalize_z: bool = True
+    # Fixed one-hot features of z for the mapping network: for each (coordinate, ascending bin edges), which
+    # bin that coordinate falls in. A discrete choice of a calibrated latent is then linear in the input
+    # instead of a step the network must learn (see train/synthetic/latent.py latent_bins). () for GANs.
+    z_bins: tuple[tuple[int, tuple[float, ...]], ...] = ()
     mapping_lr_multiplier: float = 0.01
     w_avg_beta: float = 0.998
     img_resolution: int = 512
@@ -130,6 +155,13 @@ class GeneratorConfig:
                              f"resolution, got {list(self.aware3d_res)}")
         if self.detail_plane and not self.aware3d_res:
             raise ValueError("the detail plane needs 3D-aware blocks (aware3d_res)")
+        if len(self.z_bins) > self.z_dim:
+            raise ValueError(f"z_bins lists {len(self.z_bins)} coordinates, z has {self.z_dim}")
+        for index, edges in self.z_bins:
+            if not isinstance(index, int) or not 0 <= index < self.z_dim:
+                raise ValueError(f"z_bins coordinate {index!r} is outside z (0-{self.z_dim - 1})")
+            if not 1 <= len(edges) <= 64 or any(not math.isfinite(e) for e in edges) or list(edges) != sorted(edges):
+                raise ValueError(f"z_bins edges of coordinate {index} must be 1-64 ascending finite numbers")
         if self.superresolution != "none":
             assert self.sr_input_resolution is not None
             expected = self.sr_input_resolution * (4 if self.superresolution == "hybrid8xdc" else 2)
@@ -145,6 +177,11 @@ class GeneratorConfig:
 
     def block_channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def z_bin_features(self) -> int:
+        """Width of the one-hot bin features the mapping network adds to z."""
+        return sum(len(edges) + 1 for _, edges in self.z_bins)
 
     @property
     def num_ws(self) -> int:
@@ -187,6 +224,11 @@ class GeneratorConfig:
         for key in ("aware3d_res", "sr_channels"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
+        if data.get("z_bins") is not None:
+            try:
+                data["z_bins"] = tuple((int(i), tuple(float(e) for e in edges)) for i, edges in data["z_bins"])
+            except (TypeError, ValueError):
+                raise ValueError("z_bins must be a list of [coordinate, [edges...]] pairs") from None
         return cls(rendering=RenderingConfig(**rendering), **data)
 
     def replace(self, **changes: Any) -> GeneratorConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from backend.config import GeneratorConfig, RenderingConfig
+from backend.config import HEAD_LATENT_BINS, GeneratorConfig, RenderingConfig
 from backend.errors import Aware3DError
 
 FFHQ_RENDERING = RenderingConfig()
@@ -69,14 +69,16 @@ HEADS64 = GeneratorConfig(
 
 # The distilled model that is to replace the bundled GAN (aware3d-train distill, docs/distill.md): HEADS64's
 # networks, with z the calibrated head latent of train/synthetic/latent.py (67 coordinates, one per head or
-# lighting parameter; a test checks the count), kept at its length (no 2nd-moment normalisation), and no camera
+# lighting parameter; a test checks the count), kept at its length (no 2nd-moment normalisation), the one-hot
+# bins of its discrete coordinates beside it (hat, beard, hair style and colour, glasses, ...), and no camera
 # conditioning (the head does not depend on the camera it is seen from).
 HEADS64_DISTILLED = HEADS64.replace(
-    name="aware3d-heads64-distilled", z_dim=67, normalize_z=False,
+    name="aware3d-heads64-distilled", z_dim=67, normalize_z=False, z_bins=HEAD_LATENT_BINS,
     rendering=dataclasses.replace(HEADS64.rendering, c_gen_conditioning_zero=True),
 )
 
 TINY_DISTILLED = TINY.replace(name="tiny-distilled", z_dim=HEADS64_DISTILLED.z_dim, normalize_z=False,
+                              z_bins=HEAD_LATENT_BINS,
                               rendering=dataclasses.replace(TINY.rendering, c_gen_conditioning_zero=True))
 
 CONFIGS: dict[str, GeneratorConfig] = {

@@ -164,6 +164,21 @@ def test_a_snapshot_restores_the_optimiser_moments_and_keeps_the_rates_it_is_giv
         assert torch.equal(opt.state[p]["exp_avg"], opt2.state[q]["exp_avg"])
 
 
+def test_a_model_without_bin_features_initialises_one_with_them_to_the_same_function() -> None:
+    from backend.generator import TriPlaneGenerator
+
+    cfg = PRESETS["tiny"].config
+    with_bins = DistillTrainer(tiny(), "/nonexistent-run", log=False).G
+    without = TriPlaneGenerator(with_bins.cfg.replace(z_bins=()), seed=5)
+    assert with_bins.cfg.name == cfg and with_bins.cfg.z_bins
+    skipped = init_from_model(with_bins, without.state_dict(), without.cfg.to_dict())
+    assert skipped == []
+    z, c = torch.randn(6, 67), torch.zeros(6, 25)
+    assert torch.allclose(with_bins.mapping(z, c), without.mapping(z, c), atol=1e-5)
+    # Without the source's config the first layer cannot be placed: it is built fresh, and said so.
+    assert init_from_model(with_bins, without.state_dict()) == ["backbone.mapping.fc0.weight"]
+
+
 def test_init_from_copies_what_fits() -> None:
     trainer = DistillTrainer(tiny(), "/nonexistent-run", log=False)
     other = {k: torch.full_like(v, 0.5) for k, v in trainer.G.state_dict().items()}

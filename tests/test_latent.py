@@ -7,8 +7,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from backend.config import HEAD_LATENT_BINS, GeneratorConfig
 from backend.configs import get_config
+from backend.nets.layers import MappingNetwork
 from train.synthetic.latent import (
     GLASSES_P,
     INDEX,
@@ -16,12 +19,21 @@ from train.synthetic.latent import (
     UNUSED_WHEN,
     hair_style_p,
     head_from_latent,
+    latent_bins,
     latent_from_params,
     lighting_from_latent,
     phi,
     phi_inv,
 )
-from train.synthetic.params import HeadParams, sample_head, sample_latent, sample_scene, sample_test_scene
+from train.synthetic.params import (
+    GLASSES_STYLES,
+    HAT_STYLES,
+    HeadParams,
+    sample_head,
+    sample_latent,
+    sample_scene,
+    sample_test_scene,
+)
 
 
 def test_the_distilled_configs_take_exactly_a_head_latent() -> None:
@@ -131,3 +143,46 @@ def test_unused_coordinates_change_nothing_the_renderer_draws() -> None:
 def test_a_short_latent_is_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         head_from_latent(np.zeros(10))
+
+
+def test_the_backend_bins_are_the_latent_maps_bins() -> None:
+    ours = latent_bins()
+    assert [i for i, _ in ours] == [i for i, _ in HEAD_LATENT_BINS]
+    for (_, a), (_, b) in zip(ours, HEAD_LATENT_BINS):
+        assert a == pytest.approx(b, abs=1e-9)
+    assert get_config("aware3d-heads64-distilled").z_bins == HEAD_LATENT_BINS
+
+
+def test_the_mapping_network_sees_the_bin_of_every_discrete_choice() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((400, LATENT_DIMS))
+    net = MappingNetwork(LATENT_DIMS, 0, 8, num_ws=None, z_bins=HEAD_LATENT_BINS)
+    features = dict(zip([i for i, _ in HEAD_LATENT_BINS], net._bin_features(torch.from_numpy(z).float())))
+    heads = [head_from_latent(row) for row in z]
+    hat = features[INDEX["hat"]].argmax(1).numpy()
+    glasses = features[INDEX["glasses"]].argmax(1).numpy()
+    assert all(features[i].sum(1).eq(1).all() for i in features)  # one-hot
+    assert [HAT_STYLES[k] for k in hat] == [h.hat for h in heads]
+    assert [GLASSES_STYLES[k] for k in glasses] == [h.glasses for h in heads]
+    # A choice that depends on masculinity: the bin (with masculinity) tells the style; each bin holds one.
+    style_bin = features[INDEX["hair_style"]].argmax(1).numpy()
+    masc_bin = np.digitize([h.masculinity for h in heads], [0.2, 0.4, 0.6, 0.8])
+    seen: dict[tuple[int, int], set[str]] = {}
+    for b, m, h in zip(style_bin, masc_bin, heads):
+        seen.setdefault((int(b), int(m)), set()).add(h.hair_style)
+    assert sum(len(v) > 1 for v in seen.values()) <= len(seen) // 4
+
+
+def test_a_model_file_cannot_ask_for_absurd_bins() -> None:
+    base = get_config("tiny-distilled").to_dict()
+    for bad in ([[999, [0.0]]], [[3, [1.0, 0.0]]], [[3, [0.0] * 1000]], [[3, ["x"]]], [[3]]):
+        with pytest.raises(ValueError):
+            GeneratorConfig.from_dict({**base, "z_bins": bad})
+    again = GeneratorConfig.from_dict(json_round_trip(base))
+    assert again.z_bins == get_config("tiny-distilled").z_bins
+
+
+def json_round_trip(d: dict) -> dict:  # type: ignore[type-arg]
+    import json
+
+    return json.loads(json.dumps(d))

@@ -66,10 +66,15 @@ class MappingNetwork(nn.Module):
         embed_features: int | None = None,
         layer_features: int | None = None,
         normalize_z: bool = True,
+        z_bins: tuple[tuple[int, tuple[float, ...]], ...] = (),
     ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.normalize_z = normalize_z
+        # Fixed (not learned, not in the state dict) bin edges of z's discrete coordinates: their one-hot bins
+        # follow z in the first layer's input.
+        self.z_bins = tuple((int(i), tuple(float(e) for e in edges)) for i, edges in z_bins)
+        bin_features = sum(len(edges) + 1 for _, edges in self.z_bins)
         self.num_ws = num_ws
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
@@ -77,7 +82,7 @@ class MappingNetwork(nn.Module):
         layer_features = w_dim if layer_features is None else layer_features
         if c_dim == 0:
             embed_features = 0
-        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        features = [z_dim + bin_features + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
         if c_dim > 0:
@@ -100,6 +105,7 @@ class MappingNetwork(nn.Module):
             assert z is not None
             z = z.to(torch.float32)
             parts.append(ops.normalize_2nd_moment(z) if self.normalize_z else z)
+            parts += self._bin_features(z)
         if self.c_dim > 0:
             assert c is not None
             parts.append(ops.normalize_2nd_moment(self.embed(c.to(torch.float32))))
@@ -116,6 +122,16 @@ class MappingNetwork(nn.Module):
             x = x.clone()
             x[:, :cutoff] = self.w_avg.lerp(x[:, :cutoff], truncation_psi)
         return x
+
+
+    def _bin_features(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """One one-hot [N, len(edges) + 1] per binned coordinate of z."""
+        out = []
+        for index, edges in self.z_bins:
+            bounds = torch.tensor(edges, dtype=z.dtype, device=z.device)
+            k = torch.bucketize(z[:, index].contiguous(), bounds)
+            out.append(torch.nn.functional.one_hot(k, len(edges) + 1).to(z.dtype))
+        return out
 
 
 def aware3d(x: torch.Tensor) -> torch.Tensor:

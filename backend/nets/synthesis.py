@@ -196,4 +196,4 @@ class Backbone(nn.Module):
         self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, num_ws=self.num_ws,
                                       num_layers=cfg.mapping_layers,
                                       lr_multiplier=cfg.mapping_lr_multiplier, w_avg_beta=cfg.w_avg_beta,
-                                      normalize_z=cfg.normalize_z)
+                                      normalize_z=cfg.normalize_z, z_bins=cfg.z_bins)

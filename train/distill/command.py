@@ -90,7 +90,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from backend.checkpoints.model_file import load_tensors
+    from backend.checkpoints.model_file import load_tensors, read_header
     from backend.devices import resolve_device
     from backend.errors import Aware3DError
     from backend.registry import bundled_models_dir, resolve_model
@@ -126,14 +126,16 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise Aware3DError(f"feature network not found: {path}", "pass --features, or --perceptual 0")
         features = load_feature_net(path, device)
-    init = None
+    init = init_config = None
     if args.init_from is not None and not args.resume:
-        init = load_tensors(resolve_model(str(args.init_from)))
+        init_path = resolve_model(str(args.init_from))
+        init, init_config = load_tensors(init_path), read_header(init_path).config
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         trainer = DistillTrainer(opts, args.out, source=source, device=device, dist=info,
                                  command=command_line(args, "distill"), features=features,
-                                 init_tensors=init, data_path=str(args.data) if args.data else "",
+                                 init_tensors=init, init_config=init_config,
+                                 data_path=str(args.data) if args.data else "",
                                  render_workers=max(args.render_workers, 0) if args.data is None else 0)
     except ValueError as exc:
         raise Aware3DError(str(exc)) from None

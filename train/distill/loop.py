@@ -15,6 +15,7 @@ optimiser and the position, so ``--resume`` continues exactly.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -55,22 +56,49 @@ class Progress:
     wall_time: float = 0.0
 
 
-def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
+def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                    source_config: dict[str, Any] | None = None) -> list[str]:
     """Copy every tensor of another model whose name and shape match; returns the names left as built.
 
     Why: the distilled config keeps the GAN's networks but its z has another size, so all but the first
-    mapping layer (and its w average) can start from a trained GAN.
+    mapping layer (and its w average) can start from a trained GAN. A model of the same z without the one-hot
+    bin features (``source_config`` says so) keeps its first mapping layer too, widened so that it computes
+    the same function (:func:`widen_first_mapping_layer`): a run can gain the features without starting over.
     """
     own = G.state_dict()
     skipped = []
     with torch.no_grad():
         for name, t in own.items():
             src = tensors.get(name)
+            if name == FIRST_MAPPING_WEIGHT and src is not None and src.shape != t.shape and source_config:
+                src = widen_first_mapping_layer(src, source_config, G.cfg)
             if src is not None and tuple(src.shape) == tuple(t.shape):
                 t.copy_(src)
             else:
                 skipped.append(name)
     return skipped
+
+
+FIRST_MAPPING_WEIGHT = "backbone.mapping.fc0.weight"
+
+
+def widen_first_mapping_layer(weight: torch.Tensor, source_config: dict[str, Any],
+                              cfg: Any) -> torch.Tensor | None:
+    """The first mapping layer of a model without z bins, for ``cfg`` with them; None when it does not fit.
+
+    The input is [z, bins, camera embedding]: z's and the embedding's columns are kept, the bins' start at
+    zero (so the output is unchanged and they learn from there), and every kept column is scaled by
+    sqrt(new inputs / old inputs) to undo the equalised-lr gain 1/sqrt(inputs) of the wider layer.
+    """
+    if source_config.get("z_bins") or source_config.get("z_dim") != cfg.z_dim:
+        return None
+    old_in, bins = weight.shape[1], cfg.z_bin_features
+    new_in = old_in + bins
+    out = torch.zeros(weight.shape[0], new_in, dtype=weight.dtype)
+    scale = math.sqrt(new_in / old_in)
+    out[:, :cfg.z_dim] = weight[:, :cfg.z_dim] * scale
+    out[:, cfg.z_dim + bins:] = weight[:, cfg.z_dim:] * scale
+    return out
 
 
 class DistillTrainer:
@@ -79,7 +107,8 @@ class DistillTrainer:
     def __init__(self, opts: DistillOptions, run_dir: str | Path, source: TargetSource | None = None,
                  device: torch.device | str = "cpu", dist: distributed.DistInfo | None = None,
                  command: list[str] | None = None, features: torch.nn.Module | None = None,
-                 init_tensors: dict[str, torch.Tensor] | None = None, data_path: str = "",
+                 init_tensors: dict[str, torch.Tensor] | None = None, init_config: dict[str, Any] | None = None,
+                 data_path: str = "",
                  log: bool = True, render_workers: int = 0) -> None:
         self.opts = opts
         self.run_dir = Path(run_dir)
@@ -99,7 +128,8 @@ class DistillTrainer:
         if render_workers > 0:
             self.source = Prefetching(self.source, render_workers)
         self.G = TriPlaneGenerator(self.cfg, seed=opts.seed).train().to(self.device)
-        self.init_skipped = init_from_model(self.G, init_tensors) if init_tensors is not None else None
+        self.init_skipped = (init_from_model(self.G, init_tensors, init_config) if init_tensors is not None
+                             else None)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         mapping = [p for n, p in self.G.named_parameters() if n.startswith("backbone.mapping.")]
         rest = [p for n, p in self.G.named_parameters() if not n.startswith("backbone.mapping.")]

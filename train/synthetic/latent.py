@@ -202,6 +202,37 @@ def _bg_bottom_inv(top: Sequence[float], bottom: Sequence[float]) -> np.ndarray:
     return np.linalg.solve(_BG_CORR, d)
 
 
+# Masculinity values at which the bins of a choice that depends on it are taken (see :func:`latent_bins`).
+_BIN_MASCULINITY = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def latent_bins() -> tuple[tuple[int, tuple[float, ...]], ...]:
+    """The Gaussian-bin edges (in z) of every discrete coordinate, for a generator's mapping network.
+
+    Why: a discrete choice is a step function of its coordinate, which an MLP fed z alone learns slowly (at
+    45 kimg the first distilled model still drew no hats, full beards or platinum hair). Fed also the one-hot
+    of the bin each coordinate falls in (``GeneratorConfig.z_bins``), the choice is linear in the input. A
+    choice whose probabilities depend on masculinity (hair style, beard) gets the union of its edges at a few
+    masculinity values: finer bins, from which the network combines the right one with masculinity.
+    """
+    def edges(p: Sequence[float]) -> list[float]:
+        return [phi_inv(float(c)) for c in _cumulative(p)[1:-1]]
+
+    fixed = {"iris_colour": _IRIS_P, "hair_colour": _HAIR_COLOUR_P, "glasses": GLASSES_P,
+             "glasses_base": (1, 1, 1, 1), "hat": HAT_P, "bg_same": (BG_SAME_P, 1 - BG_SAME_P)}
+    varying = {"hair_style": hair_style_p, "beard": beard_p}
+    out: list[tuple[int, tuple[float, ...]]] = []
+    for name in NAMES:
+        if name in fixed:
+            e = edges(fixed[name])
+        elif name in varying:
+            e = [x for m in _BIN_MASCULINITY for x in edges(varying[name](m))]
+        else:
+            continue
+        out.append((INDEX[name], tuple(sorted({round(x, 9) for x in e}))))
+    return tuple(out)
+
+
 def hair_style_p(masc: float) -> tuple[float, ...]:
     """Hair-style probabilities given masculinity (short styles for high values, long ones for low)."""
     f = (1 + 2 * masc, 1 + masc, 1 + masc, 1.0, 1.5 - masc, 1.3 - masc, 1.3 - masc)
