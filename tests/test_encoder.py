@@ -385,3 +385,33 @@ def test_cli_refuses_bad_data_options_in_one_line(heads_zip: Path, tmp_path: Pat
     run = subprocess.run([EXE, "encoder-check", "--encoder", str(tmp_path / "gan_enc.safetensors"), "--test-data",
                           str(heads_zip.with_name("h_test.zip"))], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "head latents" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_calibration_shrinks_what_the_encoder_cannot_read_and_keeps_the_mirror(heads_zip: Path,
+                                                                              tmp_path: Path) -> None:
+    from train.encoder.check import calibrate
+
+    enc = _heads_encoder().eval()
+    with torch.no_grad():
+        enc.head.bias.normal_()  # predictions far from these heads' truth
+    test_zip = heads_zip.with_name("h_test.zip")
+    result = calibrate(enc, test_zip)
+    assert result["rmse_after"] <= result["rmse_before"] and len(result["factor"]) == LATENT_DIMS
+    assert float(enc.latent_std.min()) >= 0 and float(enc.latent_std.max()) < 50
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    (lat, pose), (lat_m, pose_m) = enc(x), enc(x.flip(-1))
+    assert torch.allclose(lat_m, mirror_latents(lat), atol=1e-5)
+    assert torch.allclose(pose_m[:, 0], -pose[:, 0], atol=1e-5)
+
+    path = save_encoder(tmp_path / "e.safetensors", _heads_encoder(), {"options": {"data": [str(heads_zip)]},
+                                                                         "check": {"clean": 1}})
+    cmd = [EXE, "encoder-calibrate", "--encoder", str(path), "--data"]
+    refused = subprocess.run([*cmd, str(heads_zip)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "training sets" in refused.stderr and "Traceback" not in refused.stderr
+    done = subprocess.run([*cmd, str(test_zip)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    provenance = read_header(path).provenance
+    assert provenance["calibration"]["images"] == 27 and "check" not in provenance
+    assert provenance["check_before_calibration"] == {"clean": 1}
+    again = subprocess.run([*cmd, str(test_zip)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "calibrated already" in again.stderr

@@ -112,9 +112,10 @@ class HeadExamples:
 class ZipExamples:
     """Heads of one or more ``make-dataset`` zips, held in memory; each example is drawn uniformly from all of
     them and shown as itself or, with probability ``mirror``, as its mirror image (yaw and the
-    :data:`MIRROR_NEGATE` coordinates negated: exactly another valid head)."""
+    :data:`MIRROR_NEGATE` coordinates negated: exactly another valid head). ``res``: the image size the zips
+    must have (None: any; the encoder resizes its input)."""
 
-    def __init__(self, paths: Sequence[str | Path], res: int, seed: int, mirror: float = 0.5) -> None:
+    def __init__(self, paths: Sequence[str | Path], res: int | None, seed: int, mirror: float = 0.5) -> None:
         from train.data.zip_dataset import ZipDataset, ZipDatasetError
 
         if not paths:
@@ -125,7 +126,7 @@ class ZipExamples:
                 data = ZipDataset(path, use_labels=False)
             except ZipDatasetError as exc:
                 raise ValueError(str(exc)) from None
-            if data.resolution != res:
+            if res is not None and data.resolution != res:
                 raise ValueError(f"{path} holds {data.resolution}² images; the encoder takes {res}²")
             try:
                 first = data.params(0)
