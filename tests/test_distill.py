@@ -44,6 +44,30 @@ def test_rendered_targets_are_a_function_of_the_step_and_split_across_processes(
     assert a.image.shape == (4, 3, 16, 16) and float(a.image.min()) >= -1 and float(a.image.max()) <= 1
 
 
+def test_balancing_trains_rare_choices_more_often_and_leaves_the_rest_alone() -> None:
+    from train.distill.targets import balance_discrete
+    from train.synthetic.latent import INDEX, head_from_latent, latent_bins
+
+    z = np.random.default_rng(0).standard_normal((3000, 67))
+    balanced = balance_discrete(np.random.default_rng(1), z, 0.3)
+    discrete = [i for i, _ in latent_bins()]
+    rest = [i for i in range(67) if i not in discrete]
+    assert np.array_equal(balanced[:, rest], z[:, rest])
+    changed = (balanced[:, INDEX["hat"]] != z[:, INDEX["hat"]]).mean()
+    assert 0.25 < changed < 0.35
+
+    def share(latents: np.ndarray, test) -> float:  # type: ignore[no-untyped-def]
+        return float(np.mean([test(head_from_latent(row)) for row in latents]))
+
+    for test in (lambda h: h.hat != "none", lambda h: h.beard == "full", lambda h: h.glasses != "none"):
+        assert share(balanced, test) > 1.5 * share(z, test)
+    assert balance_discrete(np.random.default_rng(1), z, 0.0) is z
+    # The option reaches the rendered targets; the cameras do not depend on it.
+    a = RenderedTargets(res=16, z_dim=67, seed=3).batch(4, 8)
+    b = RenderedTargets(res=16, z_dim=67, seed=3, balance=1.0).batch(4, 8)
+    assert torch.equal(a.c, b.c) and not torch.equal(a.z, b.z)
+
+
 def test_prefetching_in_a_worker_process_gives_the_same_batches() -> None:
     from train.distill.targets import Prefetching
 

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, help="global batch size")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--around", type=float, help="share of cameras from anywhere around the head (0-1)")
+    p.add_argument("--balance", type=float,
+                   help="share of each discrete choice (hat, beard, glasses, hair) drawn from a uniformly chosen "
+                        "bin instead of its data frequency (0-1; heads64: 0.3)")
     p.add_argument("--perceptual", type=float, help="weight of the perceptual loss (0: off)")
     p.add_argument("--density", type=float, help="weight of the density loss against the true surface (0: off)")
     p.add_argument("--depth", type=float, dest="depth_l1", help="weight of the depth loss")
@@ -66,7 +69,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.config:
         get_config(args.config)
         opts = dataclasses.replace(opts, config=args.config)
-    changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around,
+    changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around, "balance": args.balance,
                "perceptual": args.perceptual, "density": args.density, "depth_l1": args.depth_l1,
                "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None}
     for key, value in changes.items():
@@ -80,8 +83,9 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         changed = [f"{k} {before[k]} -> {v}" for k, v in opts.to_dict().items() if before[k] != v]
         if changed:
             print(f"resuming with changed options: {', '.join(changed)}", file=sys.stderr)
-    if not 0 <= opts.around <= 1:
-        raise Aware3DError(f"--around must be between 0 and 1, got {opts.around}")
+    for key in ("around", "balance"):
+        if not 0 <= getattr(opts, key) <= 1:
+            raise Aware3DError(f"--{key} must be between 0 and 1, got {getattr(opts, key)}")
     if opts.batch < 1:
         raise Aware3DError(f"--batch must be at least 1, got {opts.batch}")
     return opts

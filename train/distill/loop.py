@@ -124,7 +124,8 @@ class DistillTrainer:
         if self.cfg.z_dim < LATENT_DIMS:
             raise ValueError(f"config {self.cfg.name} has z_dim {self.cfg.z_dim}; a head latent needs {LATENT_DIMS}")
         self.truth_res = opts.truth_resolution or self.cfg.img_resolution
-        self.source = source or RenderedTargets(self.truth_res, self.cfg.z_dim, opts.seed, opts.around)
+        self.source = source or RenderedTargets(self.truth_res, self.cfg.z_dim, opts.seed, opts.around,
+                                                      opts.balance)
         if render_workers > 0:
             self.source = Prefetching(self.source, render_workers)
         self.G = TriPlaneGenerator(self.cfg, seed=opts.seed).train().to(self.device)

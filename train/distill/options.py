@@ -45,6 +45,10 @@ class DistillOptions:
     # Cameras: this share from anywhere around the head (yaw ±180°, pitch ±35°, so the back of the head is
     # trained); the rest from the data's FFHQ-like pose distribution.
     around: float = 0.25
+    # Share of each discrete coordinate (hat, beard, glasses, hair style and colour, ...) redrawn in a bin chosen
+    # uniformly, so rare choices are trained often enough (targets.balance_discrete). 0 (the default of runs
+    # that predate it): z ~ N(0, I) only.
+    balance: float = 0.0
     truth_resolution: int | None = None  # None: the config's image size
     ema_kimg: float = 0.5
     ema_rampup: float | None = 0.05
@@ -70,5 +74,5 @@ PRESETS: dict[str, DistillOptions] = {
     "tiny": DistillOptions(config="tiny-distilled", batch=2, kimg=0.008, density_points=64, colour_points=32,
                            snap_kimg=0.004,
                            image_kimg=0.004, log_kimg=0.002, ema_kimg=0.01),
-    "heads64": DistillOptions(),
+    "heads64": DistillOptions(balance=0.3),
 }

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from train.synthetic.latent import LATENT_DIMS, head_from_latent, lighting_from_latent
+from train.synthetic.latent import LATENT_DIMS, head_from_latent, latent_bins, lighting_from_latent, phi, phi_inv
 from train.synthetic.params import HeadParams, SceneParams, sample_yaw_pitch
 
 
@@ -69,18 +69,41 @@ def render_targets(latents: np.ndarray, angles: Sequence[tuple[float, float]], r
     return Targets(torch.from_numpy(z), torch.from_numpy(out.labels), image, torch.from_numpy(out.depth), heads)
 
 
-class RenderedTargets:
-    """New random heads every batch (``z ~ N(0, I)``), rendered by the synthetic-head tracer."""
+def balance_discrete(rng: np.random.Generator, latents: np.ndarray, share: float) -> np.ndarray:
+    """Redraw each discrete coordinate, with probability ``share``, in a bin chosen uniformly.
 
-    def __init__(self, res: int, z_dim: int, seed: int = 0, around: float = 0.25) -> None:
+    Why: a hat is drawn for 12 % of heads, a full beard for about 6 %, platinum hair for 1.5 %; trained on
+    z ~ N(0, I) the first distilled model drew none of them at 53 kimg. The generator is a regression from z,
+    so training it on more of the rare bins teaches them without changing what any z means. Within the chosen
+    bin (of :func:`~train.synthetic.latent.latent_bins`) the value is drawn from the normal restricted to it.
+    """
+    if share <= 0:
+        return latents
+    out = latents.copy()
+    for index, edges in latent_bins():
+        cum = np.concatenate([[0.0], [phi(e) for e in edges], [1.0]])
+        pick = rng.random(len(out)) < share
+        k = rng.integers(len(cum) - 1, size=len(out))
+        u = cum[k] + (cum[k + 1] - cum[k]) * rng.random(len(out))
+        out[pick, index] = [phi_inv(float(x)) for x in u[pick]]
+    return out
+
+
+class RenderedTargets:
+    """New random heads every batch (``z ~ N(0, I)``, discrete choices balanced by ``balance``), rendered by
+    the synthetic-head tracer."""
+
+    def __init__(self, res: int, z_dim: int, seed: int = 0, around: float = 0.25, balance: float = 0.0) -> None:
         if z_dim < LATENT_DIMS:
             raise ValueError(f"the generator's z has {z_dim} coordinates; a head latent needs {LATENT_DIMS}")
-        self.res, self.z_dim, self.seed, self.around = res, z_dim, seed, around
+        self.res, self.z_dim, self.seed, self.around, self.balance = res, z_dim, seed, around, balance
 
     def batch(self, index: int, size: int, rank: int = 0, world: int = 1) -> Targets:
         rng = _rng(self.seed, index, 0)
         latents = rng.standard_normal((size, LATENT_DIMS))
         angles = camera_angles(rng, size, self.around)
+        if self.balance > 0:  # its own stream: the heads and cameras of a run without it stay the same
+            latents = balance_discrete(_rng(self.seed, index, 2), latents, self.balance)
         local = slice(rank * size // world, (rank + 1) * size // world)
         return render_targets(latents[local], angles[local], self.res, self.z_dim)
 
