@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if stored is not None:
         before = DistillOptions.from_dict(stored).to_dict()
         changed = [f"{k} {before[k]} -> {v}" for k, v in opts.to_dict().items() if before[k] != v]
-        if changed:
+        if changed and os.environ.get("RANK", "0") == "0":  # once under torchrun
             print(f"resuming with changed options: {', '.join(changed)}", file=sys.stderr)
     for key in ("around", "balance"):
         if not 0 <= getattr(opts, key) <= 1:
