@@ -45,6 +45,11 @@ def test_reconstruction_report_on_a_distilled_model(test_zip: Path) -> None:
     for key in ("psnr_head_mean", "back_psnr_head_mean"):
         assert np.isfinite(report[key])
     assert report["chamfer_heads"] == 1 and report["chamfer_no_surface"] == 1  # random weights: no level set
+    # Split by the discrete choices, each value with its head count (one head here).
+    params = ZipDataset(test_zip, extras=True).params(0)
+    for key in ("hat", "glasses", "beard", "hair_style", "hair_colour"):
+        assert list(report["by_choice"][key]) == [str(params[key])]
+        assert report["by_choice"][key][str(params[key])]["heads"] == 1
 
 
 def test_reconstruction_of_the_truth_itself_is_perfect(test_zip: Path) -> None:

@@ -40,6 +40,11 @@ CHAMFER_INNER = 0.45  # the truth's shoulders are cut by the box: compare inside
 BACK_YAWS = (180.0,)
 
 
+# Discrete choices the report splits the head PSNR by: a model that never draws a rare one (a hat, a full beard)
+# shows it here long before the mean moves.
+CHOICES = ("hat", "glasses", "beard", "hair_style", "hair_colour")
+
+
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR in dB of images in [0, 1] (``mask``: [H, W] pixels to count)."""
     diff = (a - b) ** 2
@@ -145,9 +150,10 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
         z[0, :LATENT_DIMS] = torch.tensor(params["latent"][:LATENT_DIMS])
         labels = torch.stack([it["label"] for it in items])
         out = render_views(G, z, labels, sampling)
+        choices = {key: str(params.get(key)) for key in CHOICES}
         for k, ((yaw, pitch), it) in enumerate(zip(views, items)):
             image = it["image"].float() / 127.5 - 1
-            rows.append({"yaw": yaw, "pitch": pitch, **view_scores(out, k, image, it["depth"])})
+            rows.append({"yaw": yaw, "pitch": pitch, **view_scores(out, k, image, it["depth"]), **choices})
         truth = render_targets(z[:, :LATENT_DIMS].double().numpy().repeat(len(BACK_YAWS), 0),
                                [(y, 0.0) for y in BACK_YAWS], cfg.img_resolution, cfg.z_dim)
         out_back = render_views(G, z, truth.c, sampling)
@@ -160,6 +166,12 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
     for yaw in sorted({r["yaw"] for r in rows}):
         sel = [r for r in rows if r["yaw"] == yaw]
         by_yaw[f"{yaw:+.0f}"] = {k: round(_mean(sel, k), 4) for k in ("psnr", "psnr_head", "ssim", "depth_error")}
+    by_choice: dict[str, dict[str, dict[str, float]]] = {}
+    for key in CHOICES:
+        for value in sorted({r[key] for r in rows}):
+            sel = [r for r in rows if r[key] == value]
+            by_choice.setdefault(key, {})[value] = {"heads": len(sel) // len(views),
+                                                    "psnr_head": round(_mean(sel, "psnr_head"), 4)}
     return {
         "heads": len(ids), "views_per_head": len(views), "max_yaw": max_yaw,
         **{f"{k}_mean": _mean(rows, k) for k in ("psnr", "psnr_head", "ssim", "ssim_head")},
@@ -169,4 +181,5 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
         "chamfer_no_surface": int(sum(not np.isfinite(c) for c in chamfers)),
         "back_psnr_head_mean": float(np.mean(back)) if back else float("nan"),
         "by_yaw": by_yaw,
+        "by_choice": by_choice,
     }
