@@ -66,7 +66,8 @@ def register(sub: Any) -> None:
                         "pseudo views, a short stage 2), full (every stage at the preset's budgets); ignored "
                         f"without an encoder (default {DEFAULT_REFINE})")
     p.add_argument("--pose", help="camera YAW,PITCH in degrees (default: estimated)")
-    p.add_argument("--refine-pose", action="store_true", help="also refine a given --pose with the latent")
+    p.add_argument("--refine-pose", action="store_true",
+                   help="also refine a given --pose, or the encoder's camera, jointly with the latent")
     p.add_argument("--crop", default="auto",
                    help="auto (from the detected face; a photo without one is refused), full (already framed: "
                         "centred square) or X,Y,SIZE in photo pixels (default auto)")
