@@ -10,8 +10,6 @@ Like tests/test_addon_blender.py, the scenario runs in a fresh Python process (t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import pump_until
+from tests.support.blender_session import pump_until, run_scenario
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -145,14 +143,7 @@ if __name__ != "__main__":
         head_model(models)
         zip_path = build(tmp_path / "ext", with_models=False)
         photo = write_photo(tmp_path / "person.jpg")
-        env = dict(os.environ)
-        env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
-                    "AWARE3D_MODELS": str(models), "OMP_NUM_THREADS": "1"})
-        out = tmp_path / "out.json"
-        proc = subprocess.run([sys.executable, __file__, str(zip_path), str(photo), str(out)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        print(out.read_text())
+        print(run_scenario(__file__, [str(zip_path), str(photo)], tmp_path, models))
 else:
     result = scenario(sys.argv[1], sys.argv[2])
     Path(sys.argv[3]).write_text(json.dumps(result, indent=2, default=str))

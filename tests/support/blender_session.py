@@ -3,8 +3,12 @@ scenario scripts)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -17,3 +21,17 @@ def pump_until(session: Any, cond: Callable[[], bool], timeout: float = 120.0, i
         if time.monotonic() > deadline:
             raise AssertionError(f"no result within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def run_scenario(script: str, args: Sequence[str], tmp_path: Path, models: Path) -> str:
+    """Run a bpy scenario script (``script ARGS... OUT``) in a fresh interpreter, as Blender would load the
+    add-on: its backend is this Python, its models ``models``, its user folder under ``tmp_path``. Returns the
+    text of the JSON the scenario writes to OUT; a failure shows the ends of its output."""
+    env = dict(os.environ)
+    env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
+                "AWARE3D_MODELS": str(models), "OMP_NUM_THREADS": "1"})
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, script, *args, str(out)], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out.read_text()
