@@ -224,7 +224,7 @@ def test_cli_encoder_alone_then_fast_refinement(models: Path, photo: Path, tmp_p
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["stages"] == ["encoder", "project", "pseudo", "stage2"] and report["refine"] == "fast"
-    assert report["pose"]["source"] == "encoder" and abs(report["pose"]["yaw_deg"] - 10.0) <= 20
+    assert report["pose"]["source"] == "encoder" and report["pose"]["yaw_deg"] == pytest.approx(10.0)  # kept
     assert set(report["input_view"]) == {"encoder", "pivot", "final"}
     assert report["settings"]["refine"] == "fast" and report["settings"]["project"]["steps"] == 4  # explicit wins
 
@@ -235,14 +235,37 @@ def test_cli_auto_without_a_fitting_encoder_runs_todays_pipeline_with_a_note(
     dist = load_generator(str(models / f"{DISTILLED_HEAD}.safetensors"))
     tiny_encoder(own_model_folders / "enc-distilled.safetensors", dist.generator, dist.name)
     out = tmp_path / "out"
+    # An explicit --refine none (a one-pass avatar) cannot be followed without an encoder: the same note says so.
     code, _, err = aware3d(["invert", str(photo), "--model", str(models / "head-tiny.safetensors"), "--out",
-                            str(out), "--no-mesh", "--steps-stage1", "2", *FAST_CLI], capsys)
+                            str(out), "--no-mesh", "--steps-stage1", "2", "--refine", "none", *FAST_CLI], capsys)
     assert code == 0, err
     notes = [ln for ln in err.splitlines() if ln.startswith("note: no photo encoder")]
     assert len(notes) == 1 and "head-tiny" in notes[0] and "enc-distilled.safetensors" in notes[0], err
+    assert notes[0].endswith("--refine none ignored (it refines an encoder's start)"), notes[0]
     report = json.loads((out / "report.json").read_text())
     assert report["start"] == {"encoder": None} and report["refine"] == "full"
     assert report["stages"] == ["pose", "project", "stage1", "pseudo", "stage2"]
+
+
+def test_the_note_names_an_ignored_refinement_only_when_one_was_asked_for() -> None:
+    from backend.cli.invert_cmd import _refine_ignored_note
+
+    assert _refine_ignored_note("no photo encoder for m: none is installed", None) == \
+        "no photo encoder for m: none is installed"
+    assert _refine_ignored_note("n", "full") == "n"  # full is what runs without an encoder
+    assert _refine_ignored_note("n", "fast") == "n; --refine fast ignored (it refines an encoder's start)"
+
+
+@pytest.mark.parametrize("refine", ["none", "fast"])
+def test_cli_encoder_none_with_an_encoder_refinement_is_one_line_and_exit_2(
+        refine: str, models: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = aware3d(["invert", str(photo), "--model", str(models / "head-tiny.safetensors"), "--encoder",
+                            "none", "--refine", refine, "--out", str(tmp_path / "o"), *FAST_CLI], capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("aware3d: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"--refine {refine} refines a photo encoder's start" in lines[0] and "--encoder none" in lines[0]
+    assert "drop --refine" in lines[0]  # the hint names the way out
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("kind", ["missing", "gan", "foreign"])

@@ -61,10 +61,11 @@ def register(sub: Any) -> None:
                    help="photo encoder for the first avatar: auto (the first encoder in the model folders that "
                         "fits the model; none fits: optimise from the average head, with a note), none, or a "
                         ".safetensors file or model name (default auto)")
-    p.add_argument("--refine", choices=list(REFINES), default=DEFAULT_REFINE,
+    p.add_argument("--refine", choices=list(REFINES), default=None,
                    help="refinement after the encoder: none (its avatar as it is), fast (a short pivot, a few "
-                        "pseudo views, a short stage 2), full (every stage at the preset's budgets); ignored "
-                        f"without an encoder (default {DEFAULT_REFINE})")
+                        "pseudo views, a short stage 2), full (every stage at the preset's budgets) (default "
+                        f"{DEFAULT_REFINE}); without an encoder every stage runs: none or fast with --encoder none "
+                        "is an error, and with auto finding no encoder a note says it is ignored")
     p.add_argument("--pose", help="camera YAW,PITCH in degrees (default: estimated)")
     p.add_argument("--refine-pose", action="store_true",
                    help="also refine a given --pose, or the encoder's camera, jointly with the latent")
@@ -211,6 +212,24 @@ def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
                    pseudo=ps, mode=args.mode, seed=args.seed)
 
 
+def _check_refine_arg(args: argparse.Namespace) -> None:
+    """``--encoder none`` with ``--refine none|fast`` asks for two things that exclude each other: one error line
+    before anything loads, not a run of every stage that the user did not ask for. (``full`` is what runs
+    without an encoder, so it is accepted.)"""
+    if args.encoder == "none" and args.refine in ("none", "fast"):
+        raise Aware3DError(f"--refine {args.refine} refines a photo encoder's start, and --encoder none turns the "
+                           "encoder off", "drop --refine (without an encoder every stage runs), or use "
+                           "--encoder auto or an encoder file")
+
+
+def _refine_ignored_note(notice: str, refine: str | None) -> str:
+    """``auto`` found no encoder: its one line, which also says that an explicit ``--refine none|fast`` is not
+    followed (every stage runs), so a user who asked for a one-pass avatar is not left waiting unawares."""
+    if refine in ("none", "fast"):
+        return f"{notice}; --refine {refine} ignored (it refines an encoder's start)"
+    return notice
+
+
 def _check_encoder_arg(spec: str) -> None:
     """A missing encoder file is reported before the model is loaded (names are resolved later)."""
     if spec in ("auto", "none"):
@@ -252,6 +271,7 @@ def run_invert(args: argparse.Namespace) -> int:
     _check_common(args)
     settings = build_settings(args)
     _check_encoder_arg(args.encoder)
+    _check_refine_arg(args)
     matte = _matte(args.matte)
     crop: str | CropBox = args.crop if args.crop in ("auto", "full") else CropBox.parse(args.crop)
     photo = load_photo(args.photo)
@@ -285,14 +305,15 @@ def run_invert(args: argparse.Namespace) -> int:
     start = None
     if choice.encoder is None:
         if choice.notice:
-            print(f"note: {choice.notice}", file=sys.stderr)
+            print(f"note: {_refine_ignored_note(choice.notice, args.refine)}", file=sys.stderr)
         if fe.pose_prior is not None and not args.no_pose_prior:
             settings = replace(settings, pose_prior=fe.pose_prior)
     else:
-        settings = build_settings(args, args.refine)
+        refine = args.refine or DEFAULT_REFINE
+        settings = build_settings(args, refine)
         start = encoder_start(choice.encoder, G, framed.image, choice.info)
         print(f"first avatar from {choice.info['name']} in {start.seconds:.3f} s: yaw {start.yaw:+.1f}°, pitch "
-              f"{start.pitch:+.1f}°; refinement {args.refine}", file=sys.stderr)
+              f"{start.pitch:+.1f}°; refinement {refine}", file=sys.stderr)
     bars = StageBars()
     try:
         inv = invert(G, framed.image, settings, progress=bars, start=start)
