@@ -26,6 +26,12 @@ With a photo encoder (``--encoder auto|FILE``, :mod:`backend.invert.start`; skip
 * ``own_latent`` (distilled models and test data with head latents): the head rendered from its true latent
   at the true camera — what a perfect encoder would give (reference).
 
+``--camera-ablation`` (the evidence for keeping the encoder's camera, docs/invert.md): each refinement level
+again with the camera refined jointly with the latent (``encoder_fast_camera``, ``encoder_full_camera``), and
+the pitch at which the head's own latent best matches the framed input under the pivot's loss
+(pose method ``own_latent_photometric``, a 1° grid over ±8°) — how far from the truth a photometric camera fit
+lands even with a perfect latent on this model.
+
 Scores (final images, exact sampling): input-view PSNR/SSIM; novel-view PSNR/SSIM against the ground truth at
 yaw ±15°, ±30°, ±45° relative to the input (rendered relative to the *estimated* pose, i.e. the error of the
 pose estimate counts); depth error (raw render at the image resolution, distance along unit rays, inside the
@@ -67,7 +73,9 @@ from backend.invert.tuning import Target, tune_generator
 from benchmarks.record import Run
 
 NOVEL = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
-METHODS = ("pivot", "pivot_w", "single_view", "full", "encoder", "encoder_fast", "encoder_full", "own_latent")
+METHODS = ("pivot", "pivot_w", "single_view", "full", "encoder", "encoder_fast", "encoder_full", "own_latent",
+           "encoder_fast_camera", "encoder_full_camera")
+PHOTOMETRIC_PITCHES = tuple(float(p) for p in range(-8, 9))
 # Seconds per photo of each method (the stages it runs; the front end is shared and reported on its own).
 METHOD_SECONDS = {"single_view": "single_view_pipeline", "full": "full_pipeline", "encoder": "encoder",
                   "encoder_fast": "encoder_fast_pipeline", "encoder_full": "encoder_full_pipeline"}
@@ -154,13 +162,33 @@ def run_encoder(G: Any, ds: Any, head: int, target: torch.Tensor, args: argparse
         dist = float((start.ws - truth).norm(dim=-1).mean())  # in units of W's spread (0: one w for all)
         rec["encoder"]["ws_error"] = round(dist / stats.w_std, 4) if stats.w_std > 0 else None
         rec["own_latent"] = score(G, truth, args.input_yaw, 0.0, ds, head, args.input_yaw)
-    for level in args.refine:
-        inv = invert(G, target, refine_budget(settings, level), start=start)
-        sec[f"encoder_{level}_pipeline"] = sum(inv.timings.values())
-        rec[f"encoder_{level}"] = score(inv.G, inv.ws, inv.yaw, inv.pitch, ds, head, args.input_yaw)
-        rec[f"encoder_{level}"]["stages_s"] = {k: round(v, 3) for k, v in inv.timings.items()}
-        rec["pose"]["methods"][f"encoder_{level}"] = _pose_error(inv.yaw, inv.pitch, args.input_yaw)
+        if args.camera_ablation:
+            pitch = photometric_pitch(G, truth, args.input_yaw, target, settings)
+            rec["pose"]["methods"]["own_latent_photometric"] = _pose_error(args.input_yaw, pitch, args.input_yaw)
+    variants = [(level, "") for level in args.refine]
+    if args.camera_ablation:
+        variants += [(level, "_camera") for level in args.refine]
+    for level, suffix in variants:
+        s = replace(refine_budget(settings, level), refine_given_pose=bool(suffix))
+        inv = invert(G, target, s, start=start)
+        name = f"encoder_{level}{suffix}"
+        sec[f"{name}_pipeline"] = sum(inv.timings.values())
+        rec[name] = score(inv.G, inv.ws, inv.yaw, inv.pitch, ds, head, args.input_yaw)
+        rec[name]["stages_s"] = {k: round(v, 3) for k, v in inv.timings.items()}
+        rec["pose"]["methods"][name] = _pose_error(inv.yaw, inv.pitch, args.input_yaw)
         del inv
+
+
+def photometric_pitch(G: Any, ws: torch.Tensor, yaw: float, target: torch.Tensor, settings: Any) -> float:
+    """The pitch (of ``PHOTOMETRIC_PITCHES``) at which ``ws`` seen from ``yaw`` best matches ``target`` under
+    the pivot's loss: where a photometric camera fit is pulled to, with this latent, on this model."""
+    from backend.invert.project import image_loss
+
+    losses = []
+    for p in PHOTOMETRIC_PITCHES:
+        out = render_views(G, ws, orbit_labels(G.cfg, yaw, p), seed=0, grad=False, exact=True)
+        losses.append(float(image_loss(out, target, settings.project.loss, settings.project.raw_weight)))
+    return PHOTOMETRIC_PITCHES[int(np.argmin(losses))]
 
 
 def own_latent_ws(G: Any, ds: Any, head: int, input_yaw: float) -> torch.Tensor | None:
@@ -400,6 +428,10 @@ def encoder_claims(out: dict[str, Any], records: list[dict[str, Any]]) -> dict[s
             "encoder_fast_minus_full": gap("encoder_fast", "full"),
             "encoder_full_minus_full": gap("encoder_full", "full"),
             "own_latent_minus_encoder": gap("own_latent", "encoder"),
+            **({"camera_ablation": {f"encoder_{lv}_minus_camera_refined": gap(f"encoder_{lv}",
+                                                                             f"encoder_{lv}_camera")
+                                    for lv in ("fast", "full") if f"encoder_{lv}_camera" in out}}
+               if any(f"encoder_{lv}_camera" in out for lv in ("fast", "full")) else {}),
             "per_method": table}
 
 
@@ -431,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="photo encoder for the encoder methods (default none: skip them)")
     p.add_argument("--refine", nargs="*", default=["fast", "full"], choices=["fast", "full"],
                    help="refinement levels to run from the encoder's start (default: fast full)")
+    p.add_argument("--camera-ablation", action="store_true",
+                   help="also refine the encoder's camera jointly with the latent, and find the pitch at which "
+                        "each head's own latent best matches its input (the evidence for keeping the camera)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
