@@ -72,7 +72,7 @@ def render_targets(latents: np.ndarray, angles: Sequence[tuple[float, float]], r
 def balance_discrete(rng: np.random.Generator, latents: np.ndarray, share: float) -> np.ndarray:
     """Redraw each discrete coordinate, with probability ``share``, in a bin chosen uniformly.
 
-    Why: a hat is drawn for 12 % of heads, a full beard for about 6 %, platinum hair for 1.5 %; trained on
+    Why: a hat is drawn for 12 % of heads, a full beard for about 6 %, platinum hair for 4 %; trained on
     z ~ N(0, I) the first distilled model drew none of them at 53 kimg. The generator is a regression from z,
     so training it on more of the rare bins teaches them without changing what any z means. Within the chosen
     bin (of :func:`~train.synthetic.latent.latent_bins`) the value is drawn from the normal restricted to it.
