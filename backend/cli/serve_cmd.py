@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("serve", help="run the backend server the Blender add-on talks to",
                        description="Serve the Aware3D protocol (see docs/blender.md) on stdin/stdout, or on "
-                                   "TCP with --port (127.0.0.1 by default; any other address needs --token).")
+                                   "TCP with --port (127.0.0.1 by default; any other address needs --token). "
+                                   "TCP is not encrypted: across a network, use an SSH tunnel to 127.0.0.1.")
     add_arguments(p)
     p.set_defaults(func=run)
 

@@ -19,6 +19,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where job folders are written (default: a new temporary folder)")
     p.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats (default 1)")
+    # Limits of the TCP server (see docs/blender.md): defaults from backend.server.server, imported lazily so
+    # that --help stays fast; the literal values here are checked against them by the tests.
+    lim = p.add_argument_group("TCP limits (with --port)")
+    lim.add_argument("--max-connections", type=_count, default=16, metavar="N",
+                     help="concurrent clients, not yet authenticated ones included; more are refused with a "
+                          "'Busy' error line (default %(default)s)")
+    lim.add_argument("--auth-timeout", type=_seconds, default=10.0, metavar="S",
+                     help="close a connection that has not sent its first request (hello with the token, when "
+                          "one is set) within S seconds (default %(default)g)")
+    lim.add_argument("--idle-timeout", type=_seconds_or_0, default=600.0, metavar="S",
+                     help="close a client that sent no request and has no job running or queued for S seconds; "
+                          "0: never (default %(default)g)")
+    lim.add_argument("--send-timeout", type=_seconds, default=30.0, metavar="S",
+                     help="drop a client (and cancel its jobs) that accepts no data for S seconds, i.e. stopped "
+                          "reading; large results may take longer as long as they move (default %(default)g)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _seconds_or_0(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (never) or a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -28,7 +64,9 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         return run(args.host, args.port, args.token, args.work_dir,
-                   args.heartbeat if args.heartbeat else P.HEARTBEAT_S)
+                   args.heartbeat if args.heartbeat else P.HEARTBEAT_S, auth_timeout_s=args.auth_timeout,
+                   idle_timeout_s=args.idle_timeout, max_connections=args.max_connections,
+                   send_timeout_s=args.send_timeout)
     except Aware3DError as exc:
         print(f"aware3d serve: error: {exc.one_line()}", file=sys.stderr)
         return 2
