@@ -8,7 +8,8 @@ checkpoint gives the official scripts' heads for the same seeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from backend.config import GeneratorConfig
 from backend.errors import Aware3DError
 from backend.generator import TriPlaneGenerator
 from backend.render.renderer import SamplingSettings
+from backend.validate import SEED_MAX
 
 
 def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:
@@ -129,27 +131,60 @@ def orbit_labels(
     return out
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' → [0, 1, 2, 3, 7, 10, 11]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise Aware3DError(f"cannot read seeds {text!r}",
-                           "use numbers and ranges, e.g. 0-7 or 1,5,9") from None
-    if not seeds:
+_SEED_PART = re.compile(r"([0-9]+)(?: *- *([0-9]+))?")
+
+
+def _parts(text: str) -> Iterator[str]:
+    """The comma-separated parts of ``text``, one at a time (no list of them: a request may be 1 MiB)."""
+    start = 0
+    while start <= len(text):
+        end = text.find(",", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end].strip()
+        start = end + 1
+
+
+def _seed_range(part: str, text: str) -> tuple[int, int]:
+    """One part, '7' or '0-3', as an inclusive range, checked."""
+    m = _SEED_PART.fullmatch(part)
+    if m is None:
+        if part.startswith("-") and _SEED_PART.fullmatch(part[1:].lstrip()):
+            raise Aware3DError(f"seeds must be between 0 and 2^32-1, got {_clip(part)}", "e.g. --seeds 0-7")
+        raise Aware3DError(f"cannot read seeds {_clip(text)}", "use numbers and ranges, e.g. 0-7 or 1,5,9")
+    digits = [g.lstrip("0") for g in m.groups() if g is not None]
+    if any(len(d) > len(str(SEED_MAX)) for d in digits):  # before int(): no 100k-digit conversions
+        raise Aware3DError(f"seeds must be between 0 and 2^32-1, got {_clip(part)}", "e.g. --seeds 0-7")
+    a = int(m.group(1))
+    b = a if m.group(2) is None else int(m.group(2))
+    if max(a, b) > SEED_MAX:
+        raise Aware3DError(f"seeds must be between 0 and 2^32-1, got {_clip(part)}", "e.g. --seeds 0-7")
+    if b < a:
+        raise Aware3DError(f"the range {a}-{b} is reversed", f"write {b}-{a}")
+    return a, b
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
+
+
+def parse_seeds(text: str, max_count: int) -> list[int]:
+    """'0-3,7,10-11' → [0, 1, 2, 3, 7, 10, 11], at most ``max_count`` seeds.
+
+    Each range's size is counted before it is expanded, and reading stops at the first range past the
+    limit, so "0-4294967295" is refused at once in constant memory (a request is data from outside: see
+    ``backend.validate``). A reversed range ("5-1") is an error that says so, not an empty range.
+    """
+    ranges: list[tuple[int, int]] = []
+    total = 0
+    for part in _parts(text):
+        if not part:
+            continue
+        a, b = _seed_range(part, text)
+        total += b - a + 1
+        if total > max_count:
+            raise Aware3DError(f"too many seeds in {_clip(text)}: the limit is {max_count}",
+                               f"split the work into ranges of at most {max_count} seeds")
+        ranges.append((a, b))
+    if not ranges:
         raise Aware3DError("no seeds given", "e.g. --seeds 0-7")
-    if any(s < 0 or s >= 2**32 for s in seeds):
-        raise Aware3DError("seeds must be between 0 and 2^32-1", "e.g. --seeds 0-7")
-    return seeds
+    return [s for a, b in ranges for s in range(a, b + 1)]
