@@ -279,6 +279,10 @@ def error_from_exception(request_id: str | None, exc: BaseException) -> dict[str
         return P.error_event(request_id, exc.type, exc.message, exc.hint)
     if isinstance(exc, Aware3DError):
         return P.error_event(request_id, type(exc).__name__, exc.message, exc.hint)
+    if isinstance(exc, OSError) and exc.strerror:  # a full disk, a folder made read-only: not a bug
+        where = f" {exc.filename}" if exc.filename else ""
+        return P.error_event(request_id, type(exc).__name__, f"cannot write or read{where}: {exc.strerror}",
+                             "check the free disk space and the permissions of the backend's folders")
     text = str(exc)
     if isinstance(exc, MemoryError) or "out of memory" in text.lower():
         return P.error_event(request_id, P.OUT_OF_MEMORY, f"out of memory: {text[:300]}",

@@ -31,6 +31,7 @@ from backend.server import protocol as P
 from backend.server.jobs import JobContext, JobResult
 from backend.server.ops_core import load_model
 from backend.server.ops_mesh import check_mesh_output_args
+from backend.validate import path_inside, safe_stem, sanitise_stem, within
 
 _NUM = (int, float)
 _OPT_INT = ((int, type(None)), None)
@@ -110,9 +111,12 @@ def _crop(value: Any) -> Any:
         if value not in ("auto", "full"):
             raise Aware3DError(f"unknown crop {value!r}", "use 'auto', 'full' or [x, y, size] in photo pixels")
         return value
-    if len(value) != 3 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in value) or value[2] <= 0:
+    if len(value) != 3 or not all(isinstance(v, _NUM) and not isinstance(v, bool) for v in value) or \
+            not value[2] > 0:
         raise Aware3DError(f"crop must be [x, y, size] with a positive size, got {value!r}", "e.g. [120, 40, 300]")
-    return CropBox(float(value[0]), float(value[1]), float(value[2]))
+    x, y, size = (within("crop_coordinate", v, f"crop {k}", "e.g. [120, 40, 300]")
+                  for k, v in zip(("x", "y", "size"), value))
+    return CropBox(x, y, size)
 
 
 def _face_args(a: dict[str, Any]) -> tuple[str, Any]:
@@ -153,9 +157,11 @@ def _settings(a: dict[str, Any], refine: str = "full") -> Any:
         if not (-90 < pose[0] < 90 and -60 < pose[1] < 60):
             raise Aware3DError(f"pose {pose} is outside the generator's range", "yaw within ±90°, pitch ±60°")
         s = replace(s, pose=(float(pose[0]), float(pose[1])))
-    for key, lo in (("steps_project", 0), ("steps_stage1", 0), ("steps_stage2", 0), ("views", 2)):
-        if a[key] is not None and not lo <= a[key] <= 5000:
-            raise Aware3DError(f"{key} must be between {lo} and 5000, got {a[key]}", "")
+    for key in ("steps_project", "steps_stage1", "steps_stage2"):
+        if a[key] is not None:
+            within("invert_steps", a[key], key)
+    if a["views"] is not None:
+        within("pseudo_views", a["views"], "views")
     if a["steps_project"] is not None:
         s = replace(s, project=replace(s.project, steps=a["steps_project"]))
     if a["steps_stage1"] is not None:
@@ -164,15 +170,26 @@ def _settings(a: dict[str, Any], refine: str = "full") -> Any:
         s = replace(s, stage2=replace(s.stage2, steps=a["steps_stage2"]))
     if a["views"] is not None:
         s = replace(s, pseudo=replace(s.pseudo, views=a["views"]))
-    return replace(s, mode=a["mode"], seed=int(a["seed"]))
+    return replace(s, mode=a["mode"], seed=within("seed", a["seed"], "seed"))
 
 
 def _check_mesh_args(a: dict[str, Any]) -> None:
     check_mesh_output_args(a, COLOUR_MODES)
-    if not 32 <= a["resolution"] <= 1024:
-        raise Aware3DError(f"mesh resolution must be between 32 and 1024, got {a['resolution']}", "e.g. 128")
-    if a["orbit_frames"] < 0 or a["orbit_frames"] == 1 or a["orbit_frames"] > 600:
-        raise Aware3DError(f"orbit_frames must be 0 or 2-600, got {a['orbit_frames']}", "e.g. 48")
+    if a["orbit_frames"] != 0:
+        within("orbit_frames", a["orbit_frames"], "orbit_frames", "0 (none) or e.g. 48")
+
+
+def _name(a: dict[str, Any], job_dir: Path) -> str:
+    """The avatar's file stem: a given ``name`` must be a safe stem (refused, not rewritten: see
+    ``backend.validate``); without one it is made from the photo's file name. Either way its files are proven
+    to land inside the job folder before any work starts."""
+    if a["name"] is not None:
+        name = safe_stem(a["name"], "name")
+    else:
+        name = sanitise_stem(Path(a["image"]).name.split(".")[0], "avatar") if a["image"] else "avatar"
+    for suffix in (".avatar.safetensors", "-encoder.avatar.safetensors"):
+        path_inside(job_dir, f"{name}{suffix}", "the avatar")
+    return name
 
 
 def _read(ctx: JobContext) -> tuple[Any, Any, Path]:
@@ -350,6 +367,7 @@ def op_invert(ctx: JobContext) -> JobResult:
     refine = check_refine(a["refine"])
     settings = _settings(a)
     _check_mesh_args(a)
+    name = _name(a, ctx.job_dir)
     photo, mask, photo_file = _read(ctx)
     _plan(ctx, settings, a, encoder=False)
     model, _ = load_model(ctx, a["model"], a["device"])
@@ -358,7 +376,6 @@ def op_invert(ctx: JobContext) -> JobResult:
     framed = fe.framed
     device = next(G.parameters()).device
     base = base_identity(model)
-    name = a["name"] or (Path(a["image"]).name.split(".")[0] if a["image"] else "avatar")
     source = {"photo": Path(a["image"]).name if a["image"] else "(sent inline)", "size": list(photo.size),
               "sha256": file_sha256(photo_file), "crop": framed.box.to_list(), "crop_method": framed.method,
               "crop_angle_deg": round(framed.box.angle, 3), "crop_stretch": framed.box.stretch,

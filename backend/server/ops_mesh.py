@@ -19,27 +19,34 @@ from backend.errors import Aware3DError
 from backend.server.jobs import JobContext, JobResult
 from backend.server.ops_core import load_model
 from backend.server.ops_sample import check_truncation, chunked
+from backend.validate import within
 
 MESH_FORMATS = ("glb", "obj", "ply")
 COLOUR_MODES = ("vertex", "texture", "none")
 
 
 def check_mesh_output_args(a: dict[str, Any], colour_modes: tuple[str, ...] = COLOUR_MODES) -> None:
-    """Colour mode, formats and face count: shared by every operation that returns a mesh."""
+    """Colour mode, formats, face count, grid resolution and level: shared by every operation that returns a
+    mesh, and checked before any model is loaded (``backend.validate.BOUNDS``)."""
     if a["colour_mode"] not in colour_modes:
         raise Aware3DError(f"unknown colour mode {a['colour_mode']!r}", f"use one of {', '.join(colour_modes)}")
-    bad = [f for f in a["formats"] if f not in MESH_FORMATS]
+    formats = a["formats"]
+    bad = [f for f in formats if f not in MESH_FORMATS]
     if bad:
-        raise Aware3DError(f"unknown mesh format(s) {bad}", f"use any of {', '.join(MESH_FORMATS)}")
-    if a["faces"] < 0:
-        raise Aware3DError(f"target faces must be 0 (keep all) or more, got {a['faces']}", "e.g. 50000")
+        raise Aware3DError(f"unknown mesh format(s) {bad[:5]}", f"use any of {', '.join(MESH_FORMATS)}")
+    if len(set(formats)) != len(formats):  # each would be written again: a long list is a cheap DoS
+        raise Aware3DError(f"formats lists a format more than once: {formats[:10]}", "list each format once")
+    within("faces", a["faces"], "target faces", "0 keeps every face, e.g. 50000")
+    within("mesh_resolution", a["resolution"], "mesh resolution")
+    within("mesh_level", a["level"], "level", "the density of the surface; EG3D's is 10")
 
 
 def check_mesh_args(a: dict[str, Any]) -> None:
     check_mesh_output_args(a)
-    if not 0 <= a["seed"] < 2**32:
-        raise Aware3DError(f"seed must be between 0 and 2^32-1, got {a['seed']}", "e.g. 3")
+    within("seed", a["seed"], "seed")
     check_truncation(a["truncation"])
+    if a["colour_mode"] == "texture":
+        within("mesh_texture_size", a["texture_size"], "texture size")
 
 
 def blender_camera_dict(cfg: Any, label: np.ndarray) -> dict[str, Any]:

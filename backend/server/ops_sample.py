@@ -12,12 +12,18 @@ from typing import Any
 from backend.errors import Aware3DError
 from backend.server.jobs import JobContext, JobResult
 from backend.server.ops_core import load_model
+from backend.validate import BOUNDS, optional, within
 
 MIN_CHUNKS = 8
-MAX_SEEDS = 1024
+MAX_SEEDS = int(BOUNDS["seeds_per_request"].hi)
 
 
 def seeds_from_arg(value: Any) -> list[int]:
+    """The request's ``seeds`` (a list, a single int or a text like "0-7"), at most :data:`MAX_SEEDS`.
+
+    The count is checked before anything of that size exists: a text range by ``parse_seeds`` before it is
+    expanded, a list before its values are read.
+    """
     from backend.sampling import parse_seeds
 
     if isinstance(value, bool):
@@ -25,22 +31,32 @@ def seeds_from_arg(value: Any) -> list[int]:
     if isinstance(value, int):
         value = [value]
     if isinstance(value, str):
-        seeds = parse_seeds(value)
-    else:
-        if not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-            raise Aware3DError(f"seeds must be a non-empty list of integers, got {value!r}", "e.g. [0, 1, 2]")
-        seeds = list(value)
-    if any(s < 0 or s >= 2**32 for s in seeds):
-        raise Aware3DError("seeds must be between 0 and 2^32-1", "e.g. [0, 1, 2]")
-    if len(seeds) > MAX_SEEDS:
-        raise Aware3DError(f"{len(seeds)} seeds in one request; the limit is {MAX_SEEDS}", "split the request")
+        return parse_seeds(value, MAX_SEEDS)
+    if len(value) > MAX_SEEDS:
+        raise Aware3DError(f"too many seeds in one request ({len(value)}): the limit is {MAX_SEEDS}",
+                           "split the request")
+    if not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise Aware3DError(f"seeds must be a non-empty list of integers, got {_short(value)}", "e.g. [0, 1, 2]")
+    return [within("seed", s, "seed", "seeds are between 0 and 2^32-1, e.g. [0, 1, 2]") for s in value]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_truncation(t: Any) -> float:
+    return float(within("truncation", t))
+
+
+def check_sample_args(a: dict[str, Any]) -> list[int]:
+    """Every argument of ``sample`` checked before the model is loaded; returns the seeds."""
+    seeds = seeds_from_arg(a["seeds"])
+    check_truncation(a["truncation"])
+    within("yaw_deg", a["yaw"], "yaw")
+    within("pitch_deg", a["pitch"], "pitch")
+    optional("render_resolution", a["resolution"], "resolution")
     return seeds
-
-
-def check_truncation(t: float) -> float:
-    if not 0.0 <= float(t) <= 2.0:
-        raise Aware3DError(f"truncation must be between 0 and 2, got {t}", "e.g. 0.7")
-    return float(t)
 
 
 def chunked(resolution: int, seed: int, exact: bool = False) -> Any:
@@ -55,11 +71,9 @@ def op_sample(ctx: JobContext) -> JobResult:
     from backend.sampling import camera_label, make_latent, render_view
 
     a = ctx.args
-    seeds = seeds_from_arg(a["seeds"])
+    seeds = check_sample_args(a)
     truncation = check_truncation(a["truncation"])
     res = a["resolution"]
-    if res is not None and not 8 <= res <= 1024:
-        raise Aware3DError(f"resolution must be between 8 and 1024, got {res}", "e.g. 128")
     ctx.plan({"load": 1, "render": 6 * len(seeds)})
     model, _ = load_model(ctx, a["model"], a["device"])
     G = model.generator

@@ -43,6 +43,7 @@ import numpy as np
 from backend.errors import Aware3DError
 from backend.server import protocol as P
 from backend.server.jobs import JobContext, JobResult, _safe_name
+from backend.validate import within
 
 _NUM = (int, float)
 GENERATORS = ("auto", "diffusion", "projection")
@@ -83,19 +84,12 @@ def check_args(a: dict[str, Any]) -> None:
         raise Aware3DError(f"unknown generator {a['generator']!r}", f"use one of {', '.join(GENERATORS)}")
     if a["axes"] not in AXES:
         raise Aware3DError(f"unknown axes {a['axes']!r}", f"use one of {', '.join(AXES)}")
-    if not 16 <= a["size"] <= 4096:
-        raise Aware3DError(f"view size must be between 16 and 4096 pixels, got {a['size']}", "e.g. 64")
-    if not 16 <= a["texture_size"] <= 8192:
-        raise Aware3DError(f"texture size must be between 16 and 8192 pixels, got {a['texture_size']}",
-                           "e.g. 1024")
-    if not 0 < a["exponent"] <= 64:
-        raise Aware3DError(f"the weight exponent must be in (0, 64], got {a['exponent']}", "e.g. 3")
-    if not 0 < a["max_angle"] < 90:
-        raise Aware3DError(f"max_angle must be between 0 and 90 degrees, got {a['max_angle']}", "e.g. 70")
-    if not 1 <= a["steps"] <= 1000:
-        raise Aware3DError(f"steps must be between 1 and 1000, got {a['steps']}", "e.g. 25")
-    if not 0 <= a["seed"] < 2**32:
-        raise Aware3DError(f"seed must be between 0 and 2^32-1, got {a['seed']}", "e.g. 0")
+    within("view_size", a["size"], "view size", "e.g. 64")
+    within("texture_size", a["texture_size"], "texture size", "e.g. 1024")
+    within("texture_exponent", a["exponent"], "the weight exponent", "e.g. 3")
+    within("max_angle_deg", a["max_angle"], "max_angle", "e.g. 70")
+    within("diffusion_steps", a["steps"], "steps", "e.g. 25")
+    within("seed", a["seed"], "seed", "e.g. 0")
     if (a["mesh"] is None) == (a["mesh_b64"] is None):
         raise Aware3DError("give the mesh as 'mesh' (a .glb, a mesh.npz, or a mesh job's id or folder) or "
                            "'mesh_b64' (GLB bytes), not both or neither", 'e.g. {"mesh": "/path/head.glb"}')
