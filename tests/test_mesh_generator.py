@@ -185,7 +185,9 @@ def test_cli_writes_a_glb(tmp_path: Path, tiny, capsys: pytest.CaptureFixture[st
         (["--truncation", "-1", "--out", "head.glb"], "truncation"),
         (["--device", "cuda:0", "--out", "head.glb"], "CUDA"),
         (["--res", "32", "--out", "head.glb"], "--res"),
-        (["--level", "1e9", "--res", "64", "--out", "head.glb"], "no surface"),
+        (["--level", "999", "--res", "64", "--out", "head.glb"], "no surface"),
+        (["--level", "1e9", "--res", "64", "--out", "head.glb"], "--level must be between -1000 and 1000"),
+        (["--level", "nan", "--res", "64", "--out", "head.glb"], "--level must be a finite number"),
     ],
 )
 def test_cli_errors_are_one_line(argv: list[str], message: str, tmp_path: Path,

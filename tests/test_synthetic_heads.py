@@ -377,7 +377,7 @@ def test_cli_bad_input(args: list[str], message: str, tmp_path: Path, capsys: py
 def test_cli_bad_output(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("x")
     assert train_main(["make-dataset", "--count", "2", "--out", str(tmp_path / "file" / "x.zip")]) == 2
-    assert "cannot create output folder" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err  # checked by backend.validate, before rendering
     assert train_main(["make-dataset", "--count", "2", "--out", str(tmp_path / "x.tar")]) == 2
     assert ".zip" in capsys.readouterr().err
     import train.synthetic.writer as writer

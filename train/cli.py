@@ -50,9 +50,20 @@ def command_line(args: argparse.Namespace, name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _check_make_dataset(args: argparse.Namespace) -> None:
+    """The count and the output files, before the renderer starts (``backend.validate``)."""
+    from backend.validate import check_output_file, within
+
+    within("dataset_images", args.count, "--count", "the number of training images, at least 1, e.g. --count 20000")
+    check_output_file(args.out, (".zip",), "--out", "data set")
+    if args.test_out is not None:
+        check_output_file(args.test_out, (".zip",), "--test-out", "data set")
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from train.synthetic.writer import DatasetError, build_dataset
 
+    _check_make_dataset(args)
     try:
         summary = build_dataset(
             out=args.out, count=args.count, res=args.res, seed=args.seed, test_heads=args.test_heads,
@@ -88,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "zip (PNGs + dataset.json labels) with per-image depth (.depth.npy) and params.json; with "
         "--test-heads K also a held-out test zip with 27 views per head. Deterministic by --seed.",
     )
-    p.add_argument("--count", type=_positive_int, required=True, help="number of training images")
+    p.add_argument("--count", type=_positive_int, required=True, help="number of training images (1 to 10000000)")
     p.add_argument("--res", type=_positive_int, default=128, help="image size, a power of two (default 128)")
     p.add_argument("--out", required=True, help="output zip, e.g. heads128.zip")
     p.add_argument("--seed", type=_positive_int, default=0, help="data set seed (default 0)")

@@ -2,7 +2,8 @@
 
 Each program lists modules that provide sub-commands (``register(subparsers)`` adds a parser and sets
 ``func``); a module that is not there is skipped. Errors a user can cause print one line on stderr (what went
-wrong, what to do) with exit code 2, never a traceback.
+wrong, what to do) with exit code 2, never a traceback; so does an operating-system error (a full disk, a
+folder that turned read-only) that strikes after the outputs were checked.
 """
 
 from __future__ import annotations
@@ -55,3 +56,12 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None =
     except BrokenPipeError:  # e.g. `aware3d info --keys | head`: the reader went away, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if not exc.strerror:  # not the operating system's refusal: a bug, keep its traceback
+            raise
+        # Outputs are checked before any work (backend.validate), but a disk can fill up or a folder change
+        # while a command runs: still one line.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: cannot write or read{where}: {exc.strerror} (check the free disk space and the "
+              "permissions of the output folder)", file=sys.stderr)
+        return 2

@@ -14,6 +14,7 @@ from typing import Any
 
 from backend.cli.common import add_device_arg, add_model_arg, progress
 from backend.errors import Aware3DError
+from backend.validate import check_output_dir, optional, safe_stem, sanitise_stem, within
 
 MESH_FORMATS = ("glb", "obj", "ply")
 REFINES = ("none", "fast", "full")  # backend.invert.pipeline.REFINES (not imported: torch stays unloaded)
@@ -32,7 +33,7 @@ def _pair(text: str, what: str) -> tuple[float, float]:
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--name", help="avatar name (default: the photo's file name)")
+    p.add_argument("--name", help="avatar name, a plain file name without folders (default: the photo's file name)")
     p.add_argument("--orbit", type=int, default=48, metavar="FRAMES", help="orbit video frames (0: none)")
     p.add_argument("--orbit-format", choices=["mp4", "gif"], default="mp4")
     p.add_argument("--no-mesh", action="store_true", help="skip the mesh")
@@ -122,7 +123,7 @@ def register(sub: Any) -> None:
     e.add_argument("--steps-stage2", type=int, help="stage-2 steps for a texture edit")
     e.add_argument("--model", help="the avatar's base model, when it cannot be found by name")
     e.add_argument("--out", type=Path, help="output folder")
-    e.add_argument("--name", help="name of the edited avatar (default: AVATAR-edit)")
+    e.add_argument("--name", help="name of the edited avatar, a plain file name (default: AVATAR-edit)")
     e.add_argument("--orbit", type=int, default=48, metavar="FRAMES", help="orbit video frames (0: none)")
     e.add_argument("--orbit-format", choices=["mp4", "gif"], default="mp4")
     e.add_argument("--no-mesh", action="store_true", help="skip the mesh")
@@ -158,18 +159,25 @@ class StageBars:
 
 
 def _check_common(args: argparse.Namespace) -> None:
-    if not 64 <= args.mesh_res <= 1024:
-        raise Aware3DError(f"--mesh-res must be between 64 and 1024, got {args.mesh_res}", "e.g. --mesh-res 128")
-    if args.orbit < 0 or args.orbit == 1:
-        raise Aware3DError(f"--orbit needs 0 or at least 2 frames, got {args.orbit}", "e.g. --orbit 48")
-    if args.faces < 0:
-        raise Aware3DError(f"--faces must be 0 or more, got {args.faces}", "e.g. --faces 20000")
+    """The output arguments shared by invert and edit, then the output folder itself: before anything loads."""
+    within("cli_mesh_resolution", args.mesh_res, "--mesh-res", "e.g. --mesh-res 128")
+    if args.orbit != 0:
+        within("orbit_frames", args.orbit, "--orbit (frames)", "0 for none, or at least 2, e.g. --orbit 48")
+    within("faces", args.faces, "--faces", "0 keeps every face, e.g. --faces 20000")
+    within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
+    optional("threads", args.threads, "--threads", "e.g. --threads 2")
+    if args.name is not None:
+        safe_stem(args.name, "--name")
+    check_output_dir(args.out)
     if args.threads is not None:
-        if args.threads < 1:
-            raise Aware3DError(f"--threads must be at least 1, got {args.threads}", "e.g. --threads 2")
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def _avatar_name(args: argparse.Namespace, derived: str) -> str:
+    """``--name`` (checked by :func:`_check_common`), else a stem made from an input file's name."""
+    return args.name if args.name is not None else sanitise_stem(derived, "avatar")
 
 
 def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
@@ -183,11 +191,16 @@ def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
     pose = _pair(args.pose, "pose") if args.pose else None
     if pose is not None and not (-90 < pose[0] < 90 and -60 < pose[1] < 60):
         raise Aware3DError(f"pose {pose} is outside the generator's range", "yaw within ±90°, pitch within ±60°")
-    for name in ("steps_project", "steps_stage1", "steps_stage2", "views"):
-        v = getattr(args, name)
-        if v is not None and v < (2 if name == "views" else 0):
-            raise Aware3DError(f"--{name.replace('_', '-')} must be at least {2 if name == 'views' else 0}, "
-                               f"got {v}", "")
+    for name in ("steps_project", "steps_stage1", "steps_stage2"):
+        optional("invert_steps", getattr(args, name), f"--{name.replace('_', '-')}", "e.g. 100")
+    if args.views is not None and args.views < 2:
+        raise Aware3DError(f"--views must be at least 2, got {args.views}", "e.g. --views 12")
+    optional("pseudo_views", args.views, "--views", "e.g. --views 12")
+    optional("pseudo_yaw_deg", args.pseudo_yaw, "--pseudo-yaw", "e.g. --pseudo-yaw 30")
+    optional("pseudo_weight", args.pseudo_weight, "--pseudo-weight", "e.g. --pseudo-weight 0.5")
+    within("locality_weight", args.locality, "--locality", "0 (off) or e.g. --locality 1")
+    optional("learning_rate", args.tune_lr, "--tune-lr", "e.g. --tune-lr 3e-4")
+    within("seed", args.seed, "--seed", "e.g. --seed 0")
     proj = s.project
     if args.space:
         proj = replace(proj, space=args.space)
@@ -268,15 +281,15 @@ def run_invert(args: argparse.Namespace) -> int:
     from backend.invert.frontend import prepare_photo
     from backend.invert.image import CropBox, crop_preview, load_mask, load_photo
 
-    _check_common(args)
     settings = build_settings(args)
+    _check_common(args)
     _check_encoder_arg(args.encoder)
     _check_refine_arg(args)
     matte = _matte(args.matte)
     crop: str | CropBox = args.crop if args.crop in ("auto", "full") else CropBox.parse(args.crop)
     photo = load_photo(args.photo)
     mask = load_mask(args.mask, photo) if args.mask else None
-    name = args.name or args.photo.name.split(".")[0]
+    name = _avatar_name(args, args.photo.name.split(".")[0])
 
     from backend.checkpoints.model_file import file_sha256
     from backend.devices import resolve_device
@@ -355,8 +368,9 @@ def run_edit(args: argparse.Namespace) -> int:
     if (args.direction is None) == (args.image is None):
         raise Aware3DError("give either --direction NAME (latent edit) or --image EDITED.png (texture edit)",
                            "list the directions with --list")
-    if args.direction is not None and not -10 <= args.amount <= 10:
-        raise Aware3DError(f"--amount {args.amount} is far outside the data", "use -3 to 3 standard deviations")
+    if args.direction is not None:
+        within("edit_amount", args.amount, "--amount", "use -3 to 3 standard deviations")
+    optional("invert_steps", args.steps_stage2, "--steps-stage2", "e.g. --steps-stage2 100")
     _check_common(args)
     device = resolve_device(args.device)
 
@@ -365,7 +379,7 @@ def run_edit(args: argparse.Namespace) -> int:
     from backend.invert.results import write_outputs
 
     av = open_avatar(str(args.avatar), device, args.model)
-    name = args.name or args.avatar.name.split(".")[0] + "-edit"
+    name = _avatar_name(args, args.avatar.name.split(".")[0] + "-edit")
     bars = StageBars()
     try:
         if args.direction is not None:

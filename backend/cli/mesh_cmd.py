@@ -14,6 +14,7 @@ from typing import Any
 
 from backend.cli.common import add_device_arg, add_model_arg, progress
 from backend.errors import Aware3DError
+from backend.validate import check_output_file, within
 
 MESH_SUFFIXES = (".glb", ".obj", ".ply")
 AXES_CHOICES = ("blender", "eg3d")
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
                         "when it cannot be found by name)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--res", type=int, default=256, help="grid resolution per axis, 64-1024 (default 256)")
-    p.add_argument("--level", type=float, default=10.0, help="density level of the surface (EG3D: 10)")
+    p.add_argument("--level", type=float, default=10.0, help="density level of the surface, -1000 to 1000 (EG3D: 10)")
     p.add_argument("--faces", type=int, default=50_000, help="target face count; 0 keeps all (default 50000)")
     p.add_argument("--smooth", type=int, default=10, help="Taubin smoothing iterations (default 10)")
     p.add_argument("--keep", type=float, default=1.0, metavar="RATIO",
@@ -82,29 +83,32 @@ class StageBars:
 
 
 def _check_output(out: str, texture: bool) -> Path:
-    path = Path(out)
-    if path.suffix.lower() not in MESH_SUFFIXES:
-        raise Aware3DError(f"cannot write {path.name!r}: unknown mesh format",
-                           f"use --out with one of {', '.join(MESH_SUFFIXES)}")
+    path = check_output_file(out, MESH_SUFFIXES, kind="mesh")
     if texture and path.suffix.lower() == ".ply":
         raise Aware3DError("PLY files cannot carry a texture", "write .glb or .obj, or drop --texture")
-    if path.exists() and path.is_dir():
-        raise Aware3DError(f"{path} is a folder", "give a file name, e.g. --out head.glb")
     return path
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """The numbers, before the output is checked and long before anything is loaded."""
+    within("cli_mesh_resolution", args.res, "--res", "e.g. --res 256 (512 for detail; 1024 uses a float16 grid, ~4 GB)")
+    within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
+    within("faces", args.faces, "--faces (the target face count)", "0 keeps every face, e.g. --faces 50000")
+    within("smooth_iterations", args.smooth, "--smooth", "e.g. --smooth 10")
+    within("seed", args.seed, "--seed", "e.g. --seed 3")
+    within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
+    if args.texture:
+        within("mesh_texture_size", args.texture_size, "--texture-size", "e.g. --texture-size 1024")
 
 
 def run(args: argparse.Namespace) -> int:
     from backend.mesh.pipeline import MeshSettings
 
+    _check_args(args)
     out = _check_output(args.out, args.texture)
-    if not 64 <= args.res <= 1024:
-        raise Aware3DError(f"--res must be between 64 and 1024, got {args.res}",
-                           "e.g. --res 256 (512 for detail; 1024 uses a float16 grid, ~4 GB)")
-    if args.truncation < 0:
-        raise Aware3DError(f"truncation must be >= 0, got {args.truncation}", "e.g. --truncation 0.7")
     settings = MeshSettings(
         resolution=args.res, level=args.level, coarse_to_fine=args.coarse_to_fine, mc_method=args.mc,
-        component_min_ratio=args.keep, smooth_iterations=max(0, args.smooth),
+        component_min_ratio=args.keep, smooth_iterations=args.smooth,
         target_faces=args.faces, texture=args.texture, texture_size=args.texture_size,
     ).validate()
 

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 from backend.cli.common import add_device_arg, add_model_arg, progress
+from backend.validate import BOUNDS, check_output_dir, optional, within
+
+MAX_SEEDS = int(BOUNDS["seeds_per_command"].hi)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "NAME_raw.png, NAME_depth.png (16-bit) and NAME_depth.npy (world units), "
                                    "NAME_camera.json; with --orbit, NAME_orbit.mp4 (or .gif).")
     add_model_arg(p)
-    p.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7 or 1,5,9 (default 0-3)")
+    p.add_argument("--seeds", default="0-3",
+                   help=f"seeds, e.g. 0-7 or 1,5,9, at most {MAX_SEEDS} (default 0-3)")
     p.add_argument("--avatar", type=Path,
                    help="render an avatar made by 'aware3d invert' instead of seeds (--model: its base model, "
                         "when it cannot be found by name)")
@@ -39,21 +43,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> list[int]:
+    """Every argument and the output folder, before the model is loaded; returns the seeds."""
+    from backend.sampling import parse_seeds
+
+    seeds = parse_seeds(args.seeds, MAX_SEEDS)
+    within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
+    within("yaw_deg", args.yaw, "--yaw", "e.g. --yaw 20")
+    within("pitch_deg", args.pitch, "--pitch", "e.g. --pitch -5")
+    optional("focal", args.focal, "--focal", "e.g. --focal 4.2647 (FFHQ)")
+    optional("fov_deg", args.fov, "field of view (--fov)", "e.g. --fov 13.37 for the FFHQ camera")
+    optional("render_resolution", args.resolution, "--resolution", "e.g. --resolution 128")
+    if args.orbit:  # 0: no orbit
+        within("orbit_frames", args.orbit, "--orbit", "an orbit needs at least 2 frames, e.g. --orbit 60")
+        within("yaw_deg", args.orbit_yaw, "--orbit-yaw", "e.g. --orbit-yaw 30")
+        within("pitch_deg", args.orbit_pitch, "--orbit-pitch", "e.g. --orbit-pitch 10")
+    check_output_dir(args.out)
+    return seeds
+
+
 def run(args: argparse.Namespace) -> int:
     from backend.devices import resolve_device
-    from backend.errors import Aware3DError
     from backend.outputs import save_view, write_video
     from backend.registry import load_generator
     from backend.render.renderer import SamplingSettings
-    from backend.sampling import camera_label, make_latent, orbit_labels, parse_seeds, render_view
+    from backend.sampling import camera_label, make_latent, orbit_labels, render_view
 
-    seeds = parse_seeds(args.seeds)
-    if not 0 <= args.truncation <= 2:
-        raise Aware3DError(f"truncation must be between 0 and 2, got {args.truncation}",
-                           "e.g. --truncation 0.7")
-    if args.resolution is not None and not 8 <= args.resolution <= 1024:
-        raise Aware3DError(f"--resolution must be between 8 and 1024, got {args.resolution}",
-                           "e.g. --resolution 128")
+    seeds = check_args(args)
     device = resolve_device(args.device)
     t0 = time.time()
     if args.avatar is not None:

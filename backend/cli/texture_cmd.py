@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.cli.common import add_device_arg, progress
-from backend.errors import Aware3DError
+from backend.validate import check_output_dir, within
 
 AXES_CHOICES = ("blender", "eg3d")
 GENERATOR_CHOICES = ("auto", "projection", "diffusion")
@@ -57,20 +57,14 @@ def register(subparsers: Any) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.out.exists() and not args.out.is_dir():
-        raise Aware3DError(f"{args.out} exists and is not a folder", "give a folder for --out")
-    if not 16 <= args.size <= 4096:
-        raise Aware3DError(f"--size must be between 16 and 4096, got {args.size}", "e.g. --size 64")
-    if not 16 <= args.texture_size <= 8192:
-        raise Aware3DError(f"--texture-size must be between 16 and 8192, got {args.texture_size}",
-                           "e.g. --texture-size 1024")
-    if not 0 < args.exponent <= 64:
-        raise Aware3DError(f"--exponent must be in (0, 64], got {args.exponent}", "e.g. --exponent 3")
-    if not 0 < args.max_angle < 90:
-        raise Aware3DError(f"--max-angle must be between 0 and 90 degrees, got {args.max_angle}",
-                           "e.g. --max-angle 70")
-    if args.steps < 1:
-        raise Aware3DError(f"--steps must be at least 1, got {args.steps}", "e.g. --steps 25")
+    within("view_size", args.size, "--size", "e.g. --size 64")
+    within("texture_size", args.texture_size, "--texture-size", "e.g. --texture-size 1024")
+    within("texture_exponent", args.exponent, "--exponent", "e.g. --exponent 3")
+    within("max_angle_deg", args.max_angle, "--max-angle (degrees)", "e.g. --max-angle 70")
+    within("diffusion_steps", args.steps, "--steps", "e.g. --steps 25")
+    within("pitch_deg", args.pitch, "--pitch", "e.g. --pitch 0")
+    within("seed", args.seed, "--seed", "e.g. --seed 0")
+    check_output_dir(args.out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,14 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from backend.devices import resolve_device
-    from backend.errors import Aware3DError
+    from backend.validate import check_output_dir, within
     from backend.views import rgbd, trajectories
     from backend.views.generate import generate_views, load_view_models, parse_pull
     from backend.views.outputs import save_views
 
-    if not 1 <= args.steps <= 1000:
-        raise Aware3DError(f"--steps must be between 1 and 1000, got {args.steps}", "e.g. --steps 25")
+    within("diffusion_steps", args.steps, "--steps", "e.g. --steps 25")
+    within("seed", args.seed, "--seed", "e.g. --seed 0")
+    within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
     angles = trajectories.parse(args.trajectory)
+    parse_pull(args.pull)
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     t0 = time.time()
     models = load_view_models(args.views_model, args.first_model, args.steps, device,

@@ -104,8 +104,12 @@ class CropBox:
         except ValueError:
             raise Aware3DError(f"cannot read crop {text!r}", "use X,Y,SIZE in photo pixels, 'auto' or 'full'") \
                 from None
-        if s <= 0:
+        if not s > 0:  # NaN too
             raise Aware3DError(f"crop size must be positive, got {s}", "use X,Y,SIZE in photo pixels")
+        from backend.validate import within
+
+        x, y, s = (within("crop_coordinate", v, f"crop {k}", "use X,Y,SIZE in photo pixels")
+                   for k, v in zip(("X", "Y", "SIZE"), (x, y, s)))
         return cls(x, y, s)
 
 
