@@ -39,11 +39,20 @@ def test_encode_decode_round_trip() -> None:
     (b"[1, 2]\n", P.BAD_REQUEST),
     (b"\xff\xfe\n", P.BAD_REQUEST),
     (b'"text"\n', P.BAD_REQUEST),
+    (b"[" * 200_000 + b"]" * 200_000 + b"\n", P.BAD_REQUEST),  # json recurses per level
+    (b'{"v": 1, "id": "r1", "op": "mesh", "args": {"level": NaN}}\n', P.BAD_REQUEST),
+    (b'{"v": 1, "id": "r1", "op": "sample", "args": {"yaw": -Infinity}}\n', P.BAD_REQUEST),
 ])
 def test_malformed_lines(line: bytes, kind: str) -> None:
     with pytest.raises(P.ProtocolError) as e:
         P.decode(line)
     assert e.value.type == kind and e.value.hint
+
+
+def test_events_send_null_for_non_finite_numbers() -> None:
+    """A result holding a NaN (a diverged loss) still reaches the client, as valid JSON."""
+    line = P.encode(P.event("result", "r1", data={"loss": float("nan"), "curve": [1.0, float("inf")]}))
+    assert P.decode(line)["data"] == {"loss": None, "curve": [1.0, None]}
 
 
 def test_oversized_line() -> None:
@@ -111,8 +120,7 @@ def test_events() -> None:
     with pytest.raises(P.ProtocolError):
         P.parse_event({"v": 9, "event": "result"})
     assert json.loads(P.encode(ev))["v"] == P.PROTOCOL_VERSION
-    with pytest.raises(ValueError):
-        P.encode({"x": float("nan")})  # NaN is not JSON
+    assert P.encode({"x": float("nan")}) == b'{"x":null}\n'  # NaN is not JSON
 
 
 def test_every_operation_is_documented() -> None:

@@ -8,6 +8,7 @@ backend. Both sides build and check messages with the same code, so they cannot 
 Wire format
 -----------
 One JSON object per line, UTF-8, terminated by ``\\n``. Every message carries ``"v": PROTOCOL_VERSION``.
+NaN and infinities are not JSON: a request that holds one is refused, and an event sends ``null`` instead.
 Requests may be at most :data:`MAX_REQUEST_BYTES`; events (server → client) may be larger, up to
 :data:`MAX_EVENT_BYTES`, because over TCP results carry file contents inline (base64).
 
@@ -141,8 +142,29 @@ class ProtocolError(Exception):
 
 
 def encode(msg: dict[str, Any]) -> bytes:
-    """One message → one line of bytes (compact JSON, ASCII-safe, newline-terminated)."""
-    return (json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+    """One message → one line of bytes (compact JSON, ASCII-safe, newline-terminated).
+
+    NaN and infinities are not JSON: a result that holds one (a diverged loss, say) sends ``null`` in its
+    place rather than failing to send at all."""
+    try:
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_null(msg), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return (text + "\n").encode("ascii")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def decode(line: bytes | str, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
@@ -152,10 +174,13 @@ def decode(line: bytes | str, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, A
         raise ProtocolError(MESSAGE_TOO_LARGE, f"message of {len(raw)} bytes exceeds the limit of {max_bytes}",
                             "send smaller requests; file contents travel as paths")
     try:
-        msg = json.loads(raw.decode("utf-8"))
+        msg = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(BAD_REQUEST, f"not a JSON line ({exc})",
                             "send one JSON object per line") from None
+    except RecursionError:  # json's parser recurses per nesting level: [[[[...]]]] a million deep
+        raise ProtocolError(BAD_REQUEST, "the JSON line is nested too deeply",
+                            "requests nest a few levels at most") from None
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_REQUEST, f"a message must be a JSON object, got {type(msg).__name__}",
                             'e.g. {"v": 1, "id": "r1", "op": "hello", "args": {}}')
