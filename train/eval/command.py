@@ -92,8 +92,10 @@ def _open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
 def run_features(args: argparse.Namespace) -> int:
     from backend.cli.common import progress
     from backend.devices import hardware_description, resolve_device
+    from backend.validate import check_output_file
     from train.eval.features import save_feature_net, train_feature_net, trust
 
+    check_output_file(args.out, (".safetensors",), kind="feature network")  # before minutes of training
     device = resolve_device(args.device)
     data = _params_zip(args.data)
     import math
@@ -157,7 +159,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from backend.cli.common import progress
     from backend.devices import resolve_device
     from backend.registry import load_generator
+    from backend.validate import check_output_file
     from train.cli import command_line
+
+    if args.out:
+        check_output_file(args.out)  # before the evaluation's renders
     from train.eval.features import load_feature_net, trust
     from train.eval.report import evaluate
 
