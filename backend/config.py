@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from backend.config_fields import UnknownFieldsError, check_fields
 
 SuperResolutionKind = Literal["none", "hybrid8xdc", "hybrid4x", "hybrid2x"]
 Projection = Literal["eg3d", "corrected"]
@@ -88,6 +90,14 @@ class RenderingConfig:
     superresolution_noise_mode: Literal["none", "const", "random"] = "none"
     sr_antialias: bool = True
 
+    # Bounds of the numbers a model file may give (config_fields.check_fields); generous for any real model
+    # (official: 48-64 samples per ray), tight enough that a config cannot ask for absurd sample counts.
+    FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "ray_start": (0.0, 1e4), "ray_end": (0.0, 1e4), "depth_resolution": (1, 512),
+        "depth_resolution_importance": (0, 512), "box_warp": (1e-6, 1e4), "avg_camera_radius": (1e-6, 1e4),
+        "avg_camera_pivot": (-1e4, 1e4), "focal": (1e-6, 1e4), "c_scale": (-1e4, 1e4),
+    }
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -138,6 +148,21 @@ class GeneratorConfig:
     # background as geometry. Official checkpoints use 'none'.
     background: Literal["none", "gradient"] = "none"
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
+
+    # Bounds of the numbers a model file may give (config_fields.check_fields). Every official and Aware3D
+    # config fits well inside them (the largest official: 512² images, 256² (Mimic3D: 512²) tri-planes of 96
+    # channels, 512 channels per layer); with them one layer of a network built from a file holds at most
+    # 2048² · 3² weights, and one tri-plane at most 1024² · 384 values per sample. The tensors' shapes are
+    # checked against the config (on the meta device) before anything is allocated.
+    FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "z_dim": (1, 4096), "w_dim": (1, 4096), "c_dim": (0, 1024), "mapping_layers": (0, 64),
+        "mapping_lr_multiplier": (1e-9, 1e3), "w_avg_beta": (0.0, 1.0), "img_resolution": (4, 2048),
+        "img_channels": (1, 64), "triplane_resolution": (4, 1024), "triplane_channels": (3, 384),
+        "channel_base": (1, 1 << 22), "channel_max": (1, 2048), "num_fp16_res": (0, 64),
+        "conv_clamp": (0.0, 1e9), "sr_input": (4, 1024), "sr_channels": (1, 2048), "decoder_hidden": (1, 2048),
+        "decoder_output_dim": (1, 2048), "decoder_lr_mul": (1e-9, 1e3), "neural_rendering_resolution": (4, 1024),
+        "aware3d_res": (4, 1024), "z_bins": (-1e6, 1e6),
+    }
 
     def __post_init__(self) -> None:
         res = self.triplane_resolution
@@ -209,16 +234,22 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """A config from its stored form (lists for tuples). Unknown fields, wrong types and out-of-range
+        numbers raise ``ValueError`` naming the field, so a file's header cannot reach the network's
+        constructor with them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the generator config must be an object, got {type(data).__name__}")
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown generator config fields: {sorted(unknown)}")
-        rendering = data.pop("rendering", {}) or {}
+            raise UnknownFieldsError(f"unknown generator config fields: {sorted(unknown)}")
+        check_fields(cls, data, cls.FIELD_RANGES)
+        rendering = dict(data.pop("rendering", {}) or {})  # a copy: the caller's dict stays as it was
         rknown = {f.name for f in dataclasses.fields(RenderingConfig)}
         runknown = set(rendering) - rknown
         if runknown:
-            raise ValueError(f"unknown rendering config fields: {sorted(runknown)}")
+            raise UnknownFieldsError(f"unknown rendering config fields: {sorted(runknown)}")
         if "avg_camera_pivot" in rendering:
             rendering["avg_camera_pivot"] = tuple(rendering["avg_camera_pivot"])
         for key in ("aware3d_res", "sr_channels"):

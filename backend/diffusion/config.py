@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
+
+from backend.config_fields import UnknownFieldsError, check_fields
 
 KINDS = ("uncond", "cond", "depth")
 COND_CHANNELS = 6  # rgb mask, masked rgb (3), masked depth, depth mask (IVID's G_c input order)
@@ -38,6 +40,15 @@ class UNetConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
 
+    # Bounds of the numbers a model file may give (config_fields.check_fields): far beyond the bundled
+    # presets, small enough that no layer of a network built from a file is absurdly large.
+    FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "resolution": (1, 4096), "base_channels": (1, 2048), "channel_mults": (1, 64),
+        "blocks_per_level": (1, 64), "attention_resolutions": (1, 4096), "head_channels": (1, 4096),
+        "groups": (1, 1024), "dropout": (0.0, 1.0), "timesteps": (1, 100_000), "beta_start": (0.0, 1.0),
+        "beta_end": (0.0, 1.0),
+    }
+
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
@@ -69,10 +80,17 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        """A config from its stored form; unknown keys, wrong types and out-of-range numbers raise
+        ``ValueError`` naming the field (a model file's header is untrusted input)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the diffusion config must be an object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown diffusion config keys: {sorted(unknown)}")
+            raise UnknownFieldsError(f"unknown diffusion config keys: {sorted(unknown)}")
+        check_fields(cls, data, cls.FIELD_RANGES)
+        if len(data.get("channel_mults", ())) > 16:
+            raise ValueError("channel_mults must have at most 16 levels")
         d = dict(data)
         for k in ("channel_mults", "attention_resolutions"):
             if k in d:
