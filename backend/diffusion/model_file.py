@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from backend.checkpoints.model_file import load_tensors, read_header, save_model
+from backend.checkpoints.model_file import check_tensor_layout, load_tensors, save_model
 from backend.diffusion.config import UNetConfig
 from backend.diffusion.unet import UNet
 from backend.errors import Aware3DError
@@ -37,7 +37,7 @@ def load_net(path: str | os.PathLike[str], expect: str | None = None,
     p = Path(path)
     if not p.is_file():
         raise Aware3DError(f"model file not found: {p}")
-    header = read_header(p)
+    header = check_tensor_layout(p)  # config types and ranges, tensor names and shapes: one line each
     kinds = {v: k for k, v in FILE_KIND.items()}
     if header.kind not in kinds:
         raise Aware3DError(f"{p} is a {header.kind!r} model, not a diffusion or depth network")

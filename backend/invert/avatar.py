@@ -26,7 +26,14 @@ from typing import Any
 
 import torch
 
-from backend.checkpoints.model_file import ModelHeader, file_sha256, load_tensors, read_header, save_model
+from backend.checkpoints.model_file import (
+    ModelHeader,
+    check_tensor_layout,
+    file_sha256,
+    load_tensors,
+    read_header,
+    save_model,
+)
 from backend.config import GeneratorConfig
 from backend.errors import Aware3DError
 from backend.generator import TriPlaneGenerator
@@ -129,6 +136,7 @@ def read_avatar(path: str | os.PathLike[str]) -> AvatarData:
     if fmt > AVATAR_FORMAT:
         raise Aware3DError(f"{p.name} uses avatar format {fmt}, newer than this Aware3D ({AVATAR_FORMAT})",
                            "update Aware3D")
+    check_tensor_layout(p)  # latent, camera and tuned parameters fit the base config (one line otherwise)
     t = load_tensors(p)
     if "avatar.ws" not in t or "avatar.label" not in t:
         raise Aware3DError(f"{p.name} has no latent or camera", "re-run 'aware3d invert'")

@@ -20,14 +20,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.checkpoints.model_file import load_tensors, read_header_of_kind, save_model
+from backend.checkpoints.model_file import check_tensor_layout, load_tensors, read_header_of_kind, save_model
 from backend.config import takes_head_latents
+from backend.config_fields import UnknownFieldsError, check_fields
 from backend.errors import Aware3DError
 
 POSE_SCALE = (30.0, 15.0)  # degrees per output unit for yaw and pitch (their spread in FFHQ-like data)
@@ -53,15 +54,34 @@ class EncoderConfig:
     mirror_negate: tuple[int, ...] = ()
     mirror_average: bool = False
 
+    # Bounds of the numbers a model file may give (config_fields.check_fields).
+    FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "latent_dim": (1, 1 << 16), "resolution": (8, 4096), "channels": (8, 4096), "embedding": (1, 1 << 16),
+        "mirror_negate": (0, 1 << 16),
+    }
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
+        """A config from its stored form; unknown keys, wrong types and out-of-range numbers raise
+        ``ValueError`` naming the field, before a network is built from a file's header."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the encoder config must be an object, got {type(d).__name__}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UnknownFieldsError(f"unknown encoder config fields: {sorted(unknown)}")
+        check_fields(cls, d, cls.FIELD_RANGES)
         d = dict(d)
         for key in ("channels", "mirror_negate"):
             if key in d:
                 d[key] = tuple(d[key])
+        channels, latent_dim = d.get("channels", cls.channels), d.get("latent_dim", cls.latent_dim)
+        if not 1 <= len(channels) <= 16 or any(c % 8 for c in channels):
+            raise ValueError("channels must be 1-16 widths, each a multiple of 8 (GroupNorm of 8 groups)")
+        if any(i >= latent_dim for i in d.get("mirror_negate", ())):
+            raise ValueError(f"mirror_negate names a coordinate outside the latent (0-{latent_dim - 1})")
         return cls(**d)
 
 
@@ -127,6 +147,7 @@ def save_encoder(path: str | Path, enc: PhotoEncoder, provenance: dict[str, Any]
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> PhotoEncoder:
     header = read_header_of_kind(path, "encoder", "a photo encoder", "train one with aware3d-train encoder")
+    check_tensor_layout(path)  # names and shapes before the network is built: one line, not a RuntimeError
     enc = PhotoEncoder(EncoderConfig.from_dict(header.config))
     enc.load_state_dict(load_tensors(path))
     return enc.to(device).eval().requires_grad_(False)
