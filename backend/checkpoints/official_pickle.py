@@ -25,6 +25,7 @@ No EG3D / Mimic3D / ``torch_utils`` / ``dnnlib`` code is imported or needed. See
 
 from __future__ import annotations
 
+import _compat_pickle
 import hashlib
 import io
 import math
@@ -119,6 +120,32 @@ _HINT_NOT_SNAPSHOT = "pass an official EG3D/Mimic3D training snapshot, a network
 _MAX_PLAIN_DEPTH = 64
 _MAX_BROADCAST = 1024  # a tensor may have at most this many times the elements of its storage
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+def _python3_name(module: str, name: str, protocol: int | None) -> tuple[str, str]:
+    """The global a pickle's ``module name`` pair stands for, as Python 3's unpickler resolves it.
+
+    Why: for protocols 0-2 Python 3 writes some globals under their Python 2 names (``subprocess.Popen`` is
+    stored as ``commands.Popen``, ``builtins`` as ``__builtin__``) and maps them back when reading. Doing the
+    same here lets the whitelist see, and the refusal name, what the file actually asks for. Whatever the
+    protocol, the two module renames the whitelist relies on are applied, as before.
+    """
+    if protocol is not None and protocol < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return _PY2_MODULES.get(module, module), name
+
+
+def _protocol_at(f: io.BytesIO | Any) -> int | None:
+    """The protocol named by the PROTO opcode at the reader's position (``None`` for protocols 0-1)."""
+    try:
+        position = f.tell()
+        head = f.read(2)
+        f.seek(position)
+    except (OSError, ValueError):
+        return None
+    return head[1] if len(head) == 2 and head[0] == pickle.PROTO[0] else None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -400,9 +427,11 @@ class _StorageBlobUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._source = source
         self._allow_storages = allow_storages
+        self._protocol = _protocol_at(file)
         self.roots: dict[str, tuple[_StorageType, int]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = _python3_name(module, name, self._protocol)
         if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(name, _STORAGE_DTYPES[name])
         if (module, name) in (("torch", "UntypedStorage"), ("torch.storage", "UntypedStorage")):
@@ -422,7 +451,7 @@ class _StorageBlobUnpickler(pickle.Unpickler):
         typename, storage_type, key, location, numel = pid[:5]
         view = pid[5] if len(pid) == 6 else None
         typename, key, location = (
-            v.decode("ascii") if isinstance(v, bytes) else v for v in (typename, key, location)
+            v.decode("latin-1") if isinstance(v, bytes) else v for v in (typename, key, location)
         )
         if (
             typename != "storage"
@@ -441,7 +470,7 @@ class _StorageBlobUnpickler(pickle.Unpickler):
             isinstance(view, tuple)
             and len(view) == 3
             and isinstance(view[0], str)
-            and all(isinstance(v, int) and v >= 0 for v in view[1:])
+            and all(type(v) is int and v >= 0 for v in view[1:])
             and view[1] + view[2] <= numel
         ):
             raise Aware3DError(f"{where} is corrupt (malformed storage view)", hint=_HINT_CORRUPT)
@@ -502,9 +531,9 @@ def _parse_legacy_blob(blob: bytes, source: str) -> _LoadedStorage:
     keys, _ = load("storage key list")
     if not isinstance(obj, _StorageRef):
         raise Aware3DError(f"{where} holds a {type(obj).__name__}, not a single storage", hint=_HINT_CORRUPT)
-    if not isinstance(keys, list):
+    if not isinstance(keys, list) or not all(isinstance(k, (str, bytes)) for k in keys):
         raise Aware3DError(f"{where} is corrupt (storage key list)", hint=_HINT_CORRUPT)
-    keys = [k.decode("ascii") if isinstance(k, bytes) else k for k in keys]
+    keys = [k.decode("latin-1") if isinstance(k, bytes) else k for k in keys]
     roots = object_unpickler.roots
     if len(set(keys)) != len(keys) or set(keys) != set(roots):
         raise Aware3DError(f"{where} is corrupt (storage keys do not match the record)", hint=_HINT_CORRUPT)
@@ -576,9 +605,10 @@ class _SnapshotUnpickler(pickle.Unpickler):
     Every whitelisted name maps to a replacement defined in this module, never to the original object.
     """
 
-    def __init__(self, file: Any, source: str) -> None:
+    def __init__(self, file: Any, source: str, protocol: int | None = None) -> None:
         super().__init__(file)
         self._source = source
+        self._protocol = protocol
         self._classes: dict[tuple[str, str], type[GenericStandIn]] = {}
         self._tensors: list[tuple[torch.Tensor, tuple[Any, ...]]] = []
         self._tensor_ids: set[int] = set()
@@ -606,8 +636,8 @@ class _SnapshotUnpickler(pickle.Unpickler):
     # -- whitelist -------------------------------------------------------------------------------------
 
     def find_class(self, module: str, name: str) -> Any:
-        # Protocols 0-2 written by Python 3 spell these two modules the Python 2 way (fix_imports).
-        module = _PY2_MODULES.get(module, module)
+        # Protocols 0-2 written by Python 3 spell some globals the Python 2 way (fix_imports).
+        module, name = _python3_name(module, name, self._protocol)
         replacement = self._fixed.get((module, name))
         if replacement is not None:
             return replacement
@@ -670,7 +700,7 @@ class _SnapshotUnpickler(pickle.Unpickler):
         if not isinstance(meta, dict):
             raise Aware3DError(f"{self._source} has a malformed persistent-class record", hint=_HINT_CORRUPT)
         kind, version = meta.get("type"), meta.get("version")
-        if kind != "class" or version != PERSISTENCE_VERSION or isinstance(version, bool):
+        if kind != "class" or type(version) is not int or version != PERSISTENCE_VERSION:
             raise Aware3DError(
                 f"{self._source} has a persistent-class record of type {_printable(repr(kind), 40)} version "
                 f"{_printable(repr(version), 40)}; only type 'class' version {PERSISTENCE_VERSION} "
@@ -840,7 +870,7 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
                 f"{name} is not a Python pickle (protocol 2 or newer)", hint=_HINT_NOT_SNAPSHOT
             )
         f.seek(0)
-        unpickler = _SnapshotUnpickler(f, name)
+        unpickler = _SnapshotUnpickler(f, name, protocol=head[1])
         try:
             data = unpickler.load()
         except Aware3DError:
@@ -950,6 +980,11 @@ def module_state_dict(standin: StandIn, *, prefix: str = "") -> OrderedDict[str,
     for path, node in named_modules(standin):
         key_prefix = f"{prefix}{path}." if path else prefix
         non_persistent = node.state.get("_non_persistent_buffers_set") or ()
+        if not isinstance(non_persistent, (set, frozenset, list, tuple)):
+            raise Aware3DError(
+                f"module {path or '<root>'} ({node.class_name}) has a malformed _non_persistent_buffers_set",
+                hint=_HINT_CORRUPT,
+            )
         for kind in ("_parameters", "_buffers"):
             for name, tensor in _mapping_entry(node, kind, path).items():
                 if tensor is None or (kind == "_buffers" and name in non_persistent):
