@@ -1,4 +1,5 @@
-"""``aware3d models``: the models found in the user model folder and the bundled assets."""
+"""``aware3d models``: the models found in the user model folder and the bundled assets; ``aware3d models add``
+puts a model file (or a converted official snapshot) into the user model folder after validating it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "user's data folder) and the bundled assets/models folder.")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    add = actions.add_parser(
+        "add", help="validate a model file and add it to the user model folder",
+        description="Validate a .safetensors model file in full (header, config, tensor shapes, no NaN/inf; "
+                    "AWARE3D_ALLOW_NONFINITE=1 allows NaN/inf) or convert an official .pkl snapshot with the "
+                    "safe converter, then place it in the user model folder. A refused file leaves nothing "
+                    "behind.")
+    add.add_argument("path", help="the .safetensors or official .pkl file")
+    add.add_argument("--name", default=None, help="name in the models folder (default: the file's name)")
+    add.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    add.set_defaults(func=run_add)
 
 
 def _size(n: int) -> str:
@@ -20,6 +32,16 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from backend.server.download import add_model_file
+
+    info = add_model_file(Path(args.path).expanduser(), args.name, args.overwrite)
+    print(f"added {info['name']} ({info['kind']}, config {info['config']}) as {info['path']}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

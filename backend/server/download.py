@@ -4,8 +4,9 @@
 Downloads stream into a hidden ``.NAME.part`` file next to the destination. An interrupted transfer is resumed
 with an HTTP ``Range`` request, both within one job (a few automatic retries) and by a later request for the
 same URL (the part file is kept, also on cancel). The SHA-256 is checked when given, and the finished file is
-validated (safetensors header) or, for an official ``.pkl``, converted through the safe converter, before it
-is moved into place, so the models folder never holds a half-written or unreadable model.
+validated in full (header limits, config types and ranges, tensor shapes, no NaN/inf) or, for an official
+``.pkl``, converted through the safe converter, before it is moved into place, so the models folder never
+holds a half-written, unreadable or damaged model.
 
 Network use is the client's decision (Blender's "Allow Online Access"): the request must say
 ``online_access: true`` or it is refused.
@@ -18,6 +19,7 @@ import logging
 import os
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,22 +81,30 @@ def _check_dest(dest: Path, overwrite: bool) -> None:
                            "pick another name, or allow overwriting")
 
 
-def install_model_file(ctx: JobContext, src: Path, dest: Path, original_name: str) -> dict[str, Any]:
-    """Validate ``src`` (or convert an official pickle) and place it at ``dest`` atomically."""
-    from backend.checkpoints.model_file import read_header
+def install_model_file(src: Path, dest: Path, original_name: str,
+                       progress: Callable[..., None] | None = None) -> dict[str, Any]:
+    """Validate ``src`` fully (or convert an official pickle) and only then place it at ``dest`` atomically.
+
+    Validation is everything a loader relies on (``model_file.validate_model_file``: header limits, the config
+    through its dataclass, tensor names and shapes, no NaN/inf unless ``AWARE3D_ALLOW_NONFINITE=1``), so a
+    refused file leaves nothing in the models folder. ``progress(stage, step, total, message="")`` reports.
+    """
+    from backend.checkpoints.model_file import validate_model_file
     from backend.fileio import atomic_path
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    report = progress or (lambda *args, **kwargs: None)
     if original_name.endswith(".pkl"):
-        ctx.progress("convert", 0, 1, f"converting {original_name} (safe unpickler)")
+        report("convert", 0, 1, f"converting {original_name} (safe unpickler)")
         from backend.checkpoints.convert import convert_to_file
 
-        convert_to_file(src, dest, name=dest.stem)  # never runs code from the file; checks keys and shapes
-        ctx.progress("convert", 1, 1)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        convert_to_file(src, dest, name=dest.stem)  # never runs code from the file; validates before writing
+        report("convert", 1, 1)
     else:
-        ctx.progress("verify", 0, 1, "reading the model header")
-        header = read_header(src)  # raises Aware3DError for a file that is not an Aware3D model
-        ctx.progress("verify", 1, 1)
+        report("verify", 0, 1, "validating the model file")
+        header = validate_model_file(src)  # one Aware3DError line for anything a loader would trip over
+        report("verify", 1, 1)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         if src.parent == dest.parent:
             os.replace(src, dest)
         else:
@@ -104,27 +114,35 @@ def install_model_file(ctx: JobContext, src: Path, dest: Path, original_name: st
                 for block in iter(lambda: fi.read(1 << 22), b""):
                     fo.write(block)
                     done += len(block)
-                    ctx.progress("copy", done, total)
+                    report("copy", done, total)
         if header.kind != "gan":
             log.warning("%s is a %s model; the generator picker only uses GAN models", dest.name, header.kind)
+    from backend.checkpoints.model_file import read_header
+
     header = read_header(dest)
     return {"name": dest.stem, "path": str(dest), "kind": header.kind, "config": header.config.get("name"),
             "bytes": dest.stat().st_size}
 
 
-def op_add_model(ctx: JobContext) -> JobResult:
+def add_model_file(src: Path, name: str | None, overwrite: bool,
+                   progress: Callable[..., None] | None = None) -> dict[str, Any]:
+    """Add a model file to the user models folder (the server's ``add_model`` and ``aware3d models add``)."""
     from backend.registry import user_models_dir
 
-    src = Path(ctx.args["path"]).expanduser()
     if not src.is_file():
         raise Aware3DError(f"model file not found: {src}", "pick an existing .safetensors or .pkl file")
-    name = model_name(ctx.args["name"], src.name)
-    dest = _final_path(user_models_dir(), name)
-    _check_dest(dest, ctx.args["overwrite"])
+    base = model_name(name, src.name)
+    dest = _final_path(user_models_dir(), base)
+    _check_dest(dest, overwrite)
     if src.resolve() == dest.resolve():
         raise Aware3DError(f"{src.name} is already in the models folder", "it is listed already")
+    return install_model_file(src, dest, base, progress)
+
+
+def op_add_model(ctx: JobContext) -> JobResult:
     ctx.plan({"verify": 1, "copy": 3, "convert": 6})
-    return JobResult(data=install_model_file(ctx, src, dest, name))
+    src = Path(ctx.args["path"]).expanduser()
+    return JobResult(data=add_model_file(src, ctx.args["name"], ctx.args["overwrite"], ctx.progress))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -227,7 +245,7 @@ def op_download_model(ctx: JobContext) -> JobResult:
                            "the file is corrupt or not the one published; the partial file was deleted")
     ctx.progress("verify", 1, 1)
     try:
-        info = install_model_file(ctx, part, dest, name)
+        info = install_model_file(part, dest, name, ctx.progress)
     except Aware3DError:
         part.unlink(missing_ok=True)
         raise
