@@ -296,14 +296,23 @@ def test_server_numbers_are_bounded(op: str, args: dict[str, Any], needle: str, 
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
-def test_server_refuses_non_finite_numbers(value: str, server: Server) -> None:
-    """JSON has no NaN, but Python's reader accepts it: a hand-written request can carry one."""
+def test_non_finite_numbers_are_refused_twice(value: str, server: Server) -> None:
+    """JSON has no NaN, but Python's reader accepts it: the protocol refuses such a line, and the ops' bounds
+    refuse a non-finite number again should one arrive some other way (a future transport, an in-process call)."""
     rec = Recorder()
-    for rid, op, arg in (("m", "mesh", "level"), ("t", "mesh", "truncation"), ("y", "sample", "yaw")):
-        server.handle_line(rec.conn, f'{{"v": 1, "id": "{rid}", "op": "{op}", "args": {{"{arg}": {value}}}}}\n'
-                           .encode())
-        err = _error(rec, rid)
-        assert "finite" in err["message"] or "between" in err["message"], err
+    server.handle_line(rec.conn, f'{{"v": 1, "id": "m", "op": "mesh", "args": {{"level": {value}}}}}\n'.encode())
+    err = rec.wait(lambda e: e.get("event") == "error", 60)["error"]
+    assert err["type"] == P.BAD_REQUEST and "\n" not in err["message"], err
+    x = float(value.lower().replace("infinity", "inf"))
+    mesh_args = {"colour_mode": "vertex", "formats": [], "faces": 0, "resolution": 64, "level": 10.0, "seed": 0,
+                 "truncation": 0.7, "texture_size": 1024}
+    for key in ("level", "truncation"):
+        with pytest.raises(Aware3DError, match="finite"):
+            ops_mesh.check_mesh_args({**mesh_args, key: x})
+    sample_args = {"seeds": [0], "truncation": 0.7, "yaw": 0.0, "pitch": 0.0, "resolution": None}
+    for key in ("yaw", "pitch"):
+        with pytest.raises(Aware3DError, match="finite"):
+            ops_sample.check_sample_args({**sample_args, key: x})
 
 
 def test_cli_mesh_level(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_work: None) -> None:
