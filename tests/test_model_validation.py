@@ -290,7 +290,7 @@ def test_huge_config_with_small_tensors_is_refused_before_allocating(tmp_path: P
     path = write_model(tmp_path / "huge.safetensors", huge)
     start = time.perf_counter()
     for call in (validate_model_file, load_generator):
-        with pytest.raises(Aware3DError, match="does not match config 'tiny': [0-9]+ missing") as info:
+        with pytest.raises(Aware3DError, match=r"does not match config 'tiny': [0-9]+ missing") as info:
             call(path)  # type: ignore[operator]
         assert_one_line(info.value)
     assert time.perf_counter() - start < 30
