@@ -13,9 +13,11 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,13 @@ from backend.errors import Aware3DError, UnsafeCheckpointError
 from backend.generator import TriPlaneGenerator
 from backend.registry import load_generator
 from backend.server.download import add_model_file
-from tests.official_pickle_builder import Call, dumps, dumps_snapshot, make_tiny_triplane_generator
+from tests.official_pickle_builder import (
+    Call,
+    dumps,
+    dumps_snapshot,
+    make_tiny_triplane_generator,
+    official_class,
+)
 from tests.test_convert import write_official
 
 RECONSTRUCT = "torch_utils.persistence._reconstruct_persistent_obj"
@@ -465,3 +473,78 @@ def test_validate_model_file_takes_official_pickles(tmp_path: Path) -> None:
     header = validate_model_file(path)
     assert header.kind == "gan" and header.config["z_dim"] == TINY.z_dim
     assert not os.path.exists(tmp_path / "network-snapshot-000000.safetensors")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bounded reading: a few bytes of pickle must not become gigabytes of memory or minutes of work
+
+
+def _peak_mb_reading(path: Path) -> tuple[float, BaseException | None]:
+    """Peak Python-heap allocation (MB) while ``read_snapshot`` reads ``path``, and what it raised."""
+    tracemalloc.start()
+    error: BaseException | None = None
+    try:
+        read_snapshot(path)
+    except Aware3DError as exc:
+        error = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return peak, error
+
+
+@pytest.mark.parametrize(("opcode", "message"), [
+    (b"r" + struct.pack("<I", 0xFFFFFFF0), "no 'G_ema'|not an EG3D"),  # LONG_BINPUT: a memo slot 4·10^9 up
+    (b"\x96" + struct.pack("<Q", 1 << 40), "protocol 5 buffers"),  # BYTEARRAY8 of a terabyte
+    (b"\x8e" + struct.pack("<Q", 1 << 40), "truncated"),  # BINBYTES8 of a terabyte
+    (b"\x8d" + struct.pack("<Q", 3 << 30), "truncated"),  # BINUNICODE8 of 3 GB
+])
+def test_counted_opcodes_and_memo_indices_cannot_allocate(tmp_path: Path, opcode: bytes, message: str) -> None:
+    data = b"\x80\x04" + b"}" + opcode + b"X\x01\x00\x00\x00a" + b"."
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(data)
+    peak, error = _peak_mb_reading(path)
+    assert peak < 50, f"reading {len(data)} bytes allocated {peak:.0f} MB"
+    assert error is not None and re.search(message, error.one_line()), error
+    assert_one_line(error)  # type: ignore[arg-type]
+
+
+def test_calls_repeated_through_the_memo_are_budgeted(tmp_path: Path) -> None:
+    blob = "x" * 100_000
+    # _codecs.encode(<the same 100 kB string>, 'latin1') ten thousand times: 1 GB of copies from 200 kB.
+    calls = [Call("_codecs.encode", blob, "latin1") for _ in range(10_000)]
+    path = tmp_path / "amplify.pkl"
+    path.write_bytes(dumps({"G_ema": None, "x": calls}, protocol=2))
+    assert path.stat().st_size < 1_000_000
+    start = time.perf_counter()
+    peak, error = _peak_mb_reading(path)
+    assert error is not None and "copy far more data than it holds" in error.message
+    assert peak < 100 and time.perf_counter() - start < 20
+
+
+def test_shared_structures_are_not_unrolled_without_bound(tmp_path: Path) -> None:
+    # Hyper-parameters: 3 levels of 200 references to the same list = 8·10^6 values from a few kB.
+    inner: list[Any] = list(range(200))
+    for _ in range(2):
+        inner = [inner] * 200
+    path = tmp_path / "kwargs.pkl"
+    G = make_tiny_triplane_generator(seed=2)
+    path.write_bytes(dumps_snapshot(G, training_set_kwargs={"nested": inner}))
+    with pytest.raises(Aware3DError, match="more than 1000000 values") as info:
+        read_snapshot(path)
+    assert_one_line(info.value)
+    # Sub-modules: each level holds the next one twice, so the paths double 40 times.
+    module_class = official_class("SynthesisLayer")
+    node = module_class()
+    for _ in range(40):
+        parent = module_class()
+        parent.a, parent.b = node, node
+        node = parent
+    path = tmp_path / "modules.pkl"
+    path.write_bytes(dumps({"G_ema": node}))
+    snapshot = read_snapshot(path)
+    start = time.perf_counter()
+    with pytest.raises(Aware3DError, match="sub-modules") as info:
+        module_state_dict(snapshot.G_ema)
+    assert_one_line(info.value)
+    assert time.perf_counter() - start < 10

@@ -118,6 +118,10 @@ _HINT_STATE_DICT = "load state dicts with the state-dict importer; this reader t
 _HINT_NOT_SNAPSHOT = "pass an official EG3D/Mimic3D training snapshot, a network-snapshot-*.pkl holding G_ema"
 
 _MAX_PLAIN_DEPTH = 64
+# A file can make a small structure look huge by sharing it (the memo): walks over its data are bounded.
+_MAX_PLAIN_VALUES = 1_000_000  # values one to_plain / generator_info call converts
+_MAX_MODULES = 100_000  # sub-modules one walk visits (EG3D's G_ema has a few hundred)
+_MAX_MODULE_DEPTH = 64  # nesting of sub-modules (EG3D's: 6)
 _MAX_BROADCAST = 1024  # a tensor may have at most this many times the elements of its storage
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
@@ -135,17 +139,6 @@ def _python3_name(module: str, name: str, protocol: int | None) -> tuple[str, st
             return _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     return _PY2_MODULES.get(module, module), name
-
-
-def _protocol_at(f: io.BytesIO | Any) -> int | None:
-    """The protocol named by the PROTO opcode at the reader's position (``None`` for protocols 0-1)."""
-    try:
-        position = f.tell()
-        head = f.read(2)
-        f.seek(position)
-    except (OSError, ValueError):
-        return None
-    return head[1] if len(head) == 2 and head[0] == pickle.PROTO[0] else None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -417,33 +410,156 @@ def _tensor_signature(t: torch.Tensor) -> tuple[Any, ...]:
 
 
 # --------------------------------------------------------------------------------------------------------
+# A bounded unpickler
+
+
+# Every REDUCE / BUILD / NEWOBJ may copy its arguments (a dict update, a bytes copy, a hash of source text),
+# and a file can hand the same large argument to thousands of calls through the memo: the copying done for a
+# file is budgeted at this many units (elements, characters, bytes) per byte of the file, plus a floor.
+_COPY_BUDGET_PER_BYTE = 4
+_COPY_BUDGET_FLOOR = 1 << 20
+_IN_MEMORY_BYTES = 64 << 20
+
+
+def _copy_cost(value: Any, depth: int = 2) -> int:
+    """Roughly how many elements a call copies when given ``value`` (its size and its items' sizes)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value) + 1
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return len(value) + 1 + (sum(_copy_cost(v, depth - 1) for v in value) if depth > 0 else 0)
+    if isinstance(value, dict):
+        return len(value) + 1 + (sum(_copy_cost(v, depth - 1) for v in value.values()) if depth > 0 else 0)
+    return 1
+
+
+class _GuardedFile:
+    """The pickle's bytes, read so that no read asks for more than is left.
+
+    Why: counted opcodes (BINBYTES8, BINUNICODE8, FRAME, ...) give their length before their data; a damaged
+    or crafted length must end in "truncated", not in an allocation of that many bytes.
+    """
+
+    def __init__(self, file: Any, size: int) -> None:
+        self._file = file
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = self._left
+        if n > self._left:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        data = self._file.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._file.readline(self._left)
+        self._left -= len(line)
+        return line
+
+
+class _BoundedUnpickler(pickle._Unpickler):
+    """Python's own unpickler (the pure-Python one), bounded in what a file can make it allocate.
+
+    Why not the C unpickler: it sizes its memo table by the largest memo index a file names (a 5-byte
+    LONG_BINPUT asks for gigabytes) and allocates a BYTEARRAY8's announced length before reading it; neither
+    can be checked from outside. Here the memo is a dict, reads are limited to the bytes that are left
+    (:class:`_GuardedFile`), protocol-5 buffers (never in a snapshot) are refused, and the arguments of every
+    call the file makes are charged against a copy budget proportional to the file's size.
+    """
+
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: Any, size: int, source: str) -> None:
+        # An in-memory stream never allocates more than it holds on a long read: only files need the guard.
+        super().__init__(file if isinstance(file, io.BytesIO) else _GuardedFile(file, size))
+        self._source = source
+        self._budget = _COPY_BUDGET_PER_BYTE * size + _COPY_BUDGET_FLOOR
+
+    def _charge(self, *values: Any) -> None:
+        self._budget -= sum(_copy_cost(v) for v in values)
+        if self._budget < 0:
+            raise Aware3DError(
+                f"{self._source} asks to copy far more data than it holds (a crafted or corrupt pickle)",
+                hint=_HINT_CORRUPT,
+            )
+
+    def _load_reduce(self) -> None:
+        self._charge(self.stack[-1])
+        _PY_DISPATCH[pickle.REDUCE[0]](self)
+
+    def _load_build(self) -> None:
+        self._charge(self.stack[-1])
+        _PY_DISPATCH[pickle.BUILD[0]](self)
+
+    def _load_newobj(self) -> None:
+        if not isinstance(self.stack[-2], type):
+            raise pickle.UnpicklingError("NEWOBJ class argument isn't a type object")
+        self._charge(self.stack[-1])
+        _PY_DISPATCH[pickle.NEWOBJ[0]](self)
+
+    def _load_newobj_ex(self) -> None:
+        if not isinstance(self.stack[-3], type):
+            raise pickle.UnpicklingError("NEWOBJ_EX class argument isn't a type object")
+        self._charge(self.stack[-2], self.stack[-1])
+        _PY_DISPATCH[pickle.NEWOBJ_EX[0]](self)
+
+    def _load_obj(self) -> None:
+        self._charge(self.stack)  # OBJ and INST call a class with the items since the last MARK
+        _PY_DISPATCH[pickle.OBJ[0]](self)
+
+    def _load_inst(self) -> None:
+        self._charge(self.stack)
+        _PY_DISPATCH[pickle.INST[0]](self)
+
+    def _refuse_buffers(self) -> None:
+        raise Aware3DError(
+            f"{self._source} uses pickle protocol 5 buffers, which an EG3D/Mimic3D snapshot never does",
+            hint=_HINT_CORRUPT,
+        )
+
+
+_PY_DISPATCH = pickle._Unpickler.dispatch
+_BoundedUnpickler.dispatch.update({
+    pickle.REDUCE[0]: _BoundedUnpickler._load_reduce,
+    pickle.BUILD[0]: _BoundedUnpickler._load_build,
+    pickle.NEWOBJ[0]: _BoundedUnpickler._load_newobj,
+    pickle.NEWOBJ_EX[0]: _BoundedUnpickler._load_newobj_ex,
+    pickle.OBJ[0]: _BoundedUnpickler._load_obj,
+    pickle.INST[0]: _BoundedUnpickler._load_inst,
+    pickle.BYTEARRAY8[0]: _BoundedUnpickler._refuse_buffers,
+    pickle.NEXT_BUFFER[0]: _BoundedUnpickler._refuse_buffers,
+    pickle.READONLY_BUFFER[0]: _BoundedUnpickler._refuse_buffers,
+})
+
+
+# --------------------------------------------------------------------------------------------------------
 # Legacy (non-zip) torch.save blob of one storage
 
 
-class _StorageBlobUnpickler(pickle.Unpickler):
+class _StorageBlobUnpickler(_BoundedUnpickler):
     """Reads the small pickles inside a legacy storage blob; only storage type names may be imported."""
 
-    def __init__(self, file: io.BytesIO, source: str, *, allow_storages: bool) -> None:
-        super().__init__(file)
-        self._source = source
+    def __init__(self, file: io.BytesIO, source: str, *, allow_storages: bool, left: int) -> None:
+        super().__init__(file, left, f"a tensor storage inside {source}")
+        self._outer_source = source
         self._allow_storages = allow_storages
-        self._protocol = _protocol_at(file)
         self.roots: dict[str, tuple[_StorageType, int]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        module, name = _python3_name(module, name, self._protocol)
+        module, name = _python3_name(module, name, self.proto)
         if module in ("torch", "torch.cuda") and name in _STORAGE_DTYPES:
             return _StorageType(name, _STORAGE_DTYPES[name])
         if (module, name) in (("torch", "UntypedStorage"), ("torch.storage", "UntypedStorage")):
             return _StorageType(name, torch.uint8)
         raise UnsafeCheckpointError(
             f"refused to load '{_printable(f'{module}.{name}')}' from a tensor storage inside "
-            f"{self._source}: not on the whitelist of an EG3D/Mimic3D snapshot",
+            f"{self._outer_source}: not on the whitelist of an EG3D/Mimic3D snapshot",
             hint=_HINT_UNSAFE,
         )
 
     def persistent_load(self, pid: Any) -> _StorageRef:
-        where = f"a tensor storage inside {self._source}"
+        where = self._source
         if not self._allow_storages:
             raise Aware3DError(f"{where} is corrupt (unexpected storage reference)", hint=_HINT_CORRUPT)
         if not isinstance(pid, tuple) or len(pid) not in (5, 6):
@@ -498,7 +614,7 @@ def _parse_legacy_blob(blob: bytes, source: str) -> _LoadedStorage:
     f = io.BytesIO(blob)
 
     def load(what: str, *, allow_storages: bool = False) -> tuple[Any, _StorageBlobUnpickler]:
-        unpickler = _StorageBlobUnpickler(f, source, allow_storages=allow_storages)
+        unpickler = _StorageBlobUnpickler(f, source, allow_storages=allow_storages, left=len(blob) - f.tell())
         try:
             return unpickler.load(), unpickler
         except Aware3DError:
@@ -599,16 +715,14 @@ def parse_legacy_storage_blob(blob: bytes, *, source: str = "<bytes>") -> torch.
 # The snapshot unpickler
 
 
-class _SnapshotUnpickler(pickle.Unpickler):
+class _SnapshotUnpickler(_BoundedUnpickler):
     """Unpickler for the outer snapshot pickle with an explicit whitelist (spec §1.4).
 
     Every whitelisted name maps to a replacement defined in this module, never to the original object.
     """
 
-    def __init__(self, file: Any, source: str, protocol: int | None = None) -> None:
-        super().__init__(file)
-        self._source = source
-        self._protocol = protocol
+    def __init__(self, file: Any, source: str, size: int) -> None:
+        super().__init__(file, size, source)
         self._classes: dict[tuple[str, str], type[GenericStandIn]] = {}
         self._tensors: list[tuple[torch.Tensor, tuple[Any, ...]]] = []
         self._tensor_ids: set[int] = set()
@@ -637,7 +751,7 @@ class _SnapshotUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocols 0-2 written by Python 3 spell some globals the Python 2 way (fix_imports).
-        module, name = _python3_name(module, name, self._protocol)
+        module, name = _python3_name(module, name, self.proto)
         replacement = self._fixed.get((module, name))
         if replacement is not None:
             return replacement
@@ -870,7 +984,9 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
                 f"{name} is not a Python pickle (protocol 2 or newer)", hint=_HINT_NOT_SNAPSHOT
             )
         f.seek(0)
-        unpickler = _SnapshotUnpickler(f, name, protocol=head[1])
+        size = os.fstat(f.fileno()).st_size
+        # Small files are read from memory (faster in the pure-Python unpickler); large ones stream.
+        unpickler = _SnapshotUnpickler(io.BytesIO(f.read()) if size <= _IN_MEMORY_BYTES else f, name, size)
         try:
             data = unpickler.load()
         except Aware3DError:
@@ -948,12 +1064,25 @@ def _mapping_entry(standin: StandIn, name: str, path: str) -> Mapping[Any, Any]:
 
 
 def named_modules(standin: StandIn, *, prefix: str = "") -> Iterator[tuple[str, StandIn]]:
-    """(dotted path, stand-in) for a module and all its sub-modules, parents first, in ``_modules`` order."""
+    """(dotted path, stand-in) for a module and all its sub-modules, parents first, in ``_modules`` order.
+
+    A module shared under several names is visited under each (as ``state_dict`` does), so the walk is
+    bounded: at most ``_MAX_MODULES`` visits and ``_MAX_MODULE_DEPTH`` levels (a file could otherwise share
+    modules so that the paths multiply exponentially).
+    """
     stack: list[tuple[str, StandIn, frozenset[int]]] = [(prefix, standin, frozenset())]
+    visits = 0
     while stack:
         path, node, ancestors = stack.pop()
         if id(node) in ancestors:
             raise Aware3DError(f"module {path} contains itself", hint=_HINT_CORRUPT)
+        visits += 1
+        if visits > _MAX_MODULES or len(ancestors) > _MAX_MODULE_DEPTH:
+            raise Aware3DError(
+                f"the network has more than {_MAX_MODULES} sub-modules or is nested more than "
+                f"{_MAX_MODULE_DEPTH} deep (an official snapshot has a few hundred, 6 deep)",
+                hint=_HINT_CORRUPT,
+            )
         yield path, node
         children = _mapping_entry(node, "_modules", path)
         inner = ancestors | {id(node)}
@@ -998,12 +1127,32 @@ def module_state_dict(standin: StandIn, *, prefix: str = "") -> OrderedDict[str,
     return out
 
 
-def to_plain(value: Any, _depth: int = 0) -> Any:
+class _ValueBudget:
+    """How many more values a walk over a file's data may visit (shared between nested calls)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int = _MAX_PLAIN_VALUES) -> None:
+        self.left = limit
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise Aware3DError(
+                f"hyper-parameters hold more than {_MAX_PLAIN_VALUES} values (shared structures unrolled)",
+                hint=_HINT_CORRUPT,
+            )
+
+
+def to_plain(value: Any, _depth: int = 0, _budget: _ValueBudget | None = None) -> Any:
     """Plain Python for hyper-parameters: EasyDict/OrderedDict → dict, numpy scalars → numbers.
 
     Tuples stay tuples and lists stay lists (the official code passes both); tensors and stand-ins are
-    returned unchanged.
+    returned unchanged. Bounded in depth and in the number of values (a structure shared through the memo
+    is copied once per reference).
     """
+    budget = _ValueBudget() if _budget is None else _budget
+    budget.spend()
     if _depth > _MAX_PLAIN_DEPTH:
         raise Aware3DError("hyper-parameters are nested too deeply", hint=_HINT_CORRUPT)
     if isinstance(value, np.generic):
@@ -1011,13 +1160,13 @@ def to_plain(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, np.dtype):
         return str(value)
     if isinstance(value, dict):
-        return {to_plain(k, _depth + 1): to_plain(v, _depth + 1) for k, v in value.items()}
+        return {to_plain(k, _depth + 1, budget): to_plain(v, _depth + 1, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [to_plain(v, _depth + 1) for v in value]
+        return [to_plain(v, _depth + 1, budget) for v in value]
     if isinstance(value, tuple):
-        return tuple(to_plain(v, _depth + 1) for v in value)
+        return tuple(to_plain(v, _depth + 1, budget) for v in value)
     if isinstance(value, (set, frozenset)):
-        return type(value)(to_plain(v, _depth + 1) for v in value)
+        return type(value)(to_plain(v, _depth + 1, budget) for v in value)
     return value
 
 
@@ -1031,6 +1180,13 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_plain(v, depth + 1) for k, v in value.items())
     return False
+
+
+def _small_tensor_list(tensor: torch.Tensor, what: str, limit: int = 1024) -> list[Any]:
+    """``tensor.tolist()`` for a tensor that holds a few numbers (a broadcast view could claim billions)."""
+    if tensor.numel() > limit:
+        raise Aware3DError(f"the snapshot's {what} holds {tensor.numel()} values, not a few", hint=_HINT_CORRUPT)
+    return tensor.tolist()  # type: ignore[no-any-return]
 
 
 def generator_info(snapshot: Snapshot, key: str = "G_ema") -> dict[str, Any]:
@@ -1069,30 +1225,31 @@ def generator_info(snapshot: Snapshot, key: str = "G_ema") -> dict[str, Any]:
             and isinstance(axes, torch.Tensor)
             and (path == "renderer" or path.endswith(".renderer"))
         ):
-            plane_axes = axes.tolist()
+            plane_axes = _small_tensor_list(axes, "plane_axes")
     if plane_axes is None:  # not under the usual name: take the first renderer-like attribute anywhere
         for _, node in named_modules(generator):
             axes = node.state.get("plane_axes")
             if isinstance(axes, torch.Tensor):
-                plane_axes = axes.tolist()
+                plane_axes = _small_tensor_list(axes, "plane_axes")
                 break
 
+    budget = _ValueBudget()  # one for the whole call: attributes may share one big structure
     attributes = {}
     for name, value in state.items():
         if not isinstance(name, str) or name.startswith("_") or name == "training":
             continue
-        plain = to_plain(value)
+        plain = to_plain(value, _budget=budget)
         if _is_plain(plain):
             attributes[name] = plain
 
-    init_args = to_plain(state.get("_init_args", ()))
+    init_args = to_plain(state.get("_init_args", ()), _budget=budget)
     return {
         "class_name": generator.class_name,
         "module": generator.module,
         "init_args": tuple(init_args) if isinstance(init_args, (list, tuple)) else init_args,
-        "init_kwargs": to_plain(state.get("_init_kwargs", {})),
-        "rendering_kwargs": to_plain(state.get("rendering_kwargs")),
-        "neural_rendering_resolution": to_plain(state.get("neural_rendering_resolution")),
+        "init_kwargs": to_plain(state.get("_init_kwargs", {}), _budget=budget),
+        "rendering_kwargs": to_plain(state.get("rendering_kwargs"), _budget=budget),
+        "neural_rendering_resolution": to_plain(state.get("neural_rendering_resolution"), _budget=budget),
         "plane_axes": plane_axes,
         "persistent_classes": sorted(
             persistent.values(), key=lambda e: (e["class_name"], e["module_src_sha256"])
