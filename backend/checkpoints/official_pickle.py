@@ -18,6 +18,9 @@ This reader treats the file as data only:
 * each tensor storage blob (the legacy ``torch.save`` format) is parsed by hand: its small inner pickles go
   through a second unpickler that only knows torch storage type names, and the raw bytes are copied into a
   flat tensor; tensors are then views (``as_strided``) of those flat tensors.
+* both unpicklers are bounded (:class:`_BoundedUnpickler`): a damaged or crafted file cannot make them
+  allocate more than a small multiple of its own size, however its lengths, memo indices or repeated calls
+  are set, and every malformed record is one :class:`~backend.errors.Aware3DError` line.
 
 No EG3D / Mimic3D / ``torch_utils`` / ``dnnlib`` code is imported or needed. See
 ``shared/spec/eg3d_compat.md`` §1 for the format facts this is written from.
