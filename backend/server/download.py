@@ -56,9 +56,15 @@ def sha256_file(path: Path) -> str:
 
 def model_name(name: str | None, source: str) -> str:
     """The file name a model gets in the models folder: no folders, a model suffix (taken from the source
-    when ``name`` has none)."""
+    when ``name`` has none).
+
+    A ``name`` the user gave must already be a plain file name (``../x`` is refused, not quietly turned into
+    ``x``: see :mod:`backend.validate`); one taken from the source's path or URL is reduced to its last part.
+    """
+    from backend.validate import safe_stem
+
     src = Path(urllib.parse.unquote(urllib.parse.urlparse(source).path)).name
-    raw = name or src
+    raw = safe_stem(name, "model name") if name is not None else src
     base = Path(raw).name
     if not base or base != raw.replace("\\", "/").split("/")[-1] or base.startswith("."):
         raise Aware3DError(f"bad model file name {raw!r}", "give a plain name such as heads.safetensors")
