@@ -30,6 +30,7 @@ __all__ = ["BackendError", "GenerateFuture", "add_model", "cancel", "doctor", "d
            "texture_object_async"]
 
 COLOUR_MODES = ("vertex", "texture", "none")
+ORIGINS = ("base", "centre")
 
 
 class GenerateFuture:
@@ -93,10 +94,30 @@ def _colour_mode(value: str) -> str:
     return mode
 
 
+def _placement(s: Any, origin: str | None, scale: float | None, head_height: float | None
+               ) -> dict[str, Any]:
+    """``import_head``'s origin and scale arguments: the call's, else the panel's (checked here, before any
+    work, so a typo fails at once)."""
+    mode = (origin if origin is not None else s.origin).lower()
+    if mode not in ORIGINS:
+        raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
+    if head_height is None and scale is None:
+        if s.scale_mode == "HEIGHT":
+            head_height = s.head_height
+        elif s.scale_mode == "FACTOR":
+            scale = s.scale_factor
+    for label, value in (("head_height", head_height), ("scale", scale)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{label} must be positive, got {value}")
+    return {"origin": mode.upper(), "scale": float(scale or 1.0),
+            "head_height": None if head_height is None else float(head_height)}
+
+
 def generate_async(seed: int | None = None, model: str | None = None, truncation: float | None = None,
                    resolution: int | None = None, faces: int | None = None, colour_mode: str | None = None,
                    camera: bool | None = None, texture_size: int | None = None, location: Any = None,
-                   name: str | None = None, level: float | None = None,
+                   name: str | None = None, level: float | None = None, origin: str | None = None,
+                   scale: float | None = None, head_height: float | None = None,
                    on_done: Callable[[GenerateFuture], Any] | None = None,
                    on_progress: Callable[[GenerateFuture], Any] | None = None,
                    context: bpy.types.Context | None = None) -> GenerateFuture:
@@ -105,7 +126,9 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
     The head appears at ``location`` (default: the 3D cursor when called) in the active collection, with a
     material and, if ``camera``, a camera at the generator's pose. ``on_done(future)`` runs on the main
     thread after the object is in the scene (or after an error: check ``future.error``). ``level`` is the
-    density of the surface (default: EG3D's 10; lower it for models with weaker densities).
+    density of the surface (default: EG3D's 10; lower it for models with weaker densities). ``origin``:
+    'base' (the lowest point, so the head stands on ``location``) or 'centre' (the generator's centre);
+    ``head_height`` (metres) or ``scale`` (a factor) sizes the head (default: the panel's; metric).
     """
     ctx = context or bpy.context
     scene = ctx.scene
@@ -119,6 +142,7 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
     model = s.model if model is None else model
     mode = _colour_mode(colour_mode if colour_mode is not None else s.colour_mode)
     with_camera = s.add_camera if camera is None else bool(camera)
+    placement = _placement(s, origin, scale, head_height)
     loc = tuple(scene.cursor.location) if location is None else tuple(location)
     collection = getattr(ctx, "collection", None) or scene.collection
     coll_name, scene_name = collection.name, scene.name
@@ -136,7 +160,7 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
     def done(h: JobHandle) -> None:
         try:
             if h.state == "done":
-                _apply(h, future, obj_name, loc, coll_name, scene_name, with_camera)
+                _apply(h, future, obj_name, loc, coll_name, scene_name, with_camera, placement)
             else:
                 future.error = h.error or BackendError("Cancelled", "cancelled")
                 if h.state == "error":
@@ -156,13 +180,16 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
 
 
 def import_result(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
-                  scene_name: str, meta: dict[str, Any], with_camera: bool) -> bpy.types.Object | None:
+                  scene_name: str, meta: dict[str, Any], with_camera: bool,
+                  placement: dict[str, Any] | None = None) -> bpy.types.Object | None:
     """Import a finished job's head into the scene and collection it was started from (looked up by name: they
-    may have been renamed or deleted meanwhile); on failure record the error on ``future`` and return None."""
+    may have been renamed or deleted meanwhile); on failure record the error on ``future`` and return None.
+    ``placement``: ``import_head``'s origin/scale arguments (default: the generator's centre and size)."""
     scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
     collection = bpy.data.collections.get(coll_name) or scene.collection
     try:
-        obj = scene_import.import_head(h.files, name, location, collection, meta, with_camera)
+        obj = scene_import.import_head(h.files, name, location, collection, meta, with_camera,
+                                       **(placement or {}))
     except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
         future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
                                     "the job folder is kept; see the system console")
@@ -173,9 +200,10 @@ def import_result(h: JobHandle, future: GenerateFuture, name: str, location: tup
 
 
 def _apply(h: JobHandle, future: GenerateFuture, name: str, location: tuple[float, ...], coll_name: str,
-           scene_name: str, with_camera: bool) -> None:
+           scene_name: str, with_camera: bool, placement: dict[str, Any]) -> None:
     meta = {k: v for k, v in h.data.items() if k in ("model", "config", "seed", "truncation", "colour_mode")}
-    obj = import_result(h, future, name, location, coll_name, scene_name, meta, with_camera)
+    meta["origin"] = placement["origin"]
+    obj = import_result(h, future, name, location, coll_name, scene_name, meta, with_camera, placement)
     if obj is None:
         return
     scene = bpy.data.scenes.get(scene_name) or bpy.context.scene
@@ -203,12 +231,14 @@ def _select(obj: bpy.types.Object, scene: bpy.types.Scene) -> None:
 def generate(seed: int | None = None, model: str | None = None, truncation: float | None = None,
              resolution: int | None = None, faces: int | None = None, colour_mode: str | None = None,
              camera: bool | None = None, texture_size: int | None = None, location: Any = None,
-             name: str | None = None, level: float | None = None, timeout: float | None = None,
+             name: str | None = None, level: float | None = None, origin: str | None = None,
+             scale: float | None = None, head_height: float | None = None, timeout: float | None = None,
              context: bpy.types.Context | None = None) -> bpy.types.Object:
     """Generate a head and return the new object (blocks; raises :class:`BackendError` on failure)."""
     future = generate_async(seed=seed, model=model, truncation=truncation, resolution=resolution, faces=faces,
                             colour_mode=colour_mode, camera=camera, texture_size=texture_size,
-                            location=location, name=name, level=level, context=context)
+                            location=location, name=name, level=level, origin=origin, scale=scale,
+                            head_height=head_height, context=context)
     return future.result(timeout)
 
 

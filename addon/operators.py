@@ -14,7 +14,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import api, prefs, session
 from .client import BackendError
-from .props import COLOUR_MODES
+from .props import COLOUR_MODES, ORIGINS
 
 
 def _report_error(op: bpy.types.Operator, exc: BackendError | Exception) -> set[str]:
@@ -37,6 +37,7 @@ class AWARE3D_OT_generate(bpy.types.Operator):
     faces: IntProperty(name="Target faces", min=0)
     colour_mode: EnumProperty(name="Colour", items=COLOUR_MODES)
     camera: BoolProperty(name="Add camera")
+    origin: EnumProperty(name="Origin", items=ORIGINS)
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -48,8 +49,9 @@ class AWARE3D_OT_generate(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         kwargs = {k: self._given(k) for k in ("seed", "model", "truncation", "resolution", "faces", "camera")}
-        mode = self._given("colour_mode")
+        mode, origin = self._given("colour_mode"), self._given("origin")
         kwargs["colour_mode"] = mode.lower() if isinstance(mode, str) else None
+        kwargs["origin"] = origin.lower() if isinstance(origin, str) else None
         try:
             if session.blocking():
                 obj = api.generate(context=context, **kwargs)  # type: ignore[arg-type]

@@ -89,6 +89,12 @@ class VIEW3D_PT_aware3d_generate(_Aware3DPanel, bpy.types.Panel):
         if s.colour_mode == "TEXTURE":
             layout.prop(s, "texture_size")
         layout.prop(s, "add_camera")
+        layout.prop(s, "origin")
+        layout.prop(s, "scale_mode")
+        if s.scale_mode == "HEIGHT":
+            layout.prop(s, "head_height")
+        elif s.scale_mode == "FACTOR":
+            layout.prop(s, "scale_factor")
         layout.separator()
         layout.operator("aware3d.generate", icon="USER")
 

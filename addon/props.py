@@ -25,6 +25,18 @@ COLOUR_MODES = [
 ]
 
 
+ORIGINS = [
+    ("BASE", "Base of the neck", "The origin at the mesh's lowest point, centred on the head: the head stands "
+                                 "on the 3D cursor"),
+    ("CENTRE", "Generator centre", "The origin at the generator's centre (the head floats around it)"),
+]
+SCALE_MODES = [
+    ("METRIC", "Generator size", "The generator's metric size (a head about 0.2 m wide)"),
+    ("HEIGHT", "Head height", "Scale so the mesh (head and neck) is this tall, in metres"),
+    ("FACTOR", "Factor", "Multiply the generator's size by a factor"),
+]
+
+
 class AWARE3D_PG_settings(bpy.types.PropertyGroup):
     """What Generate uses (per scene, saved with the file)."""
 
@@ -44,6 +56,12 @@ class AWARE3D_PG_settings(bpy.types.PropertyGroup):
     texture_size: IntProperty(name="Texture size", default=1024, min=64, max=8192)
     add_camera: BoolProperty(name="Add camera", default=True,
                              description="Also add a camera at the generator's pose (parented to the head)")
+    origin: EnumProperty(name="Origin", items=ORIGINS, default="BASE")
+    scale_mode: EnumProperty(name="Scale", items=SCALE_MODES, default="METRIC")
+    head_height: FloatProperty(name="Head height", default=0.25, min=0.001, soft_max=5.0, unit="LENGTH",
+                               description="Real-world height of the mesh (head and neck), in metres")
+    scale_factor: FloatProperty(name="Scale factor", default=1.0, min=0.001, soft_max=100.0,
+                                description="The generator's size times this")
 
 
 class AWARE3D_PG_model(bpy.types.PropertyGroup):

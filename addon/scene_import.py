@@ -3,7 +3,10 @@
 
 Why bulk ``foreach_set`` on numpy arrays (not ``from_pydata``): a 100k-triangle head imports in tens of
 milliseconds, so applying a result never stalls Blender's main thread. The arrays are already in Blender's
-axes and metres (the backend converted them), so the object only needs a location: the 3D cursor.
+axes and metres (the backend converted them), centred on the generator's centre. Why the origin is moved by
+default (to the base of the neck: the lowest point, centred in x/y on the head): a head generated at a cursor
+on the floor then stands on it instead of sinking 0.19 m into it. The generator's centre is kept on the
+object (``obj["aware3d_centre"]``, object-local) for tools that need the generator's frame (camera rings).
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from typing import Any
 
 import bpy
 import numpy as np
-from mathutils import Matrix
+from mathutils import Matrix, Vector
 
 COLOUR_ATTRIBUTE = "Color"
 UV_MAP = "UVMap"
+ORIGIN_BASE = "BASE"  # the lowest point, centred in x/y: the head stands on the 3D cursor
+ORIGIN_CENTRE = "CENTRE"  # the generator's centre (the mesh as the backend returned it)
+CENTRE_KEY = "aware3d_centre"  # object-local position of the generator's centre
 
 
 class ImportFailed(Exception):
@@ -109,24 +115,62 @@ def add_camera(name: str, cam: dict[str, Any], parent: bpy.types.Object,
     return obj
 
 
+def origin_offset(vertices: np.ndarray, origin: str) -> np.ndarray:
+    """Where the object's origin goes, in the generator's frame: (0, 0, 0) for the generator's centre, else the
+    lowest point with x/y at the centre of the head's bounding box (so the head stands over the cursor)."""
+    if origin == ORIGIN_CENTRE or len(vertices) == 0:
+        return np.zeros(3, dtype=np.float64)
+    if origin != ORIGIN_BASE:
+        raise ValueError(f"origin must be {ORIGIN_BASE!r} or {ORIGIN_CENTRE!r}, got {origin!r}")
+    v = np.asarray(vertices, dtype=np.float64)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    return np.array([(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0, lo[2]])
+
+
+def scale_factor(vertices: np.ndarray, factor: float = 1.0, head_height: float | None = None) -> float:
+    """The object's scale: ``head_height`` metres over the mesh's height when given, else ``factor``
+    (1 keeps the generator's metric size)."""
+    if head_height is not None:
+        if head_height <= 0:
+            raise ValueError(f"head height must be positive, got {head_height}")
+        z = np.asarray(vertices, dtype=np.float64)[:, 2]
+        extent = float(z.max() - z.min()) if len(z) else 0.0
+        return head_height / extent if extent > 1e-9 else 1.0
+    if factor <= 0:
+        raise ValueError(f"scale must be positive, got {factor}")
+    return float(factor)
+
+
 def import_head(files: dict[str, str], name: str, location: Any, collection: bpy.types.Collection,
-                meta: dict[str, Any] | None = None, with_camera: bool = True) -> bpy.types.Object:
-    """Create the head object (and its camera) from a finished mesh job's files."""
+                meta: dict[str, Any] | None = None, with_camera: bool = True, origin: str = ORIGIN_CENTRE,
+                scale: float = 1.0, head_height: float | None = None) -> bpy.types.Object:
+    """Create the head object (and its camera) from a finished mesh job's files.
+
+    ``origin`` places the object's origin (:func:`origin_offset`); the scale (``scale`` or ``head_height``
+    metres) is the object's scale, about that origin, so the generator's camera still frames the head."""
     if "mesh" not in files:
         raise ImportFailed("the backend's result has no mesh file")
     with np.load(files["mesh"]) as npz:
         arrays = {k: npz[k] for k in npz.files}
+    offset = origin_offset(arrays["vertices"], origin)
+    factor = scale_factor(arrays["vertices"], scale, head_height)
+    arrays["vertices"] = (np.asarray(arrays["vertices"], dtype=np.float64) - offset).astype(np.float32)
     mesh = build_mesh(name, arrays)
     texture = load_texture(Path(files["texture"]), f"{name}_texture") if "texture" in files else None
     mesh.materials.append(make_material(name, texture, "colours" in arrays))
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
     obj.location = location
+    obj.scale = (factor, factor, factor)
+    obj[CENTRE_KEY] = [float(-c) for c in offset]
     if meta:
         obj["aware3d"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
     if with_camera and "camera" in files:
         cam = json.loads(Path(files["camera"]).read_text())
-        add_camera(f"{name}_camera", cam, obj, collection)
+        camera = add_camera(f"{name}_camera", cam, obj, collection)
+        basis = camera.matrix_basis.copy()  # relative to the head: move it with the head's origin
+        basis.translation = basis.translation - Vector(offset.tolist())
+        camera.matrix_basis = basis
     return obj
 
 

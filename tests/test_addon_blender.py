@@ -248,7 +248,7 @@ def scenario_render(zip_path: str, png: str) -> dict[str, Any]:
     # A second view, three-quarter from the front-left and a little above, for a person to judge the shape.
     from mathutils import Vector
 
-    target = obj.matrix_world.translation
+    target = obj.matrix_world @ Vector(obj["aware3d_centre"])  # the generator centre, not the base of the neck
     eye = target + Vector((-0.9, -1.3, 0.35))
     view = bpy.data.objects.new("ThreeQuarter", bpy.data.cameras.new("ThreeQuarter"))
     view.data.lens = 150
