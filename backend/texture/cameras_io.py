@@ -112,9 +112,9 @@ def camera_from_blender_dict(d: dict[str, Any]) -> Camera:
     if vertical:
         # The sensor spans the image height: fy (heights) = lens / sensor; focal in widths = fy / aspect.
         sensor_v = float(d.get("sensor_height", 24.0)) if fit == "VERTICAL" else sensor_w
-        if shift_x or shift_y:
-            raise ValueError("lens shift with a vertical sensor fit is not supported (use HORIZONTAL)")
         sensor_w = sensor_v * aspect
+        # Blender measures lens shift in units of the fitted side (here the height); ours is in widths.
+        shift_x, shift_y = shift_x / aspect, shift_y / aspect
     try:
         c2w, focal, cx, cy = cameras.blender_to_eg3d_camera(mw, lens, sensor_w, shift_x, shift_y,
                                                             aspect=aspect)

@@ -33,7 +33,7 @@ from backend.fileio import atomic_path, write_json, write_png
 from backend.mesh.cleanup import vertex_normals
 from backend.mesh.data import Mesh
 from backend.mesh.texture import texel_geometry
-from backend.texture import bake
+from backend.texture import bake, frame
 from backend.texture.cameras_io import resize_cameras, save_cameras
 from backend.texture.generators import ViewGenerator
 from backend.texture.project import projected_uv, render_texture, sample_bilinear
@@ -45,7 +45,7 @@ from backend.texture.visibility import (
     view_geometry,
     view_weights,
 )
-from backend.views.rgbd import Camera, RGBDView
+from backend.views.rgbd import Camera, Condition, RGBDView
 
 Progress = Callable[[int, int, str, "Path | None"], None]
 """``progress(done, total, message, preview_path)``: ``done`` of ``total`` views finished; the path of
@@ -67,6 +67,7 @@ class TextureOptions:
     depth_tolerance: float = 0.03
     refine_gain: float = 0.2
     use_mesh_uvs: bool = True
+    square: bool | None = None  # generate non-square cameras over their square cover; None: if the generator asks
 
 
 @dataclass
@@ -133,8 +134,17 @@ def _check_view(view: RGBDView, camera: Camera, index: int) -> np.ndarray:
                          f"[H, W, 3] / [H, W]")
     if abs(z[1] / z[0] - camera.width / camera.height) > 0.02 * camera.width / camera.height:
         raise ValueError(f"view generator returned a {z[1]}x{z[0]} view for the {camera.width}x"
-                         f"{camera.height} camera {index}: the aspect ratio differs")
+                         f"{camera.height} camera {index}: the aspect ratio differs (a generator that "
+                         f"only makes square views must say so: backend.texture.frame.SQUARE_ATTR)")
     return np.array([z[1] / camera.width, z[0] / camera.height])
+
+
+def _keep_mesh_depth(view: RGBDView, condition: Condition) -> RGBDView:
+    """The mesh is the geometry: where the condition gave its depth, the view keeps it (the generator was told
+    it and only adds colour there), so the depth-agreement test rejects only geometry the generator invented."""
+    if view.z.shape != condition.z.shape:
+        return view
+    return RGBDView(view.rgb, np.where(condition.depth_mask, condition.z, view.z).astype(np.float32), view.camera)
 
 
 def _at_camera_size(image: np.ndarray, camera: Camera) -> np.ndarray:
@@ -219,18 +229,19 @@ def texture_mesh(
     projections: list[CameraProjection] = []
     geometries: list[ViewGeometry] = []
     per_camera: list[dict[str, Any]] = []
+    square = opts.square if opts.square is not None else frame.square_resolution(generator) is not None
     for k, (name, cam) in enumerate(zip(cam_names, cams, strict=True)):
         vg = view_geometry(verts_u, faces_u, normals_u, cam, wopts, opts.supersample)
         current = bake.compose(geom, blend.colours())
-        rgb = render_texture(vg.render, verts_u, faces_u, uvs, current, cam)
-        condition = make_condition(vg, rgb)
+        cover = frame.square_cover(cam) if square and cam.width != cam.height else None
+        gvg = vg if cover is None else view_geometry(verts_u, faces_u, normals_u, cover.square, wopts,
+                                                     opts.supersample)
+        condition = make_condition(gvg, render_texture(gvg.render, verts_u, faces_u, uvs, current, gvg.camera))
         tick("render")
-        view = generator(condition)
-        if view.z.shape == condition.z.shape:
-            # the mesh is the geometry: where the condition gave its depth, the view keeps it (the generator was
-            # told it and only adds colour there), so the depth-agreement test rejects only invented geometry
-            view = RGBDView(view.rgb, np.where(condition.depth_mask, condition.z, view.z).astype(np.float32),
-                            view.camera)
+        view = _keep_mesh_depth(generator(condition), condition)
+        generated = [int(np.shape(view.z)[1]), int(np.shape(view.z)[0])]
+        if cover is not None:
+            view = frame.crop_view(view, cover)
         scale = _check_view(view, cam, k)
         tick("generate")
         tw = view_weights(geom.position, geom.normal, vg, wopts, view.z)
@@ -245,6 +256,7 @@ def texture_mesh(
         geometries.append(vg)
         per_camera.append({"name": name, "width": cam.width, "height": cam.height,
                            "view_size": [int(np.shape(view.z)[1]), int(np.shape(view.z)[0])],
+                           "generated_size": generated, "square_cover": cover is not None,
                            "seen_pixels": int(vg.seen.sum()), "texels_weighted": int((tw.weight > 0).sum()),
                            "texels_taken": int((eff > 0).sum())})
         preview = None

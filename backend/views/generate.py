@@ -139,6 +139,8 @@ class ViewModels:
             counter[0] += 1
             return self.next_view(c, seed * 1000 + counter[0])
 
+        # only square views: texturing generates a non-square camera over its square cover (texture.frame)
+        setattr(generate, "square_resolution", self.resolution)  # noqa: B010 - an attribute on a function
         return generate
 
 
