@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import os
 import queue
+import re
 import secrets
 import socket
 import subprocess
@@ -32,6 +33,28 @@ from . import protocol as P
 
 _EOF = {"event": "__eof__"}
 STARTUP_TIMEOUT_S = 180.0
+MISSING_DEPENDENCY = "MissingDependency"  # the client's error type for an interpreter without the requirements
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+_OWN_PACKAGES = ("backend", "cuda", "protocol")  # missing these is a packaging bug, not the interpreter's
+
+
+def missing_module(lines: Sequence[str]) -> str | None:
+    """The top-level module a dead backend's log says it could not import (the last one named), if any.
+
+    Why from the log: the interpreter is the user's choice and may lack numpy or torch; the backend dies on
+    its first import, and the traceback's last line names the module, so no extra start-up check is needed."""
+    for line in reversed(lines):
+        m = _NO_MODULE.search(line)
+        if m and m.group(1).split(".")[0] not in _OWN_PACKAGES:
+            return m.group(1).split(".")[0]
+    return None
+
+
+def missing_dependency_error(module: str, python: str) -> BackendError:
+    """The one-line error for an interpreter that lacks the backend's requirements."""
+    return BackendError(MISSING_DEPENDENCY,
+                        f"this Python lacks {module} (the backend needs numpy/torch and its requirements): {python}",
+                        "press Set up backend or choose another interpreter (Preferences > Add-ons > Aware3D)")
 
 
 class BackendError(Exception):
@@ -167,6 +190,10 @@ class Transport:
     def describe_death(self) -> str:
         return "the connection to the backend closed"
 
+    def missing_dependency(self) -> BackendError | None:
+        """An error naming a dependency the backend's interpreter lacks, when that is why it died."""
+        return None
+
     def _read(self, stream: Any, convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         try:
             while True:
@@ -272,6 +299,13 @@ class PipeTransport(Transport):
             why = f"the backend process exited (code {code})"
         tail = [ln for ln in self.log_tail(20) if " INFO: " not in ln][-3:]  # errors, not chatter
         return why + (": " + " | ".join(tail) if tail else "")
+
+    def missing_dependency(self) -> BackendError | None:
+        code = self.proc.poll()
+        if code is None or code <= 0:  # running, ended cleanly or killed: not an import failure
+            return None
+        module = missing_module(self.log_tail(20))
+        return missing_dependency_error(module, self.cmd[0]) if module else None
 
 
 class TcpTransport(Transport):
@@ -496,10 +530,19 @@ class BackendClient:
             if kind == "result":
                 errs = h._finish("done", result=msg)
             elif kind == "error":
-                errs = h._finish("error", error=BackendError.from_event(msg.get("error", {})))
+                errs = h._finish("error", error=self._explain(BackendError.from_event(msg.get("error", {}))))
             else:
                 errs = h._finish("cancelled", error=BackendError("Cancelled", "cancelled"))
             self.callback_errors.extend(errs)
+
+    def _explain(self, error: BackendError) -> BackendError:
+        """A job that failed because the backend's interpreter lacks a module (e.g. torch imported on first
+        use) gets the missing-dependency error instead of an internal error."""
+        module = missing_module([error.message])
+        if module is None:
+            return error
+        python = getattr(self.transport, "cmd", ["the remote backend's Python"])[0]
+        return missing_dependency_error(module, python)
 
     def _declare_dead(self, why: str | None = None) -> None:
         transport = self.transport
@@ -509,6 +552,10 @@ class BackendClient:
         why = why or transport.describe_death()
         transport.close(kill=True)
         self.deaths += 1
+        missing = transport.missing_dependency()
+        if missing is not None:
+            self.fail_all(missing)
+            return
         hint = "the next request starts a new backend"
         log_path = getattr(transport, "log_path", None)
         if log_path:
