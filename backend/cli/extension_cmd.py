@@ -4,7 +4,8 @@
 Layout of the zip (what Blender installs as ``bl_ext.<repo>.aware3d``): the add-on's files at the root, the
 manifest (``blender_manifest.toml``, the source of truth, from the repository root), ``protocol.py`` (copied
 from ``backend/server/protocol.py``), the ``backend`` and ``cuda`` packages that the add-on starts as a child
-process, the bundled models (``assets/models``), ``backend_requirements.txt`` (the pinned dependencies from
+process, the bundled models the panels use (``assets/models``, see :data:`SHIPPED_KINDS`; about 17 MB),
+``backend_requirements.txt`` (the pinned dependencies from
 pyproject.toml, used by "Set up backend") and the licence. Caches and tests never go in.
 
 The zip is made and checked by Blender's own extension tool (``blender_ext.py`` from the bpy wheel, run with
@@ -115,15 +116,22 @@ def stage(root: Path, dest: Path, with_models: bool = True) -> Path:
     return dest
 
 
-SHIPPED_KINDS = ("gan", "encoder")
+SHIPPED_KINDS = ("gan", "directions", "encoder", "diffusion-cond")
+"""What the panels use: the head generator (Generate), its attribute directions (avatar edits), the photo
+encoder (Photo to 3D's first head) and the conditional view model (Novel-view textures' diffusion
+generator). Left out, since no panel uses them: the unconditional view model (``aware3d views`` draws a
+first view from it; texturing conditions every view on the mesh), the monocular depth model (a training
+loss only) and the evaluation feature network."""
 
 
 def _ships(path: Path) -> bool:
-    """Generators and photo encoders (the Photo to 3D panel's first head) go into the extension; the
-    evaluation feature network is of no use in Blender."""
+    """A model file of a kind in :data:`SHIPPED_KINDS`, or the model card (``NAME.md``) of one."""
     from backend.checkpoints.model_file import read_header
     from backend.errors import Aware3DError
 
+    if path.suffix == ".md":
+        weights = path.with_suffix(".safetensors")
+        return weights.is_file() and _ships(weights)
     try:
         return read_header(path).kind in SHIPPED_KINDS
     except Aware3DError:

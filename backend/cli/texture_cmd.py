@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     kind, model = choose_generator(args.generator, args.diffusion_model)
 
     from backend.devices import resolve_device
-    from backend.texture.generators import load_generator
+    from backend.texture.generators import describe_generator, load_generator
     from backend.texture.pipeline import TextureOptions, texture_mesh, write_outputs
 
     device = str(resolve_device(args.device)) if kind == "diffusion" else "cpu"
@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     _, generator = load_generator(kind, model, steps=args.steps, seed=args.seed, device=device,
                                   pull=parse_pull(args.pull))
-    why = f" ({model})" if model else (" (no diffusion model found: re-projecting the mesh's own colours)"
-                                       if args.generator == "auto" else "")
-    print(f"view generator: {kind}{why}", file=sys.stderr)
+    label, note = describe_generator(args.generator, kind, model)
+    print(f"view generator: {label}" + (f" ({model})" if model else "") + (f" - {note}" if note else ""),
+          file=sys.stderr)
     bar = progress(len(named), "views", unit="view")
 
     def on_progress(done: int, total: int, message: str, preview: Path | None) -> None:
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                               view_dir=args.out / "views")
     finally:
         bar.close()
-    extra = {"mesh": str(args.mesh), "generator": kind, "diffusion_model": str(model) if model else None,
+    extra = {"mesh": str(args.mesh), "generator": kind, "generator_label": label, "generator_note": note,
+             "diffusion_model": str(model) if model else None,
              "seed": args.seed, "steps": args.steps if kind == "diffusion" else None}
     write_outputs(result, args.out, axes=args.axes, extra=extra)
     rep = result.report

@@ -22,7 +22,9 @@ works, not only a head at the generator's origin.
 
 ``generator``: ``auto`` (the default: ``diffusion`` when the conditional view model
 ``aware3d-views-cond.safetensors`` is in the user or bundled models folder, else ``projection``),
-``diffusion`` or ``projection``; ``model`` (a diffusion model path), ``steps``, ``seed``, ``device``.
+``diffusion`` or ``projection``; ``model`` (a diffusion model path), ``steps``, ``seed``, ``device``. The
+result says which ran: ``generator`` (the kind), ``generator_label`` (``diffusion <model>`` or
+``projection``) and ``generator_note`` (why ``auto`` fell back to projection; null otherwise).
 ``size`` (view size, longer side), ``texture_size``, ``exponent``, ``max_angle``.
 
 Result files: ``glb`` (textured.glb), ``texture``, ``projection`` (projection.npz), ``cameras``,
@@ -202,7 +204,7 @@ def corner_uvs(result: Any, input_faces: np.ndarray, input_verts: np.ndarray) ->
 
 def op_texture(ctx: JobContext) -> JobResult:
     from backend.fileio import atomic_path
-    from backend.texture.generators import choose_generator, load_generator
+    from backend.texture.generators import choose_generator, describe_generator, load_generator
     from backend.texture.pipeline import TextureOptions, texture_mesh, write_outputs
 
     a = ctx.args
@@ -212,16 +214,17 @@ def op_texture(ctx: JobContext) -> JobResult:
     mesh, source = read_mesh(ctx)
     named = read_cameras(a["cameras"], mesh, a["size"])
     kind, model_path = choose_generator(a["generator"], a["model"])
+    label, note = describe_generator(a["generator"], kind, model_path)
     ctx.progress("read", 1, 1, f"{mesh.num_faces} faces, {len(named)} cameras")
 
-    ctx.progress("load", 0, 1, f"view generator: {kind}")
+    ctx.progress("load", 0, 1, f"view generator: {label}" + (f" ({note})" if note else ""))
     device = "cpu"
     if kind == "diffusion":
         from backend.devices import resolve_device
 
         device = str(resolve_device(a["device"]))
     _, generator = load_generator(kind, model_path, steps=a["steps"], seed=a["seed"], device=device)
-    ctx.progress("load", 1, 1, f"view generator: {kind}")
+    ctx.progress("load", 1, 1, f"view generator: {label}")
 
     n = len(named)
 
@@ -233,7 +236,8 @@ def op_texture(ctx: JobContext) -> JobResult:
                           exponent=float(a["exponent"]), progress=on_progress, names=[nm for nm, _ in named],
                           options=TextureOptions(max_angle=float(a["max_angle"])), view_dir=ctx.job_dir / "views")
     ctx.progress("write", 0, 1, "writing the textured mesh")
-    extra = {"mesh": source, "generator": kind, "diffusion_model": str(model_path) if model_path else None,
+    extra = {"mesh": source, "generator": kind, "generator_label": label, "generator_note": note,
+             "diffusion_model": str(model_path) if model_path else None,
              "seed": a["seed"], "steps": a["steps"] if kind == "diffusion" else None}
     written = write_outputs(result, ctx.job_dir, axes=a["axes"], extra=extra)
     baked = ctx.job_dir / "baked_uv.npz"
@@ -254,7 +258,8 @@ def op_texture(ctx: JobContext) -> JobResult:
     files["baked_uv"] = baked
     rep = result.report
     ctx.progress("write", 1, 1)
-    data = {"generator": kind, "diffusion_model": str(model_path) if model_path else None,
+    data = {"generator": kind, "generator_label": label, "generator_note": note,
+            "diffusion_model": str(model_path) if model_path else None,
             "cameras": result.names, "vertices": rep["vertices"], "faces": rep["faces"],
             "texture_size": rep["texture_size"], "uvs": rep["uvs"],
             "psnr_seen": [c.get("psnr_seen") for c in rep["cameras"]],

@@ -66,6 +66,20 @@ def choose_generator(kind: str, model: str | Path | None = None) -> tuple[str, P
     return kind, path
 
 
+def describe_generator(requested: str, kind: str, path: Path | None) -> tuple[str, str | None]:
+    """(label, note) saying which generator a run really uses, for the result and the status line.
+
+    Why: "auto" used to fall back to the projection baseline without a word, and a user saw their mesh's
+    own colours come back and thought the diffusion model had made them. The note is None when the run
+    does what was asked; it explains the fallback when ``auto`` found no diffusion model."""
+    if kind == "diffusion":
+        return f"diffusion {path.stem if path is not None else ''}".strip(), None
+    if requested == "auto":
+        return "projection", (f"Auto found no diffusion view model ({default_diffusion_model().name}): it "
+                              "re-projected the mesh's own colours; install the model or choose Diffusion")
+    return "projection", None
+
+
 # Texturing keeps the mesh's colour and depth where the mesh is seen well (the diffusion model only fills what
 # is missing or seen poorly): measured with the bundled G_c, a full pull keeps 26.2 dB on seen pixels where
 # IVID's 0.1/0.2 blurs them to 23.0 dB (docs/views.md).
