@@ -24,7 +24,7 @@ import os
 import random
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +385,30 @@ def mutate_bytes(rng: random.Random, data: bytes, header: tuple[int, int] | None
     return bytes(buf)
 
 
+def fuzz_files(path: Path, make: Callable[[], bytes], read: Callable[[int, bytes], Any]) -> tuple[int, int]:
+    """Write N_PER_TARGET generated files to ``path`` and read each: it is accepted, or refused with one
+    :class:`Aware3DError` line; anything else fails the test (with the input's number and checksum), and so
+    does peak memory growing by more than the limit. Returns (accepted, refused)."""
+    accepted = refused = 0
+    failures: list[str] = []
+    with PeakMemory() as mem:
+        for i in range(N_PER_TARGET):
+            data = make()
+            path.write_bytes(data)
+            try:
+                read(i, data)
+                accepted += 1
+            except Aware3DError as exc:
+                assert "\n" not in exc.one_line()
+                refused += 1
+            except Exception as exc:
+                failures.append(f"input {i}: {type(exc).__name__}: {_short(str(exc), 200)} "
+                                f"(crc32 {zlib.crc32(data):08x}, {len(data)} bytes)")
+    assert not failures, f"{len(failures)} of {N_PER_TARGET} files ended in a traceback:\n" + "\n".join(failures[:15])
+    assert mem.growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {mem.growth_mb:.0f} MB"
+    return accepted, refused
+
+
 def test_fuzz_model_files(tmp_path: Path) -> None:
     from backend.checkpoints.model_file import validate_model_file
     from backend.registry import load_generator
@@ -393,27 +417,15 @@ def test_fuzz_model_files(tmp_path: Path) -> None:
     assert validate_model_file(tmp_path / "tiny.safetensors").kind == "gan"
     rng = random.Random(16)
     path = tmp_path / "m.safetensors"
-    outcomes = {"valid": 0, "refused": 0}
-    failures: list[str] = []
-    with PeakMemory() as mem:
-        for i in range(N_PER_TARGET):
-            data = (_mutate_header(rng, original) if rng.random() < 0.4 else
-                    mutate_bytes(rng, original, _header_span(original)))
-            path.write_bytes(data)
-            try:
-                validate_model_file(path)
-                if i % 10 == 0:  # a valid file also loads (building the model is the slow part)
-                    load_generator(str(path), "cpu")
-                outcomes["valid"] += 1
-            except Aware3DError as exc:
-                assert "\n" not in exc.one_line()
-                outcomes["refused"] += 1
-            except Exception as exc:
-                failures.append(f"input {i}: {type(exc).__name__}: {_short(str(exc), 200)} "
-                                f"(crc32 {zlib.crc32(data):08x}, {len(data)} bytes)")
-    assert not failures, f"{len(failures)} of {N_PER_TARGET} files ended in a traceback:\n" + "\n".join(failures[:15])
-    assert mem.growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {mem.growth_mb:.0f} MB"
-    assert outcomes["valid"] > 50 and outcomes["refused"] > N_PER_TARGET // 4, outcomes
+
+    def read(i: int, data: bytes) -> None:
+        validate_model_file(path)
+        if i % 10 == 0:  # a valid file also loads (building the model is the slow part)
+            load_generator(str(path), "cpu")
+
+    valid, refused = fuzz_files(path, lambda: (_mutate_header(rng, original) if rng.random() < 0.4 else
+                                               mutate_bytes(rng, original, _header_span(original))), read)
+    assert valid > 50 and refused > N_PER_TARGET // 4, (valid, refused)
     assert _files_under(tmp_path) == {tmp_path / "tiny.safetensors", path}
 
 
@@ -452,22 +464,7 @@ def test_fuzz_official_pickles(tmp_path: Path) -> None:
     corpus = _pickle_corpus(tmp_path)
     rng = random.Random(17)
     path = tmp_path / "snap.pkl"
-    outcomes = {"read": 0, "refused": 0}
-    failures: list[str] = []
-    with PeakMemory() as mem:
-        for i in range(N_PER_TARGET):
-            data = _mutate_pickle(rng, rng.choice(corpus))
-            path.write_bytes(data)
-            try:
-                read_snapshot(path)
-                outcomes["read"] += 1
-            except Aware3DError as exc:
-                assert "\n" not in exc.one_line()
-                outcomes["refused"] += 1
-            except Exception as exc:
-                failures.append(f"input {i}: {type(exc).__name__}: {_short(str(exc), 200)} "
-                                f"(crc32 {zlib.crc32(data):08x})")
-    assert not failures, f"{len(failures)} of {N_PER_TARGET} pickles ended in a traceback:\n" + "\n".join(failures[:15])
-    assert mem.growth_mb < RSS_GROWTH_LIMIT_MB, f"peak memory grew by {mem.growth_mb:.0f} MB"
-    assert outcomes["refused"] > N_PER_TARGET // 4, outcomes
+    _, refused = fuzz_files(path, lambda: _mutate_pickle(rng, rng.choice(corpus)),
+                            lambda i, data: read_snapshot(path))
+    assert refused > N_PER_TARGET // 4, refused
     assert _files_under(tmp_path) == {path}
