@@ -172,7 +172,7 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
         if on_progress is not None:
             on_progress(future)
 
-    handle = session.submit("mesh", args, on_done=done, on_progress=progress, context=ctx)
+    handle = session.submit("mesh", args, on_done=done, on_progress=progress, context=ctx, cleanup=True)
     future = GenerateFuture(handle)
     if on_done is not None:
         future.add_done_callback(on_done)
@@ -191,6 +191,7 @@ def import_result(h: JobHandle, future: GenerateFuture, name: str, location: tup
         obj = scene_import.import_head(h.files, name, location, collection, meta, with_camera,
                                        **(placement or {}))
     except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
+        h.keep_folder = True
         future.error = BackendError("ImportFailed", f"could not import the result: {exc}",
                                     "the job folder is kept; see the system console")
         session.record_error(future.error)
@@ -210,8 +211,7 @@ def _apply(h: JobHandle, future: GenerateFuture, name: str, location: tuple[floa
     future.seconds = h.data.get("seconds") and sum(h.data["seconds"].values())
     session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices, "
                           f"{h.data.get('faces', 0)} faces ({h.data.get('model', '')})")
-    _select(obj, scene)
-    scene_import.remove_job_folder((h.result or {}).get("job_dir"), session.prefs.user_dir("jobs"))
+    _select(obj, scene)  # the job folder goes after this callback (session.submit's cleanup)
     if not bpy.app.background:
         with contextlib.suppress(RuntimeError):  # no undo stack (e.g. during file load)
             bpy.ops.ed.undo_push(message="Aware3D: generate head")

@@ -103,6 +103,7 @@ class JobHandle:
         self.partials = 0  # how many arrived (a callback imports each once)
         self.result: dict[str, Any] | None = None
         self.error: BackendError | None = None
+        self.keep_folder = False  # set by a callback that could not import the files: keep them to look at
         self.started = time.monotonic()
         self.finished: float | None = None
         self._done_callbacks: list[Callable[[JobHandle], Any]] = []

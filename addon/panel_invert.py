@@ -234,6 +234,22 @@ class InvertFuture(api.GenerateFuture):
         return bpy.data.objects.get(self.first_object_name) if self.first_object_name else None
 
 
+def keep_first_avatar(first: bpy.types.Object, h: JobHandle) -> str:
+    """A kept encoder's head (refinement cancelled or failed) keeps its avatar: moved out of the job folder,
+    which is removed, into the avatars folder; returns the status line's note."""
+    data = (h.partial or {}).get("data") or {}
+    kept, where = session.keep_avatar(str(data.get("avatar") or ""))
+    if not where:
+        return ""
+    meta = first.get("aware3d")
+    if meta is not None:
+        meta["avatar"] = kept
+    st = _state()
+    if st is not None:
+        st.avatar_path = kept
+    return f"; avatar saved {where}: {kept}"
+
+
 def invert_async(photo: str | None = None, image: bpy.types.Image | None = None, location: Any = None,
                  name: str | None = None, on_done: Callable[[InvertFuture], Any] | None = None,
                  context: bpy.types.Context | None = None, **args: Any) -> InvertFuture:
@@ -286,12 +302,17 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
         try:
             if h.state != "done":
                 future.error = h.error or BackendError("Cancelled", "cancelled")
-                if h.state == "error":
+                if h.state == "error" and future.error.type != session.DISCARDED:  # (already shown)
                     session.record_error(future.error)
-                if future.first_object is not None:
-                    session.record_result(f"{future.first_object.name}: the encoder's head (refinement "
-                                          f"{'cancelled' if h.state == 'cancelled' else 'failed'})")
+                first = future.first_object if future.error.type != session.DISCARDED else None
+                if first is not None:
+                    note = keep_first_avatar(first, h)
+                    session.record_result(f"{first.name}: the encoder's head (refinement "
+                                          f"{'cancelled' if h.state == 'cancelled' else 'failed'}){note}")
                 return
+            kept, where = session.keep_avatar(str(h.data.get("avatar") or ""))
+            if where:
+                h.data["avatar"] = kept  # the job folder is removed after this callback
             _record(h.data)
             show_preview(h.files.get("crop_preview"))
             obj_name = name or f"Aware3D_{h.data.get('name') or 'photo'}"
@@ -301,7 +322,8 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
                                         with_camera)
                 if obj is None:
                     return
-                session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo")
+                session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo"
+                                      + (f"; avatar saved {where}: {kept}" if where else ""))
                 if not bpy.app.background:
                     with contextlib.suppress(RuntimeError):
                         bpy.ops.ed.undo_push(message="Aware3D: photo to 3D")
@@ -317,7 +339,7 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
             seen[0] = h.partials
             show_first(h.partial)
 
-    handle = session.submit("invert", req, on_done=done, on_progress=progress, context=ctx)
+    handle = session.submit("invert", req, on_done=done, on_progress=progress, context=ctx, cleanup=True)
     future = InvertFuture(handle)
     if on_done is not None:
         future.add_done_callback(on_done)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import protocol as P
 
@@ -47,6 +47,13 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
                                description="Extra models are read from here (empty: the folder the 'aware3d' "
                                            "command uses, so both see the same models)")
     torch_channel: EnumProperty(name="PyTorch build", items=TORCH_CHANNELS, default="cpu")
+    keep_failed_jobs: BoolProperty(name="Keep failed job folders", default=False,
+                                   description="Keep the backend's folder of a failed job (for a bug report); "
+                                               "finished and cancelled jobs' folders are always removed")
+    avatars_dir: StringProperty(name="Avatars folder", subtype="DIR_PATH", default="",
+                                description="Where Photo to 3D saves avatar files (empty: an 'avatars' folder "
+                                            "next to the .blend; for an unsaved file, the extension's user "
+                                            "folder)")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -70,6 +77,8 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
         layout.label(text=f"Uses: {s.describe()}")
         layout.prop(self, "device")
         layout.prop(self, "models_dir")
+        layout.prop(self, "avatars_dir")
+        layout.prop(self, "keep_failed_jobs")
         row = layout.row()
         row.operator("aware3d.doctor", icon="CHECKMARK")
         row.operator("aware3d.free_backend", icon="X")
@@ -95,6 +104,21 @@ def user_dir(name: str) -> Path:
     except (ValueError, TypeError, AttributeError):
         path = bpy.utils.user_resource("DATAFILES", path=os.path.join("aware3d", name), create=True)
     return Path(path)
+
+
+def keep_failed_jobs(context: bpy.types.Context | None = None) -> bool:
+    return bool(_pref("keep_failed_jobs", False, context))
+
+
+def avatars_dir(context: bpy.types.Context | None = None) -> tuple[Path, str]:
+    """Where avatar files are saved, and how to say so: the preference's folder, else ``avatars`` next to the
+    saved .blend, else (an unsaved file) the extension's user folder ``avatars``."""
+    chosen = str(_pref("avatars_dir", "", context))
+    if chosen:
+        return Path(bpy.path.abspath(chosen)), "the avatars folder preference"
+    if bpy.data.filepath:
+        return Path(bpy.data.filepath).parent / "avatars", "next to the .blend"
+    return user_dir("avatars"), "the extension's user folder (the .blend is not saved)"
 
 
 def package_root() -> Path:

@@ -189,6 +189,26 @@ def remove_head(obj: bpy.types.Object) -> None:
                 store.remove(d)
 
 
+def release_folder(folder: Path) -> int:
+    """Pack every image still read from a file inside ``folder``, so removing the folder loses no pixels (the
+    importers pack theirs already; this catches any other). Returns how many were packed."""
+    root = folder.resolve()
+    packed = 0
+    for img in bpy.data.images:
+        if img.packed_file is not None or img.source not in ("FILE", "SEQUENCE") or not img.filepath:
+            continue
+        try:
+            Path(bpy.path.abspath(img.filepath)).resolve().relative_to(root)
+        except ValueError:
+            continue
+        try:
+            img.pack()
+            packed += 1
+        except RuntimeError as exc:  # unreadable: the image keeps its (soon missing) path
+            print(f"Aware3D: could not pack {img.name}: {exc}")
+    return packed
+
+
 def remove_job_folder(job_dir: str | None, root: Path) -> None:
     """Delete a finished job's folder, but only inside our own jobs folder."""
     if not job_dir:

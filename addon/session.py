@@ -5,18 +5,27 @@ Non-blocking by design: requests return at once; a ``bpy.app.timers`` function (
 :func:`tick`, which drains the backend's events, runs callbacks (e.g. importing a finished mesh) on the main
 thread and updates the WindowManager progress. Timers never fire in background mode (``blender -b``, the bpy
 module), so there every call waits by pumping :func:`tick` itself. Tests call :func:`tick` directly.
+
+Files do not pile up: a job submitted with ``cleanup`` has its folder removed when it ends, after its callbacks
+imported the results (images still loaded from the folder are packed first); a failed job's folder is kept
+only with the "Keep failed job folders" preference. A job is bound to the file it started in: when another
+.blend is loaded meanwhile (``load_post``), its result is discarded with a notice instead of landing in the
+new file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import bpy
+from bpy.app.handlers import persistent
 
-from . import prefs
+from . import prefs, scene_import
 from . import protocol as P
 from .client import BackendClient, BackendError, JobHandle, PipeTransport, TcpTransport, backend_command, backend_env
 from .props import progress_state
@@ -30,6 +39,8 @@ _client_key: tuple[object, ...] | None = None
 _shown: JobHandle | None = None  # the job the panel shows
 _tasks: list[Any] = []  # extra pollables (e.g. the backend set-up), each with poll() -> bool (still busy)
 last_tick_s = 0.0
+_file_token = 0  # +1 whenever a .blend is loaded: a job's result belongs to the file it started in
+DISCARDED = "FileChanged"  # the error type of a result discarded because another file was loaded
 
 
 def blocking() -> bool:
@@ -70,16 +81,22 @@ def device(context: bpy.types.Context | None = None) -> str:
 def submit(op: str, args: dict[str, Any] | None = None, *, show: bool = True,
            on_done: Callable[[JobHandle], Any] | None = None,
            on_progress: Callable[[JobHandle], Any] | None = None,
-           context: bpy.types.Context | None = None) -> JobHandle:
-    """Send a request; ``show`` makes it the job the panel's progress bar follows."""
+           context: bpy.types.Context | None = None, cleanup: bool = False) -> JobHandle:
+    """Send a request; ``show`` makes it the job the panel's progress bar follows.
+
+    The callbacks are bound to the file open now (:func:`_bind`). ``cleanup`` removes the job's folder when
+    it ends, after ``on_done`` (:func:`remove_job_folders`): for jobs whose results the add-on imports."""
     global _shown
     c = client(context)
     started = c.starts
+    ensure_load_handler()
     try:
-        h = c.submit(op, args, on_done=on_done, on_progress=on_progress)
+        h = c.submit(op, args, on_done=_bind(on_done, op), on_progress=_bind(on_progress, op, discard=False))
     except BackendError as exc:
         record_error(exc)
         raise
+    if cleanup:
+        h.add_done_callback(remove_job_folders)
     if c.starts != started and op != "list_models":
         c.submit("list_models", {}, on_done=_models_loaded)  # fill the model picker on every new backend
     if show:
@@ -90,6 +107,95 @@ def submit(op: str, args: dict[str, Any] | None = None, *, show: bool = True,
     ensure_timer()
     _update_state()
     return h
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One file per job, and no files left behind
+# ----------------------------------------------------------------------------------------------------------
+
+
+@persistent
+def _on_load_post(*_args: Any) -> None:
+    """A .blend was loaded (File > Open, Revert, New): results of running jobs no longer belong here."""
+    global _file_token
+    _file_token += 1
+
+
+def ensure_load_handler() -> None:
+    if _on_load_post not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(_on_load_post)
+
+
+def remove_load_handler() -> None:
+    with contextlib.suppress(ValueError):
+        bpy.app.handlers.load_post.remove(_on_load_post)
+
+
+def _bind(fn: Callable[[JobHandle], Any] | None, op: str, discard: bool = True
+          ) -> Callable[[JobHandle], Any] | None:
+    """``fn`` for the file open now: after another file was loaded, a progress callback is skipped and a done
+    callback sees the job as failed with a ``FileChanged`` notice (also in the status line), so nothing of
+    the old file's job lands in the new file. Why a token and not ``bpy.data.filepath``: Save As changes the
+    path but keeps the data; Revert keeps the path but replaces the data."""
+    if fn is None:
+        return None
+    token = _file_token
+
+    def bound(h: JobHandle) -> Any:
+        if token == _file_token:
+            return fn(h)
+        if not discard:
+            return None
+        if h.state == "done":
+            h.state = "error"
+            h.error = BackendError(DISCARDED, f"the {op} result was discarded: another .blend was loaded while "
+                                              "it ran", "run it again in this file")
+            record_error(h.error)
+            print(f"Aware3D: {h.error}")
+        return fn(h)
+
+    return bound
+
+
+def job_folders(h: JobHandle) -> list[Path]:
+    """The folders a job may have written here: the result's ``job_dir``, else the backend's folder for the
+    job's id (a failed or cancelled job names none), and the local folder of a remote job's files."""
+    root = prefs.user_dir("jobs")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in h.id).strip(".") or "job"
+    named = (h.result or {}).get("job_dir")
+    return [*([Path(named)] if named else []), root / safe, root / "remote" / safe]
+
+
+def remove_job_folders(h: JobHandle) -> None:
+    """Remove a finished job's folders (run after its importing callbacks). Kept: a failed job's with the
+    "Keep failed job folders" preference, and one whose import failed (``h.keep_folder``)."""
+    if getattr(h, "keep_folder", False):
+        return
+    failed = h.state == "error" and (h.error is None or h.error.type != DISCARDED)
+    if failed and prefs.keep_failed_jobs():
+        return
+    root = prefs.user_dir("jobs")
+    for folder in job_folders(h):
+        if folder.is_dir():
+            scene_import.release_folder(folder)
+            scene_import.remove_job_folder(str(folder), root)
+
+
+def keep_avatar(path: str) -> tuple[str, str]:
+    """Move an avatar file out of its job folder (which is removed) to the avatars folder: next to the .blend,
+    the chosen folder, or the extension's user folder for an unsaved file. Returns (new path, where, in
+    words); a missing file is left as it is (path, "")."""
+    src = Path(path)
+    if not path or not src.is_file():
+        return path, ""
+    folder, where = prefs.avatars_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, _, suffix = src.name.partition(".")
+    dest, n = folder / src.name, 1
+    while dest.exists():
+        dest, n = folder / f"{stem}-{n}.{suffix}", n + 1
+    shutil.move(str(src), dest)
+    return str(dest), where
 
 
 def wait(handle: JobHandle, timeout: float | None = None) -> JobHandle:
@@ -264,6 +370,7 @@ def shutdown() -> None:
     """On unregister: end the backend and the timer."""
     global _shown
     stop_timer()
+    remove_load_handler()
     with contextlib.suppress(Exception):
         free()
     _tasks.clear()

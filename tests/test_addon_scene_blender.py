@@ -18,6 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
+from tests.support.blender_session import pump_until
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "bl_ext.user_default.aware3d"
 MODEL = "head-tiny"
@@ -111,7 +113,110 @@ def scenario_place(zip_path: str) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"place": scenario_place}
+def scenario_files(zip_path: str, tmp: str) -> dict[str, Any]:
+    """Job folders go when a job ends (done, cancelled, failed; a failed one stays with the preference);
+    images still read from a job folder are packed first; avatars move next to the .blend (or the chosen
+    folder, or the user folder for an unsaved file)."""
+    import importlib
+
+    import numpy as np
+
+    bpy, api, session = _install(zip_path)
+    client = importlib.import_module(f"{PKG}.client")
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    jobs = session.prefs.user_dir("jobs")
+    out: dict[str, Any] = {}
+
+    def gone(fut: Any) -> bool:
+        return not any(p.exists() for p in session.job_folders(fut.handle))
+
+    fut = api.generate_async(seed=1, colour_mode="texture", texture_size=64, **SMALL)
+    head = fut.result(120)
+    img = next(n.image for n in head.data.materials[0].node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+    assert gone(fut) and img.packed_file is not None and img.pixels[0] >= 0.0  # pixels survive the folder
+
+    fut = api.generate_async(seed=2, model=MODEL, resolution=384, faces=0)
+    pump_until(session, lambda: fut.handle.stage == "grid")
+    assert any(p.is_dir() for p in session.job_folders(fut.handle))  # it exists while the job runs
+    fut.cancel()
+    pump_until(session, fut.done, timeout=60)
+    assert fut.cancelled and gone(fut)
+
+    fut = api.generate_async(seed=3, model="no-such-model")
+    pump_until(session, fut.done, timeout=60)
+    assert fut.error is not None and gone(fut), fut.error
+    prefs.keep_failed_jobs = True
+    fut = api.generate_async(seed=3, model="no-such-model")
+    pump_until(session, fut.done, timeout=60)
+    assert fut.error is not None and not gone(fut)
+    prefs.keep_failed_jobs = False
+    out["jobs_left"] = sorted(p.name for p in jobs.iterdir())
+
+    # An image loaded by path from a job folder is packed before the folder goes.
+    folder = jobs / "by-path-test"
+    folder.mkdir()
+    png = bpy.data.images.new("px", 4, 4)
+    png.pixels[:] = np.full(64, 0.5, dtype=np.float32)
+    png.filepath_raw, png.file_format = str(folder / "px.png"), "PNG"
+    png.save()
+    by_path = bpy.data.images.load(str(folder / "px.png"))
+    h = client.JobHandle("by-path-test", "mesh", {})
+    h._finish("done", result={"data": {}, "files": {}, "job_dir": str(folder)})
+    session.remove_job_folders(h)
+    assert not folder.exists() and by_path.packed_file is not None and png.packed_file is not None
+
+    # Avatars: unsaved file → the user folder; saved → next to the .blend; the preference wins.
+    def avatar(name: str) -> str:
+        src = jobs / "avatar-job" / name
+        src.parent.mkdir(exist_ok=True)
+        src.write_bytes(b"avatar")
+        return str(src)
+
+    kept, where = session.keep_avatar(avatar("me.avatar.safetensors"))
+    assert Path(kept).parent == session.prefs.user_dir("avatars") and "not saved" in where, (kept, where)
+    blend = Path(tmp) / "scene" / "shot.blend"
+    blend.parent.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    kept, where = session.keep_avatar(avatar("me.avatar.safetensors"))
+    kept2, _ = session.keep_avatar(avatar("me.avatar.safetensors"))
+    assert Path(kept) == blend.parent / "avatars" / "me.avatar.safetensors" and where == "next to the .blend"
+    assert Path(kept2).name == "me-1.avatar.safetensors" and Path(kept2).read_bytes() == b"avatar"
+    prefs.avatars_dir = str(Path(tmp) / "chosen")
+    kept, where = session.keep_avatar(avatar("you.avatar.safetensors"))
+    assert Path(kept) == Path(tmp) / "chosen" / "you.avatar.safetensors" and "preference" in where
+    assert not list((jobs / "avatar-job").iterdir())  # moved, not copied
+    out["avatar"] = kept
+    session.free()
+    return out
+
+
+def scenario_bind(zip_path: str, tmp: str) -> dict[str, Any]:
+    """A job started in one .blend whose result arrives after another was loaded is discarded with a notice;
+    the next job lands in the file now open."""
+    bpy, api, session = _install(zip_path)
+    first, other = Path(tmp) / "first.blend", Path(tmp) / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(other))
+    bpy.ops.wm.save_as_mainfile(filepath=str(first))
+    fut = api.generate_async(seed=11, **SMALL)
+    assert bpy.data.filepath == str(first)
+    bpy.ops.wm.open_mainfile(filepath=str(other))
+    pump_until(session, fut.done, timeout=120)
+    wm = bpy.context.window_manager
+    assert fut.error is not None and fut.error.type == "FileChanged", fut.error
+    assert "Aware3D_11" not in bpy.data.objects and "discarded" in wm.aware3d.last_error, wm.aware3d.last_error
+    assert not any(p.exists() for p in session.job_folders(fut.handle))
+    out = {"notice": [wm.aware3d.last_error, wm.aware3d.last_hint]}
+    head = api.generate(seed=12, **SMALL)  # a job started in this file lands here
+    assert head.name == "Aware3D_12" and bpy.data.filepath == str(other)
+    bpy.ops.wm.save_as_mainfile(filepath=str(Path(tmp) / "renamed.blend"))  # Save As keeps the binding
+    fut = api.generate_async(seed=13, **SMALL)
+    bpy.ops.wm.save_as_mainfile(filepath=str(Path(tmp) / "renamed-again.blend"))
+    assert fut.result(120).name == "Aware3D_13"
+    session.free()
+    return out
+
+
+SCENARIOS = {"place": scenario_place, "files": scenario_files, "bind": scenario_bind}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,6 +260,16 @@ if __name__ != "__main__":
         out = run_scenario("place", extension_zip, models_dir, tmp_path)
         print(json.dumps(out, indent=2))
         assert abs(out["base"]["lowest_z"] - 0.75) <= 1e-3 and len(out["refused"]) == 2
+
+    def test_job_folders_removed_and_avatars_kept(extension_zip: Path, models_dir: Path, tmp_path: Path) -> None:
+        out = run_scenario("files", extension_zip, models_dir, tmp_path, str(tmp_path))
+        print(json.dumps(out, indent=2))
+        assert len(out["jobs_left"]) == 1  # the failed job kept with the preference on
+
+    def test_job_bound_to_its_file(extension_zip: Path, models_dir: Path, tmp_path: Path) -> None:
+        out = run_scenario("bind", extension_zip, models_dir, tmp_path, str(tmp_path))
+        print(json.dumps(out, indent=2))
+        assert "another .blend" in out["notice"][0]
 
 else:
     _name, _zip, _out, *_extra = sys.argv[1:]
