@@ -165,6 +165,23 @@ def make_camera_ring(obj: bpy.types.Object, count: int = 8, pitch: float = 0.0,
     return cams
 
 
+def remove_cameras(names: Sequence[str], collection: str | None = None) -> None:
+    """Delete the camera objects ``names`` (and their data), and ``collection`` once it is empty.
+
+    Why: a ring made for a job that failed or was cancelled is clutter the user never asked for."""
+    for name in names:
+        cam = bpy.data.objects.get(name)
+        if cam is None or cam.type != "CAMERA":
+            continue
+        data = cam.data
+        bpy.data.objects.remove(cam)
+        if data is not None and data.users == 0:
+            bpy.data.cameras.remove(data)
+    coll = bpy.data.collections.get(collection) if collection else None
+    if coll is not None and not coll.objects and not coll.children:
+        bpy.data.collections.remove(coll)
+
+
 def _ordered(cameras: Sequence[bpy.types.Object]) -> list[bpy.types.Object]:
     """Ring cameras in their ring order, the rest after them by name."""
     return sorted(cameras, key=lambda c: (0, int(c["aware3d_order"]), c.name) if "aware3d_order" in c
@@ -173,7 +190,8 @@ def _ordered(cameras: Sequence[bpy.types.Object]) -> list[bpy.types.Object]:
 
 def pick_cameras(obj: bpy.types.Object, cameras: Sequence[bpy.types.Object] | None, ring: int | None,
                  pitch: float | None, context: bpy.types.Context) -> list[bpy.types.Object]:
-    """The given cameras, else the selected camera objects, else a new ring around ``obj``."""
+    """The given cameras, else the selected camera objects, else a new ring around ``obj`` (its cameras are
+    marked ``cam["aware3d_job_ring"]``: the job removes them if it does not finish)."""
     s = context.scene.aware3d_views
     if cameras is None:
         cameras = [o for o in (getattr(context, "selected_objects", None) or []) if o.type == "CAMERA"]
@@ -183,6 +201,8 @@ def pick_cameras(obj: bpy.types.Object, cameras: Sequence[bpy.types.Object] | No
     if not cams:
         cams = make_camera_ring(obj, int(ring or s.ring_count), float(s.ring_pitch if pitch is None else pitch),
                                 context)
+        for c in cams:
+            c["aware3d_job_ring"] = True
     bad = [c.name for c in cams if getattr(c, "type", None) != "CAMERA"]
     if bad:
         raise BackendError("BadCameras", f"not camera objects: {', '.join(bad)}", "pass camera objects")
@@ -240,6 +260,16 @@ def show_preview(path: str | None) -> bpy.types.Image | None:
     return panel_common.show_preview(path, PREVIEW_IMAGE, "aware3d_views")
 
 
+def result_text(name: str, views: int, data: dict[str, Any]) -> str:
+    """The status line of a finished texture: which generator really ran (``diffusion <model>`` or
+    ``projection``), and why, when Auto fell back to projection (no silent fallback)."""
+    label = str(data.get("generator_label") or data.get("generator", ""))
+    psnr = [p for p in data.get("psnr_seen", []) if p is not None]
+    note = data.get("generator_note")
+    return (f"{name}: {views} views ({label})" + (f", mean PSNR {sum(psnr) / len(psnr):.1f} dB" if psnr else "")
+            + (f". {note}" if note else ""))
+
+
 class TextureFuture(api.GenerateFuture):
     """A novel-view texture in flight; ``object`` is the textured mesh object once ``done()``, ``material``
     its new material, ``data`` the backend's summary (generator, cameras, PSNR per view, timings)."""
@@ -272,7 +302,13 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
     ctx = context or bpy.context
     target = _active_mesh(obj, ctx)
     cams = pick_cameras(target, cameras, ring, pitch, ctx)
-    req, glb = request_args(target, cams, ctx, **args)
+    made = [c.name for c in cams if c.get("aware3d_job_ring")]
+    ring_coll = f"{RING_COLLECTION} {target.name}"[:63]
+    try:
+        req, glb = request_args(target, cams, ctx, **args)
+    except BackendError:
+        remove_cameras(made, ring_coll)
+        raise
     use_bake = bool(ctx.scene.aware3d_views.bake if bake is None else bake)
     obj_name, total = target.name, len(cams)
     st = _state()
@@ -284,6 +320,7 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
         try:
             if h.state != "done":
                 future.error = h.error or BackendError("Cancelled", "cancelled")
+                remove_cameras(made, ring_coll)  # the ring this job made, not the user's cameras
                 if h.state == "error":
                     session.record_error(future.error)
                 return
@@ -293,11 +330,14 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
                 raise scene_import.ImportFailed(f"the object {obj_name!r} is gone")
             mat = texture_scene.apply_projection(o, h.files, use_bake)
             o["aware3d_views"] = {"cameras": list(h.data.get("cameras", [])),
-                                  "generator": str(h.data.get("generator", "")), "bake": use_bake}
+                                  "generator": str(h.data.get("generator_label") or h.data.get("generator", "")),
+                                  "bake": use_bake}
+            for c in made:  # the ring stays (the material uses its cameras' names): now the user's cameras
+                cam = bpy.data.objects.get(c)
+                if cam is not None and "aware3d_job_ring" in cam:
+                    del cam["aware3d_job_ring"]
             future.object_name, future.material_name = o.name, mat.name
-            psnr = [p for p in h.data.get("psnr_seen", []) if p is not None]
-            text = (f"{o.name}: {total} views ({h.data.get('generator', '')})"
-                    + (f", mean PSNR {sum(psnr) / len(psnr):.1f} dB" if psnr else ""))
+            text = result_text(o.name, total, h.data)
             if st is not None:
                 st.result_text = text
             session.record_result(text)
@@ -308,6 +348,7 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
         except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
             future.error = BackendError("ImportFailed", f"could not apply the texture: {exc}",
                                         "the job folder is kept; see the system console")
+            remove_cameras(made, ring_coll)
             session.record_error(future.error)
         finally:
             glb.unlink(missing_ok=True)
@@ -327,6 +368,7 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
         handle = session.submit("texture", req, on_done=done, on_progress=progress, context=ctx)
     except BackendError:
         glb.unlink(missing_ok=True)
+        remove_cameras(made, ring_coll)
         raise
     future = TextureFuture(handle)
     future.cameras = [c.name for c in cams]
@@ -435,6 +477,8 @@ class VIEW3D_PT_aware3d_views(bpy.types.Panel):
         if s.generator != "PROJECTION":
             col.prop(s, "steps")
             col.prop(s, "seed")
+        if s.generator == "AUTO":
+            layout.label(text="Auto: diffusion if its model is installed; the result says which ran", icon="INFO")
         col.prop(s, "bake")
         panel_common.draw_preview_and_lines(layout, st, (st.view_text, st.result_text), scale=6.0)
         state = context.window_manager.aware3d

@@ -90,7 +90,12 @@ def test_zip_layout(built: Path) -> None:
     bad = [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "addon/", "."))
            or "/." in n]
     assert not bad, bad
-    models = sum(p.stat().st_size for p in (ROOT / "assets" / "models").glob("*.safetensors"))
+    shipped = {n.split("/")[-1] for n in names if n.startswith("assets/models/")}
+    # every bundled model a panel uses, with its card; nothing a panel cannot use (issue 16)
+    assert shipped == {"aware3d-heads.safetensors", "aware3d-heads.md", "aware3d-heads.directions.safetensors",
+                       "aware3d-encoder64.safetensors", "aware3d-encoder64.md",
+                       "aware3d-views-cond.safetensors", "aware3d-views-cond.md"}, shipped
+    models = sum((ROOT / "assets" / "models" / n).stat().st_size for n in shipped)
     assert built.stat().st_size < 3 * 2**20 + models  # small: sources, licence, bundled models
 
 
