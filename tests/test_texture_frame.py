@@ -83,7 +83,7 @@ def test_blender_camera_and_backend_intrinsics_agree(size: tuple[int, int], fit:
     assert cover.square.width == cover.square.height == side
     assert (cover.pad_x, cover.pad_y) == ((side - width) // 2, (side - height) // 2)
     sq, _ = C.project_points(C.blender_to_eg3d_points(pts), cover.square.cam2world, cover.square.K, side, side)
-    assert np.abs(sq - (ref + [cover.pad_x, cover.pad_y])).max() < 1e-6 * side
+    assert np.abs(sq - (ref + np.array([cover.pad_x, cover.pad_y]))).max() < 1e-6 * side
     assert np.allclose(cover.square.cam2world, cam.cam2world)
 
 
