@@ -69,6 +69,7 @@ BOUNDS: dict[str, Bound] = {
     "seed": Bound(0, SEED_MAX, True, "3", "every seed (sample, mesh, views, texture, invert)"),
     "seeds_per_request": Bound(1, 1024, True, "8", "server sample: seeds in one request"),
     "seeds_per_command": Bound(1, 65_536, True, "8", "aware3d sample --seeds: seeds in one command"),
+    "gallery_thumbnails": Bound(1, 64, True, "8", "server thumbnails: seeds on one gallery page"),
     "truncation": Bound(0.0, 2.0, False, "0.7", "truncation psi"),
     "yaw_deg": Bound(-180.0, 180.0, False, "20", "camera yaw and orbit yaw amplitude (degrees)"),
     "pitch_deg": Bound(-89.0, 89.0, False, "-5", "camera pitch and orbit pitch amplitude (degrees)"),

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backend.errors import Aware3DError
-from backend.server import download, ops_core, ops_invert, ops_mesh, ops_sample, ops_texture
+from backend.server import download, ops_core, ops_gallery, ops_invert, ops_mesh, ops_sample, ops_texture
 from backend.server import protocol as P
 from backend.server.jobs import Handler, Job, JobQueue, error_from_exception
 
@@ -300,6 +300,7 @@ class Server:
             self.register_op(name, P.OPS[name], job)
         ops_invert.register(self)
         ops_texture.register(self)
+        ops_gallery.register(self)
 
     def register_op(self, name: str, spec: P.OpSpec, fn: Any) -> None:
         """Add an operation: ``fn(server, args) -> data`` when immediate, ``fn(ctx) -> JobResult`` for jobs."""
