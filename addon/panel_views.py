@@ -107,7 +107,10 @@ def _frame(obj: bpy.types.Object) -> tuple[Vector, Vector, float, Vector, float]
     front = front.normalized() if front.length > 1e-6 else Vector((0.0, -1.0, 0.0))
     lens = FFHQ_FOCAL * SENSOR_MM
     if "aware3d" in obj:
-        return (mw.translation.copy(), mw @ Vector(FFHQ_PIVOT_LOCAL), FFHQ_RADIUS_M * max(mw.to_scale()), front,
+        # The generator's frame: its centre is the object's origin only with the "Generator centre" origin
+        # option; with the default "Base of the neck" it sits above the origin (obj["aware3d_centre"]).
+        centre = Vector(tuple(obj.get("aware3d_centre", (0.0, 0.0, 0.0))))
+        return (mw @ centre, mw @ (centre + Vector(FFHQ_PIVOT_LOCAL)), FFHQ_RADIUS_M * max(mw.to_scale()), front,
                 lens)
     corners = [mw @ Vector(c) for c in obj.bound_box]
     lo = Vector(tuple(min(c[i] for c in corners) for i in range(3)))

@@ -88,6 +88,11 @@ def scenario_place(zip_path: str) -> dict[str, Any]:
     bpy.context.view_layer.update()
     rel = np.array(cam.matrix_world.translation) - (np.array(cursor) + centre)
     assert np.allclose(rel, np.array(cam2.matrix_world.translation), atol=1e-4), (rel, cam2.matrix_world)
+    # A camera ring for novel-view textures orbits the generator's centre, whatever the origin option.
+    ring = [np.array(c.matrix_world.translation) for c in api.make_camera_ring(head, 4, 0.0)]
+    ring2 = [np.array(c.matrix_world.translation) for c in api.make_camera_ring(same, 4, 0.0)]
+    for a, b in zip(ring, ring2, strict=True):
+        assert np.allclose(a - (np.array(cursor) + centre), b, atol=1e-4), (a, b, centre)
     metric = hi2 - lo2
 
     tall = api.generate(seed=3, head_height=0.5, camera=False, **SMALL)
