@@ -10,6 +10,8 @@ known camera, wherever a z-buffer test says the vertex is seen and the surface f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -18,8 +20,11 @@ from backend.mesh.grid import chunk_points, default_budget
 from backend.mesh.raster import project, rasterize
 
 
-def query_colours(field: Field, points: np.ndarray, budget_bytes: int | None = None) -> np.ndarray:
-    """Colour field at world points [M, 3] -> [M, 3] float32 in [0, 1], in memory-bounded chunks."""
+def query_colours(field: Field, points: np.ndarray, budget_bytes: int | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Colour field at world points [M, 3] -> [M, 3] float32 in [0, 1], in memory-bounded chunks.
+
+    ``on_progress(done, total)`` after every chunk: a job's cancel check (it may raise)."""
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     out = np.empty((len(pts), 3), dtype=np.float32)
     chunk = chunk_points(budget_bytes or default_budget(field.device), bytes_per_point(field))
@@ -27,15 +32,18 @@ def query_colours(field: Field, points: np.ndarray, budget_bytes: int | None = N
         for s in range(0, len(pts), chunk):
             xyz = torch.from_numpy(pts[s : s + chunk]).to(field.device)
             out[s : s + chunk] = field.colour(xyz).float().clamp(0.0, 1.0).cpu().numpy()
+            if on_progress is not None:
+                on_progress(min(s + chunk, len(pts)), len(pts))
     return out
 
 
 def vertex_colours(
-    field: Field, verts: np.ndarray, normals: np.ndarray, inset: float, budget_bytes: int | None = None
+    field: Field, verts: np.ndarray, normals: np.ndarray, inset: float, budget_bytes: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Colours at ``verts - inset * normals`` (normals point outwards)."""
+    """Colours at ``verts - inset * normals`` (normals point outwards); ``on_progress`` per chunk."""
     pts = np.asarray(verts, dtype=np.float32) - float(inset) * np.asarray(normals, dtype=np.float32)
-    return query_colours(field, pts, budget_bytes)
+    return query_colours(field, pts, budget_bytes, on_progress)
 
 
 def sample_image(image: np.ndarray, xy: np.ndarray) -> np.ndarray:

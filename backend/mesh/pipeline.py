@@ -101,6 +101,15 @@ def _report(progress: StageProgress | None, stage: str, frac: float) -> None:
         progress(stage, frac)
 
 
+def _sub(progress: StageProgress | None, stage: str, lo: float, hi: float) -> Callable[[int, int], None] | None:
+    """An ``on_progress(done, total)`` for a library call inside ``stage``, mapped onto [lo, hi] of it: the
+    long calls (xatlas, colour queries) report through it, so a raising ``progress`` (a cancel) stops them
+    between chunks."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, lo + (hi - lo) * done / max(total, 1))
+
+
 def extract_mesh(field: Field, settings: MeshSettings | None = None,
                  progress: StageProgress | None = None) -> Mesh:
     """Mesh the level set of ``field`` (see module docstring). Raises ``Aware3DError`` if nothing is found."""
@@ -163,19 +172,21 @@ def extract_mesh(field: Field, settings: MeshSettings | None = None,
     if s.colours:
         t = time.perf_counter()
         _report(progress, "colours", 0.0)
-        mesh.colours = vertex_colours(field, verts, normals, inset, s.memory_budget)
+        mesh.colours = vertex_colours(field, verts, normals, inset, s.memory_budget,
+                                      _sub(progress, "colours", 0.0, 1.0))
         seconds["colours"] = time.perf_counter() - t
         _report(progress, "colours", 1.0)
     if s.texture:
         t = time.perf_counter()
         _report(progress, "texture", 0.0)
-        vmap, tfaces, uvs = unwrap(mesh.vertices, mesh.faces)
+        vmap, tfaces, uvs = unwrap(mesh.vertices, mesh.faces, _sub(progress, "texture", 0.0, 0.5))
         _report(progress, "texture", 0.5)
         mesh = Mesh(
             vertices=mesh.vertices[vmap], faces=tfaces, normals=mesh.normals[vmap],  # type: ignore[index]
             colours=None if mesh.colours is None else mesh.colours[vmap], uvs=uvs, stats=stats)
         mesh.texture = bake_texture(field, mesh.vertices, mesh.faces, mesh.normals,  # type: ignore[arg-type]
-                                    uvs, s.texture_size, inset, s.memory_budget)
+                                    uvs, s.texture_size, inset, s.memory_budget,
+                                    _sub(progress, "texture", 0.5, 1.0))
         seconds["texture"] = time.perf_counter() - t
         _report(progress, "texture", 1.0)
     stats["vertices"], stats["faces"] = mesh.num_vertices, mesh.num_faces

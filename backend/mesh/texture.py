@@ -13,7 +13,13 @@ uv ``((column + 0.5) / size, (row + 0.5) / size)``. OBJ writers flip v (OBJ's or
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,15 +29,61 @@ from backend.mesh.colour import query_colours
 from backend.mesh.field import Field
 from backend.mesh.raster import rasterize
 
+Progress = Callable[[int, int], None]
 
-def unwrap(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """xatlas parametrisation: (vertex map [V'] into the input vertices, faces [F, 3], uvs [V', 2])."""
-    import xatlas
+# xatlas in a child process: only numpy and xatlas are imported there (no torch), so it starts in a fraction of
+# a second, and its result is the same library call on the same arrays as in-process.
+_XATLAS_CHILD = (
+    "import sys, numpy as np, xatlas\n"
+    "d = np.load(sys.argv[1])\n"
+    "vmap, idx, uvs = xatlas.parametrize(d['v'], d['f'])\n"
+    "np.savez(sys.argv[2], vmap=vmap, idx=idx, uvs=uvs)\n"
+)
+POLL_S = 0.05
 
-    vmap, idx, uvs = xatlas.parametrize(
-        np.ascontiguousarray(verts, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.uint32)
-    )
+
+def unwrap(verts: np.ndarray, faces: np.ndarray,
+           on_progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xatlas parametrisation: (vertex map [V'] into the input vertices, faces [F, 3], uvs [V', 2]).
+
+    Why ``on_progress``: xatlas is one C call of up to tens of seconds that cannot be interrupted. With a
+    callback it runs in a child process; ``on_progress(0, 1)`` is called every ~50 ms while it works (and
+    ``(1, 1)`` at the end), and if the callback raises (a cancel), the child is killed and the exception
+    propagates at once. Without one it runs in-process, as before."""
+    v = np.ascontiguousarray(verts, dtype=np.float32)
+    f = np.ascontiguousarray(faces, dtype=np.uint32)
+    if on_progress is None:
+        import xatlas
+
+        vmap, idx, uvs = xatlas.parametrize(v, f)
+    else:
+        vmap, idx, uvs = _unwrap_child(v, f, on_progress)
     return vmap.astype(np.int64), idx.astype(np.int64), uvs.astype(np.float32)
+
+
+def _unwrap_child(v: np.ndarray, f: np.ndarray, on_progress: Progress) -> tuple[np.ndarray, ...]:
+    with tempfile.TemporaryDirectory(prefix="aware3d-xatlas-") as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, v=v, f=f)
+        log = Path(tmp) / "stderr.txt"
+        with open(log, "wb") as errf:  # a file, not a pipe: a chatty child cannot fill a pipe and block
+            proc = subprocess.Popen([sys.executable, "-c", _XATLAS_CHILD, str(src), str(dst)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+        try:
+            while proc.poll() is None:
+                on_progress(0, 1)
+                time.sleep(POLL_S)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        err = log.read_text(errors="replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"xatlas failed in its child process (exit {proc.returncode}): {err[-2000:]}")
+        with np.load(dst) as d:
+            out = d["vmap"], d["idx"], d["uvs"]
+    on_progress(1, 1)
+    return out
 
 
 @dataclass
@@ -83,10 +135,14 @@ def bake_texture(
     size: int = 1024,
     inset: float = 0.0,
     budget_bytes: int | None = None,
+    on_progress: Progress | None = None,
 ) -> np.ndarray:
-    """Bake the colour field into a size×size×3 uint8 texture for a UV-mapped mesh (see module docstring)."""
+    """Bake the colour field into a size×size×3 uint8 texture for a UV-mapped mesh (see module docstring).
+
+    ``on_progress(done, total)`` is called per chunk of colour queries (it may raise to stop)."""
     geom = texel_geometry(verts, faces, normals, uvs, size)
     texture = np.zeros((size, size, 3), dtype=np.float32)
-    texture[geom.covered] = query_colours(field, geom.position - inset * geom.normal, budget_bytes)
+    texture[geom.covered] = query_colours(field, geom.position - inset * geom.normal, budget_bytes,
+                                          on_progress)
     texture = texture[geom.fill_rows, geom.fill_cols]
     return np.clip(np.round(texture * 255.0), 0, 255).astype(np.uint8)

@@ -20,6 +20,7 @@ view, and faces seen well by some camera that ended up untextured). :func:`write
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,18 @@ def _at_camera_size(image: np.ndarray, camera: Camera) -> np.ndarray:
     return cv2.resize(np.asarray(image, np.float32), (camera.width, camera.height), interpolation=interp)
 
 
+def _generate(generator: ViewGenerator, condition: Any, step: Callable[[int, int], None] | None) -> RGBDView:
+    """One view; a generator that takes ``progress`` (the diffusion one) reports every denoising step, so a
+    raising ``step`` (a cancel) stops it within a step instead of after the whole view."""
+    try:
+        takes = step is not None and "progress" in inspect.signature(generator).parameters
+    except (TypeError, ValueError):  # a callable without a signature: no per-step reports
+        takes = False
+    if takes:
+        return generator(condition, progress=step)  # type: ignore[call-arg]
+    return generator(condition)
+
+
 def texture_mesh(
     mesh: Mesh,
     cameras: Sequence[Camera],
@@ -212,7 +225,8 @@ def texture_mesh(
     else:
         from backend.mesh.texture import unwrap
 
-        vmap, faces_u, uvs = unwrap(verts, faces)
+        vmap, faces_u, uvs = unwrap(verts, faces, None if progress is None else
+                                    lambda i, n: report(0, "unwrapping UVs"))
     verts_u, normals_u = verts[vmap], normals[vmap]
     tick("unwrap")
     geom = texel_geometry(verts_u, faces_u, normals_u, uvs, texture_size)
@@ -238,7 +252,9 @@ def texture_mesh(
                                                      opts.supersample)
         condition = make_condition(gvg, render_texture(gvg.render, verts_u, faces_u, uvs, current, gvg.camera))
         tick("render")
-        view = _keep_mesh_depth(generator(condition), condition)
+        view = _keep_mesh_depth(_generate(generator, condition, None if progress is None else
+                                          lambda i, n, k=k: report(k, f"view {k + 1}/{total}: step {i}/{n}")),
+                                condition)
         generated = [int(np.shape(view.z)[1]), int(np.shape(view.z)[0])]
         if cover is not None:
             view = frame.crop_view(view, cover)

@@ -133,11 +133,12 @@ class ViewModels:
         """A ``Condition -> RGBDView`` callable (what texturing uses); each call gets the next seed."""
         counter = [0]
 
-        def generate(cond: Condition) -> RGBDView:
+        def generate(cond: Condition, progress: Callable[[int, int], None] | None = None) -> RGBDView:
+            """``progress(step, steps)`` per diffusion step (it may raise: a cancel between steps)."""
             size = self.resolution
             c = _resize_condition(cond, size) if cond.camera.width != size or cond.camera.height != size else cond
             counter[0] += 1
-            return self.next_view(c, seed * 1000 + counter[0])
+            return self.next_view(c, seed * 1000 + counter[0], progress=progress)
 
         # only square views: texturing generates a non-square camera over its square cover (texture.frame)
         setattr(generate, "square_resolution", self.resolution)  # noqa: B010 - an attribute on a function

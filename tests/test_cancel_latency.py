@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Cancellation inside the long library loops: a cancel raised from the progress callback stops the loop
+after at most one more step (behaviour, not wall-clock speed; benchmarks/cancel.py measures the seconds).
+
+Why these loops: a traced server run (benchmarks/cancel.py) showed them as the long gaps between cancel
+checks: xatlas (one C call of up to tens of seconds), colour queries per chunk, and the diffusion steps of
+a texture view.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from backend.mesh.colour import query_colours
+from backend.mesh.field import sphere_field
+from backend.mesh.pipeline import MeshSettings, extract_mesh
+from backend.mesh.texture import unwrap
+
+
+class Stop(Exception):
+    """What a job's cancel check raises (``Cancelled`` in the server); the libraries must let it through."""
+
+
+class Canceller:
+    """A progress callback that raises once ``cancel_after`` calls happened; counts the calls after that."""
+
+    def __init__(self, cancel_after: int) -> None:
+        self.cancel_after = cancel_after
+        self.calls = 0
+        self.after_cancel = 0
+
+    def __call__(self, *args: object) -> None:
+        self.calls += 1
+        if self.calls > self.cancel_after:
+            self.after_cancel += 1
+            raise Stop()
+
+
+def _sphere_mesh() -> tuple[np.ndarray, np.ndarray]:
+    mesh = extract_mesh(sphere_field(), MeshSettings(resolution=48, colours=False, target_faces=None))
+    return mesh.vertices, mesh.faces
+
+
+def test_unwrap_in_a_child_process_matches_and_stops_at_once() -> None:
+    verts, faces = _sphere_mesh()
+    calls: list[tuple[int, int]] = []
+    same = unwrap(verts, faces, lambda i, n: calls.append((i, n)))
+    ref = unwrap(verts, faces)
+    for a, b in zip(same, ref, strict=True):
+        assert np.array_equal(a, b)  # the child process runs the same call on the same arrays
+    assert calls[-1] == (1, 1)
+    stop = Canceller(0)
+    t0 = time.monotonic()
+    with pytest.raises(Stop):
+        unwrap(verts, faces, stop)
+    assert stop.after_cancel == 1 and time.monotonic() - t0 < 5.0  # raised at the first poll, child killed
+
+
+def test_colour_queries_stop_after_the_chunk_that_saw_the_cancel() -> None:
+    field = sphere_field()
+    pts = np.random.default_rng(0).uniform(-0.4, 0.4, (20_000, 3)).astype(np.float32)
+    done: list[int] = []
+    out = query_colours(field, pts, budget_bytes=1, on_progress=lambda i, n: done.append(i))
+    assert done[-1] == len(pts) and len(done) == -(-len(pts) // 4096)
+    assert np.array_equal(out, query_colours(field, pts, budget_bytes=1))  # reporting changes nothing
+    stop = Canceller(2)
+    with pytest.raises(Stop):
+        query_colours(field, pts, budget_bytes=1, on_progress=stop)
+    assert stop.calls == 3 and stop.after_cancel == 1
+
+
+@pytest.mark.parametrize("stage", ["colours", "texture"])
+def test_mesh_pipeline_reports_inside_colours_and_texture(stage: str) -> None:
+    seen: list[tuple[str, float]] = []
+    calls_after = [0]
+
+    def progress(st: str, frac: float) -> None:
+        seen.append((st, frac))
+        if st == stage and frac > 0.0:  # the first report from inside the stage's loop
+            calls_after[0] += 1
+            raise Stop()
+
+    settings = MeshSettings(resolution=48, target_faces=None, texture=True, texture_size=64,
+                            memory_budget=1)
+    with pytest.raises(Stop):
+        extract_mesh(sphere_field(), settings, progress=progress)
+    assert calls_after[0] == 1 and seen[-1][0] == stage
+
+
+def test_diffusion_view_stops_within_one_step() -> None:
+    from backend.diffusion.config import PRESETS
+    from backend.diffusion.unet import UNet
+    from backend.views import rgbd
+    from backend.views.generate import ViewModels
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = UNet(PRESETS["tiny"].replace(kind="cond")).eval()
+    gen = ViewModels(net, None, steps=6).as_generator(0)
+    size = net.cfg.resolution
+    cam = rgbd.orbit(0, 0, size)
+    z = np.full((size, size), 2.7, np.float32)
+    known = np.zeros((size, size), bool)
+    cond = rgbd.Condition(np.zeros((size, size, 3), np.float32), z, known, known.copy(), z.copy(), cam)
+    steps: list[int] = []
+    gen(cond, progress=lambda i, n: steps.append(i))
+    assert steps == [1, 2, 3, 4, 5, 6]
+    stop = Canceller(2)
+    with pytest.raises(Stop):
+        gen(cond, progress=stop)
+    assert stop.calls == 3 and stop.after_cancel == 1
+
+
+def test_texture_mesh_checks_per_generator_step() -> None:
+    from support.spheres import sphere_mesh
+
+    from backend.texture.pipeline import texture_mesh
+    from backend.views.rgbd import RGBDView, orbit
+
+    steps_run = [0]
+
+    def generate(c, progress=None):  # type: ignore[no-untyped-def]
+        for i in range(10):
+            steps_run[0] += 1
+            if progress is not None:
+                progress(i + 1, 10)
+        return RGBDView(np.full(c.rgb.shape, 0.5, np.float32), c.z.copy(), c.camera)
+
+    cams = [orbit(y, 0, 32) for y in (0, 40, -40)]
+    calls: list[tuple[int, str]] = []
+
+    def progress(done: int, total: int, message: str, preview: object) -> None:
+        calls.append((done, message))
+        if "step 4/10" in message and done == 1:  # the second view, at its fourth step
+            raise Stop()
+
+    with pytest.raises(Stop):
+        texture_mesh(sphere_mesh(2), cams, generate, size=32, texture_size=64, progress=progress)
+    assert steps_run[0] == 10 + 4  # the first view whole, the second stopped at the step that saw the cancel
