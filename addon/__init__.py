@@ -11,21 +11,22 @@ from __future__ import annotations
 
 
 def _modules() -> tuple:  # type: ignore[type-arg]
-    from . import operators, panel_invert, panel_views, panels, prefs, props
+    from . import operators, panel_gallery, panel_invert, panel_views, panels, prefs, props
 
-    return props, prefs, operators, panels, panel_invert, panel_views
+    return props, prefs, operators, panels, panel_invert, panel_views, panel_gallery
 
 
 def register() -> None:
     import bpy
 
-    props, prefs, operators, panels, panel_invert, panel_views = _modules()
+    props, prefs, operators, panels, panel_invert, panel_views, panel_gallery = _modules()
     props.register()
     bpy.utils.register_class(prefs.AWARE3D_AP_preferences)
     for cls in operators.CLASSES + panels.CLASSES:
         bpy.utils.register_class(cls)
     panel_invert.register()  # sub-panels of the main one: after it
     panel_views.register()
+    panel_gallery.register()
 
 
 def unregister() -> None:
@@ -34,7 +35,8 @@ def unregister() -> None:
     from . import session
 
     session.shutdown()
-    props, prefs, operators, panels, panel_invert, panel_views = _modules()
+    props, prefs, operators, panels, panel_invert, panel_views, panel_gallery = _modules()
+    panel_gallery.unregister()
     panel_views.unregister()
     panel_invert.unregister()
     for cls in reversed(operators.CLASSES + panels.CLASSES):
