@@ -221,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                         c = cancel_run(server, f"{name}-{stage}-{d}", op, op_args, stage, d, args.timeout)
                         if c is not None:
                             entry["cancels"].append(c)
-                            latencies.append(c["latency_s"])
+                            if c["event"] == "cancelled":  # a job that finished first measured nothing
+                                latencies.append(c["latency_s"])
                             print(f"[{name}] cancel in {stage} +{d}s: {c['latency_s']} s "
                                   f"({c['event']}, at {c['stage_at_cancel']})", flush=True)
             by_stage: dict[str, list[float]] = {}
-            for c in entry["cancels"]:
+            for c in (c for c in entry["cancels"] if c["event"] == "cancelled"):
                 by_stage.setdefault(c["stage_at_cancel"] or c["stage"], []).append(c["latency_s"])
             entry["cancel_latency_by_stage"] = {k: _summary(v) for k, v in by_stage.items()}
             report["ops"][name] = entry
