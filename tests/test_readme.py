@@ -28,3 +28,10 @@ def test_default_model_is_bundled() -> None:
 
     assert (bundled_models_dir() / f"{DEFAULT_MODEL}.safetensors").is_file()
     assert (bundled_models_dir() / f"{DEFAULT_MODEL}.md").is_file(), "every bundled model has a model card"
+
+
+def test_security_section_quotes_the_bounds_table() -> None:
+    """The README's limits table is the one the code enforces (``python -m backend.validate`` prints it)."""
+    from backend.validate import bounds_markdown
+
+    assert bounds_markdown().strip() in (ROOT / "README.md").read_text()
