@@ -9,11 +9,14 @@ a texture view.
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_server import Recorder, send
 
 from backend.mesh.colour import query_colours
 from backend.mesh.field import sphere_field
@@ -141,3 +144,43 @@ def test_texture_mesh_checks_per_generator_step() -> None:
     with pytest.raises(Stop):
         texture_mesh(sphere_mesh(2), cams, generate, size=32, texture_size=64, progress=progress)
     assert steps_run[0] == 10 + 4  # the first view whole, the second stopped at the step that saw the cancel
+
+
+def test_cancel_during_model_load_returns_before_the_load_and_the_load_still_fills_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job cancelled while weights load ends at once; the load goes on in the background, fills the cache
+    once (a second request waits on the same in-flight load), and the next request is warm."""
+    import backend.registry as registry
+    from backend.server.server import Server
+
+    real = registry.load_generator
+    started, release = threading.Event(), threading.Event()
+    loads = [0]
+
+    def slow_loader(spec: str | None, device: object = None) -> object:
+        loads[0] += 1
+        started.set()
+        assert release.wait(60), "the test never released the loader"
+        return real(spec, device)
+
+    monkeypatch.setattr(registry, "load_generator", slow_loader)
+    server = Server(tmp_path / "jobs", heartbeat_s=60)
+    rec = Recorder()
+    try:
+        send(server, rec, "a", "load_model", model="random:tiny", device="cpu")
+        assert started.wait(60)
+        send(server, rec, "a-c", "cancel", job="a")
+        assert rec.terminal("a", 30)["event"] == "cancelled"
+        assert not release.is_set() and server.models.loading() == 1  # cancelled while the loader still ran
+        send(server, rec, "b", "load_model", model="random:tiny", device="cpu")  # joins the in-flight load
+        rec.wait(lambda e: e.get("id") == "b" and e.get("event") == "progress", 30)
+        release.set()
+        res_b = rec.terminal("b", 60)
+        assert res_b["event"] == "result" and res_b["data"]["cached"] is False
+        send(server, rec, "c", "load_model", model="random:tiny", device="cpu")
+        res_c = rec.terminal("c", 60)
+        assert res_c["event"] == "result" and res_c["data"]["cached"] is True
+        assert loads[0] == 1 and server.models.loading() == 0
+    finally:
+        release.set()
+        server.finish(10)

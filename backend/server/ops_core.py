@@ -15,6 +15,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,22 @@ MAX_CACHED_MODELS = 2
 
 
 class ModelCache:
-    """Loaded generators, least recently used first out (thread-safe; the worker is the only loader)."""
+    """Loaded generators, least recently used first out (thread-safe).
+
+    Why loads run in their own thread: loading weights is one blocking call of seconds (2.9 s traced under
+    load on CPU) in which a job cannot check its cancel flag. ``get(..., wait=ctx.check_cancel)`` loads in a
+    daemon thread and polls ``wait`` every ``POLL_S`` while it runs, so a cancel returns at once; the load
+    itself finishes in the background and still fills the cache, so the next request is warm. One in-flight
+    load per key (a future the later requests wait on), so a cancel-and-retry never loads the same weights
+    twice."""
+
+    POLL_S = 0.05
 
     def __init__(self, max_models: int = MAX_CACHED_MODELS) -> None:
         self.max_models = max_models
         self._models: OrderedDict[tuple[str, str, float], Any] = OrderedDict()
+        self._loading: dict[tuple[str, str, float], Future[Any]] = {}
+        self._generation = 0  # bumped by clear(): a load started before a 'free' does not refill the cache
         self._lock = threading.Lock()
 
     def _key(self, spec: str | None, device: Any) -> tuple[str, str, float]:
@@ -43,21 +57,55 @@ class ModelCache:
         path = resolve_model(spec)
         return (str(path.resolve()), str(device), path.stat().st_mtime)
 
-    def get(self, spec: str | None, device: Any) -> tuple[Any, bool]:
-        """``(LoadedModel, was_cached)``."""
-        from backend.registry import load_generator
-
+    def get(self, spec: str | None, device: Any,
+            wait: Callable[[], None] | None = None) -> tuple[Any, bool]:
+        """``(LoadedModel, was_cached)``. With ``wait``, the load runs in a background thread and ``wait()``
+        is called every ``POLL_S`` until it is done; whatever ``wait`` raises (a cancel) propagates at once,
+        and the load still completes into the cache."""
         key = self._key(spec, device)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key], True
-        model = load_generator(spec if spec is None or spec.startswith("random:") else key[0], device)
+            fut = self._loading.get(key)
+            if fut is None:
+                fut = Future()
+                self._loading[key] = fut
+                generation = self._generation
+                loader = threading.Thread(target=self._load, args=(key, spec, device, fut, generation),
+                                          name=f"aware3d-load-{Path(key[0]).name}", daemon=True)
+                loader.start()
+        while True:
+            if wait is not None:
+                wait()
+            try:
+                return fut.result(timeout=None if wait is None else self.POLL_S), False
+            except FutureTimeout:
+                continue
+
+    def _load(self, key: tuple[str, str, float], spec: str | None, device: Any, fut: Future[Any],
+              generation: int) -> None:
+        from backend.registry import load_generator
+
+        try:
+            model = load_generator(spec if spec is None or spec.startswith("random:") else key[0], device)
+        except BaseException as exc:  # handed to every waiter, re-raised there
+            with self._lock:
+                self._loading.pop(key, None)
+            fut.set_exception(exc)
+            return
         with self._lock:
-            self._models[key] = model
-            while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
-        return model, False
+            self._loading.pop(key, None)
+            if generation == self._generation:
+                self._models[key] = model
+                while len(self._models) > self.max_models:
+                    self._models.popitem(last=False)
+        fut.set_result(model)
+
+    def loading(self) -> int:
+        """How many loads are in flight (a cancelled job's load goes on in the background)."""
+        with self._lock:
+            return len(self._loading)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -67,6 +115,7 @@ class ModelCache:
         with self._lock:
             n = len(self._models)
             self._models.clear()
+            self._generation += 1
         release_memory()
         return n
 
@@ -89,11 +138,13 @@ def resolve_device(name: str) -> Any:
 
 
 def load_model(ctx: JobContext, spec: str | None, device_name: str, stage: str = "load") -> tuple[Any, bool]:
-    """Load (or fetch from the cache) a model, with a progress step and a clear log line."""
+    """Load (or fetch from the cache) a model, with a progress step and a clear log line.
+
+    The job checks its cancel flag every 50 ms while the weights load (see ``ModelCache``)."""
     device = resolve_device(device_name)
     ctx.progress(stage, 0, 1, f"loading {spec or 'the default model'}")
     t0 = time.monotonic()
-    model, cached = ctx.server.models.get(spec, device)
+    model, cached = ctx.server.models.get(spec, device, wait=ctx.check_cancel)
     if not cached:
         log.info("loaded %s (%s) on %s in %.1fs", model.name, model.generator.cfg.name, device,
                  time.monotonic() - t0)
