@@ -237,6 +237,8 @@ def _run_job(server: Server, conn: Recorder, rid: str, op: str, args: dict[str, 
         return "model"
     except (Aware3DError, P.ProtocolError):
         return "refused"
+    except OSError as exc:  # the worker reports these in one line too, but only as "cannot write or read"
+        raise AssertionError(f"an unexplained OSError reached the worker: {exc}") from None
     return "done"
 
 

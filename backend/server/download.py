@@ -135,7 +135,12 @@ def add_model_file(src: Path, name: str | None, overwrite: bool,
     """Add a model file to the user models folder (the server's ``add_model`` and ``aware3d models add``)."""
     from backend.registry import user_models_dir
 
-    if not src.is_file():
+    try:
+        found = src.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise Aware3DError(f"cannot read the model file {str(src)[:200]!r}: {exc.strerror}",
+                           "pick an existing .safetensors or .pkl file") from None
+    if not found:
         raise Aware3DError(f"model file not found: {src}", "pick an existing .safetensors or .pkl file")
     base = model_name(name, src.name)
     dest = _final_path(user_models_dir(), base)
