@@ -184,3 +184,33 @@ def test_cancel_during_model_load_returns_before_the_load_and_the_load_still_fil
     finally:
         release.set()
         server.finish(10)
+
+
+def test_atlas_rasterisation_reports_per_chunk_and_chunking_changes_nothing() -> None:
+    """The UV atlas (seconds at 2048²) reports per rasteriser chunk; any fragment budget gives the same
+    fragments (ties go to the larger face in every chunk), and texel geometry is the same with a callback."""
+    from backend.mesh.raster import rasterize
+    from backend.mesh.texture import texel_geometry
+
+    verts, faces = _sphere_mesh()
+    vmap, tfaces, uvs = unwrap(verts, faces)
+    xy = torch.from_numpy(uvs.astype(np.float64) * 128)
+    ones = torch.ones(len(uvs), dtype=torch.float64)
+    ref = rasterize(xy, ones, torch.from_numpy(tfaces), 128, 128)
+    done: list[tuple[int, int]] = []
+    small = rasterize(xy, ones, torch.from_numpy(tfaces), 128, 128, fragment_budget=500,
+                      on_progress=lambda i, n: done.append((i, n)))
+    assert len(done) > 10 and done[-1][0] == done[-1][1]
+    for a, b in ((ref.face, small.face), (ref.bary, small.bary), (ref.depth, small.depth)):
+        assert torch.equal(a, b)
+    normals = np.tile(np.array([[0.0, 0.0, 1.0]]), (len(uvs), 1))
+    plain = texel_geometry(verts[vmap], tfaces, normals, uvs, 128)
+    fracs: list[int] = []
+    reported = texel_geometry(verts[vmap], tfaces, normals, uvs, 128, lambda i, n: fracs.append(i))
+    assert fracs[-1] == 1000 and fracs == sorted(fracs)
+    for k in ("covered", "face", "bary", "position", "normal", "fill_rows", "fill_cols"):
+        assert np.array_equal(getattr(plain, k), getattr(reported, k)), k
+    stop = Canceller(1)
+    with pytest.raises(Stop):
+        rasterize(xy, ones, torch.from_numpy(tfaces), 128, 128, fragment_budget=500, on_progress=stop)
+    assert stop.calls == 2 and stop.after_cancel == 1

@@ -14,6 +14,7 @@ the triangle (edges included). Barycentrics are perspective-correct when per-ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +64,17 @@ def rasterize(
     width: int,
     fragment_budget: int = DEFAULT_FRAGMENT_BUDGET,
     near: float = 1e-6,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Fragments:
     """Rasterise triangles given per-vertex pixel coordinates ``xy`` [V, 2] and depths ``depth`` [V] (> 0).
 
     Triangles with a vertex at depth <= ``near`` are skipped (no clipping). For flat 2-D rasterisation
     (UV baking) pass ``depth = ones``: then barycentrics are plain screen-space ones.
+
+    ``on_progress(done, total)`` is called after each chunk of at most ``fragment_budget`` candidate
+    fragments, then of covered pixels whose barycentrics are computed; it may raise (a cancel). Why: a 2048²
+    UV atlas is seconds of work, the budget bounds the time between two calls. The result does not depend on
+    the budget.
     """
     device = xy.device
     xy = xy.to(torch.float64)
@@ -114,25 +121,33 @@ def rasterize(
         f, px, py, b = f[inside], px[inside], py[inside], b[inside]
         z = 1.0 / (b / tz[f]).sum(dim=1)  # perspective-correct depth: 1/z is linear in screen space
         pix = py * width + px
-        chunk_z = torch.full_like(zbuf, float("inf"))
-        chunk_z.scatter_reduce_(0, pix, z, reduce="amin")
-        win = z == chunk_z[pix]
-        chunk_f = torch.full_like(fbuf, -1)
-        chunk_f.scatter_reduce_(0, pix[win], f[win], reduce="amax")
-        better = chunk_z < zbuf
-        zbuf = torch.where(better, chunk_z, zbuf)
-        fbuf = torch.where(better, chunk_f, fbuf)
+        # Merge into the buffers in place, touching only this chunk's pixels: the nearest fragment wins, a tie
+        # goes to the larger face index whichever chunk it came from, so the result does not depend on the
+        # fragment budget (chunks come in ascending face order, a tie across chunks goes to the later one).
+        old_z = zbuf[pix]
+        zbuf.scatter_reduce_(0, pix, z, reduce="amin")
+        new_z = zbuf[pix]
+        fbuf[pix[new_z < old_z]] = -1  # a nearer fragment arrived: the old winner is out
+        win = z == new_z
+        fbuf.scatter_reduce_(0, pix[win], f[win], reduce="amax")
         start = stop
+        if on_progress is not None:
+            on_progress(start, 2 * n_live)
 
     covered = torch.nonzero(fbuf >= 0).squeeze(1)
     bary = torch.zeros((height * width, 3), dtype=torch.float64, device=device)
-    if covered.numel():
-        f = fbuf[covered]
-        px = (covered % width).double() + 0.5
-        py = (covered // width).double() + 0.5
+    n_cov = covered.numel()
+    step = max(1, fragment_budget)
+    for lo in range(0, n_cov, step):  # per pixel, so chunking changes nothing; bounded for on_progress
+        cov = covered[lo:lo + step]
+        f = fbuf[cov]
+        px = (cov % width).double() + 0.5
+        py = (cov // width).double() + 0.5
         b, _ = _barycentrics(tri[f], px, py)
         b = b / tz[f]
-        bary[covered] = b / b.sum(dim=1, keepdim=True)
+        bary[cov] = b / b.sum(dim=1, keepdim=True)
+        if on_progress is not None:
+            on_progress(n_live + round(n_live * min(lo + step, n_cov) / n_cov), 2 * n_live)
     return Fragments(fbuf.view(height, width), bary.float().view(height, width, 3),
                      zbuf.float().view(height, width))
 

@@ -229,7 +229,8 @@ def texture_mesh(
                                     lambda i, n: report(0, "unwrapping UVs"))
     verts_u, normals_u = verts[vmap], normals[vmap]
     tick("unwrap")
-    geom = texel_geometry(verts_u, faces_u, normals_u, uvs, texture_size)
+    geom = texel_geometry(verts_u, faces_u, normals_u, uvs, texture_size,
+                          None if progress is None else lambda i, n: report(0, "rasterising the texture atlas"))
     if own_uvs:
         base = bake.texel_colours_from_texture(geom, mesh.texture)  # type: ignore[arg-type]
     elif mesh.colours is not None:
