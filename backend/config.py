@@ -180,6 +180,9 @@ class GeneratorConfig:
                              f"resolution, got {list(self.aware3d_res)}")
         if self.detail_plane and not self.aware3d_res:
             raise ValueError("the detail plane needs 3D-aware blocks (aware3d_res)")
+        if self.channel_base < self.triplane_resolution:  # block_channels would be 0 at the last block
+            raise ValueError(f"channel_base ({self.channel_base}) must be at least the tri-plane resolution "
+                             f"({self.triplane_resolution}): every block needs a channel")
         if len(self.z_bins) > self.z_dim:
             raise ValueError(f"z_bins lists {len(self.z_bins)} coordinates, z has {self.z_dim}")
         for index, edges in self.z_bins:
