@@ -127,7 +127,14 @@ def traced_run(server: Server, name: str, op: str, args: dict[str, Any], timeout
 
 def cancel_run(server: Server, rid: str, op: str, args: dict[str, Any], stage: str, delay: float,
                timeout: float) -> dict[str, Any] | None:
-    """Start a job, cancel it ``delay`` s after the stage's first progress event; the latency and where it hit."""
+    """Start a job, cancel it ``delay`` s after the stage's first progress event; the latency and where it hit.
+
+    A cancelled load goes on in the background (``ModelCache``): wait for it, so runs do not overlap; for the
+    ``load`` stage the cache is emptied first, or the load would be a warm no-op and the cancel land later."""
+    while server.models.loading():
+        time.sleep(0.05)
+    if stage == "load":
+        server.models.clear()
     rec = Recorder()
     server.handle_line(rec.conn, P.encode(P.request(op, args, rid)))
     first = rec.wait(lambda e: e.get("id") == rid and (P.is_terminal(e) or e.get("stage") == stage), timeout)

@@ -214,3 +214,31 @@ def test_atlas_rasterisation_reports_per_chunk_and_chunking_changes_nothing() ->
     with pytest.raises(Stop):
         rasterize(xy, ones, torch.from_numpy(tfaces), 128, 128, fragment_budget=500, on_progress=stop)
     assert stop.calls == 2 and stop.after_cancel == 1
+
+
+def test_face_search_checks_between_its_sub_steps() -> None:
+    """The face crop (seconds on a loaded CPU: detector passes, verifications, landmark fits) calls its
+    ``check`` between sub-steps; raising from it stops the search, and checking changes nothing."""
+    from backend.invert.demo_photo import write_photo
+    from backend.invert.face import detect_faces, face_extra_missing
+    from backend.invert.image import load_photo
+
+    if face_extra_missing():
+        pytest.skip("the face extra is not installed")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = load_photo(write_photo(Path(tmp) / "photo.jpg"))
+    calls = [0]
+
+    def count() -> None:
+        calls[0] += 1
+
+    plain, checked = detect_faces(photo), detect_faces(photo, check=count)
+    assert calls[0] >= 3 and [f.box for f in plain.faces] == [f.box for f in checked.faces]
+    for a, b in zip(plain.faces, checked.faces, strict=True):
+        assert np.array_equal(a.landmarks, b.landmarks)
+    stop = Canceller(1)
+    with pytest.raises(Stop):
+        detect_faces(photo, check=stop)
+    assert stop.calls == 2 and stop.after_cancel == 1

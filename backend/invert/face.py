@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,20 +266,25 @@ def _landmarks(img: np.ndarray, box: tuple[float, float, float, float], points: 
     return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], np.float64)
 
 
-def _detect(img: np.ndarray, s: FaceSettings, full_scan: bool) -> tuple[list[Face], int]:
-    """Faces in one working image (its own pixel coordinates) and the number of candidates verified."""
+def _detect(img: np.ndarray, s: FaceSettings, full_scan: bool,
+            check: Callable[[], None] = lambda: None) -> tuple[list[Face], int]:
+    """Faces in one working image (its own pixel coordinates) and the number of candidates verified;
+    ``check()`` runs between the detector passes and landmark fits (see :func:`detect_faces`)."""
     upsample = 1 if max(img.shape[:2]) < 500 else 0
     rects, scores, _ = _hog().run(img, upsample, s.hog_threshold)
+    check()
     order = np.argsort(scores)[::-1][: s.candidates]
     found: list[Face] = []
     for i in order:
         box = _rect_box(rects[int(i)])
         conf = _verify(img, box, s)
+        check()
         if conf is not None and conf >= s.min_confidence:
             found.append(Face(box, conf, np.zeros((0, 2)), s.landmarks, hog_score=float(scores[int(i)])))
     if not found and full_scan:
         k = min(1.0, s.full_scan_side / max(img.shape[:2]))
         small = _resize(img, k, k)
+        check()
         for d in _mmod()(small, 0 if min(small.shape[:2]) >= 200 else 1):
             if d.confidence >= s.min_confidence:
                 b = _rect_box(d.rect)
@@ -289,12 +295,19 @@ def _detect(img: np.ndarray, s: FaceSettings, full_scan: bool) -> tuple[list[Fac
         if all(_iou(f.box, g.box) < 0.3 for g in kept):
             kept.append(f)
     for f in kept:
+        check()
         f.landmarks = _landmarks(img, f.box, s.landmarks)
     return kept, len(order)
 
 
-def detect_faces(photo: Photo, settings: FaceSettings | None = None) -> FaceSearch:
-    """All faces in ``photo``, largest first (module docstring); ``available=False`` without the extra."""
+def detect_faces(photo: Photo, settings: FaceSettings | None = None,
+                 check: Callable[[], None] | None = None) -> FaceSearch:
+    """All faces in ``photo``, largest first (module docstring); ``available=False`` without the extra.
+
+    ``check()`` is called between the sub-steps (each detector pass, each candidate's verification, each
+    landmark fit) and may raise, e.g. a job's cancel: the whole search is seconds on a loaded CPU, each
+    sub-step a fraction of that. It changes nothing else."""
+    check = check or (lambda: None)
     s = settings or FaceSettings()
     missing = face_extra_missing()
     if missing:
@@ -307,7 +320,8 @@ def detect_faces(photo: Photo, settings: FaceSettings | None = None) -> FaceSear
     tried = 0
     for stretch in (1.0, *s.stretches):
         img = _resize(work, stretch, 1.0)
-        faces, n = _detect(img, s, full_scan=stretch == 1.0)
+        check()
+        faces, n = _detect(img, s, full_scan=stretch == 1.0, check=check)
         tried += n
         if faces:
             sx, sy = 1.0 / (k * stretch), 1.0 / k

@@ -18,6 +18,7 @@ and report alike:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -155,13 +156,15 @@ def no_face_error(photo: Photo, search: FaceSearch) -> NoFaceError:
 def prepare_photo(photo: Photo, cfg: GeneratorConfig, crop: str | CropBox = "auto", align: str = "auto",
                   mask: np.ndarray | None = None, auto_mask: bool = False,
                   matte: tuple[float, float, float] | None = None, settings: FaceSettings | None = None,
-                  search: FaceSearch | None = None, refuse: bool = True) -> FrontEnd:
+                  search: FaceSearch | None = None, refuse: bool = True,
+                  check: Callable[[], None] | None = None) -> FrontEnd:
     """Frame ``photo`` for a model of config ``cfg`` (module docstring).
 
     ``search``: a detection already made (e.g. before the model was loaded); ``refuse=False`` falls back to
     the landmark-free framing instead of raising :class:`NoFaceError` (the server's preview uses it to show
     what was found). Raises ``Aware3DError`` for ``align='ffhq'`` without the face extra (it cannot be
-    honoured) and :class:`NoFaceError` as described."""
+    honoured) and :class:`NoFaceError` as described. ``check()`` runs between the face search's sub-steps
+    and before the framing (it may raise, e.g. a job's cancel)."""
     resolved = resolve_align(align, cfg)
     res = cfg.img_resolution
     if resolved == "none":
@@ -170,7 +173,9 @@ def prepare_photo(photo: Photo, cfg: GeneratorConfig, crop: str | CropBox = "aut
     if resolved == "ffhq" and s.landmarks != 68:
         s = replace(s, landmarks=68)  # FFHQ's recipe needs the mouth corners
     if search is None or (search.face is not None and search.face.landmark_model != s.landmarks):
-        search = detect_faces(photo, s)
+        search = detect_faces(photo, s, check)
+    if check is not None:
+        check()
     if not search.available:
         if align == "ffhq":
             raise Aware3DError("--align ffhq needs the face extra (landmarks)", f"install it: {INSTALL_HINT}")

@@ -217,7 +217,8 @@ def _frame(ctx: JobContext, G: Any, photo: Any, mask: Any, refuse: bool = True) 
     crop, matte = _crop(a["crop"]), _matte(a["matte"])
     align, face_settings = _face_args(a)
     ctx.progress("crop", 0, 1, "finding the face")
-    fe = prepare_photo(photo, G.cfg, crop, align, mask, a["auto_mask"], matte, face_settings, refuse=refuse)
+    fe = prepare_photo(photo, G.cfg, crop, align, mask, a["auto_mask"], matte, face_settings, refuse=refuse,
+                       check=ctx.check_cancel)
     framed, face = fe.framed, fe.face
     preview = ctx.job_dir / "crop_preview.png"
     write_png(preview, crop_preview(photo, framed, landmarks=None if face is None else face.landmarks,
