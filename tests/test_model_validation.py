@@ -17,7 +17,6 @@ import pickle
 import re
 import struct
 import subprocess
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -538,10 +537,9 @@ def test_calls_repeated_through_the_memo_are_budgeted(tmp_path: Path) -> None:
     path = tmp_path / "amplify.pkl"
     path.write_bytes(dumps({"G_ema": None, "x": calls}, protocol=2))
     assert path.stat().st_size < 1_000_000
-    start = time.perf_counter()
     peak, error = _peak_mb_reading(path)
     assert error is not None and "copy far more data than it holds" in error.message
-    assert peak < 100 and time.perf_counter() - start < 20
+    assert peak < 100
 
 
 def test_shared_structures_are_not_unrolled_without_bound(tmp_path: Path) -> None:
@@ -565,8 +563,6 @@ def test_shared_structures_are_not_unrolled_without_bound(tmp_path: Path) -> Non
     path = tmp_path / "modules.pkl"
     path.write_bytes(dumps({"G_ema": node}))
     snapshot = read_snapshot(path)
-    start = time.perf_counter()
-    with pytest.raises(Aware3DError, match="sub-modules") as info:
+    with pytest.raises(Aware3DError, match="sub-modules") as info:  # not 2^40 paths walked
         module_state_dict(snapshot.G_ema)
     assert_one_line(info.value)
-    assert time.perf_counter() - start < 10
