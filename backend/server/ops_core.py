@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,13 @@ class ModelCache:
         """How many loads are in flight (a cancelled job's load goes on in the background)."""
         with self._lock:
             return len(self._loading)
+
+    def wait_loading(self, timeout: float) -> bool:
+        """Wait (bounded) for the loads in flight; True when none is left. Why: the loader is a daemon thread
+        inside torch, and an interpreter that exits under it can abort (SIGABRT) instead of exiting cleanly."""
+        with self._lock:
+            pending = list(self._loading.values())
+        return not wait_futures(pending, timeout=timeout).not_done
 
     def names(self) -> list[str]:
         with self._lock:

@@ -375,9 +375,11 @@ class Server:
         self.stopped.set()
 
     def finish(self, timeout: float = 10.0) -> None:
-        """Cancel running work and wait (bounded) for the worker to reach its next step."""
+        """Cancel running work and wait (bounded) for the worker to reach its next step and for model loads
+        still in flight."""
         self.stopped.set()
         self.jobs.stop(timeout)
+        self.models.wait_loading(timeout)  # a cancelled job's model load still runs in its own thread
 
     # Transports ----------------------------------------------------------------------------------------
 
