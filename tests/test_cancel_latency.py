@@ -252,3 +252,24 @@ def test_face_search_checks_between_its_sub_steps() -> None:
     with pytest.raises(Stop):
         detect_faces(photo, check=stop)
     assert stop.calls == 2 and stop.after_cancel == 1
+
+
+def test_coarse_to_fine_grid_checks_before_its_band_loop() -> None:
+    """At 512³ the coarse grid and the nearest-node fill were seconds without a check: a cancel raised from
+    the grid's progress there stops the grid before any fine band chunk, and checking changes nothing."""
+    from backend.mesh.coarse_to_fine import sample_grid_coarse_to_fine
+    from backend.mesh.grid import GridSpec
+
+    field = sphere_field()
+    spec = GridSpec(64, float(field.box_size))
+    ref, _ = sample_grid_coarse_to_fine(field, spec, 0.0, 1, budget_bytes=1 << 16)
+    calls: list[tuple[int, int]] = []
+    same, _ = sample_grid_coarse_to_fine(field, spec, 0.0, 1, budget_bytes=1 << 16,
+                                         progress=lambda i, n: calls.append((i, n)))
+    assert torch.equal(ref, same)
+    before_band = [c for c in calls if c == (0, 1)]
+    assert len(before_band) >= 4  # coarse chunks, the fill's passes and slabs
+    stop = Canceller(1)
+    with pytest.raises(Stop):
+        sample_grid_coarse_to_fine(field, spec, 0.0, 1, budget_bytes=1 << 16, progress=stop)
+    assert stop.calls == 2 and stop.after_cancel == 1

@@ -17,6 +17,7 @@ count as surface cells) or lower ``factor`` if a model has those.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +67,8 @@ def nearest_nodes(nodes: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def fill_from_coarse(
-    coarse: torch.Tensor, nodes: torch.Tensor, n: int, out: torch.Tensor, slab: int = 32
+    coarse: torch.Tensor, nodes: torch.Tensor, n: int, out: torch.Tensor, slab: int = 32,
+    check: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Give every fine point the value of its nearest coarse node (one of its own cell's corners).
 
@@ -74,15 +76,19 @@ def fill_from_coarse(
     it only has to be sign-correct (band points are evaluated exactly afterwards), so nearest-node copies
     do, and they cost a fraction of trilinear interpolation (fewer gathers, no blending). Each pass gathers along
     dim 0 (contiguous blocks); the last pass runs slab by slab so a 1024³ float16 grid needs no float32
-    copy.
+    copy. ``check()`` runs between passes and slabs (it may raise, a cancel): at 512³ the fill is seconds.
     """
+    check = check or (lambda: None)
     nn = nearest_nodes(nodes, n).to(coarse.device)
     coarse = store(coarse, out.dtype)  # copies only: casting first is exact and halves fp16 temporaries
     zxy = coarse.permute(2, 0, 1)[nn]  # [n_z, Nc_x, Nc_y]
+    check()
     yzx = zxy.permute(2, 0, 1).contiguous()[nn]  # [n_y, n_z, Nc_x]
+    check()
     xyz = yzx.permute(2, 0, 1).contiguous()  # [Nc_x, n_y, n_z]
     del zxy, yzx
     for x0 in range(0, n, slab):
+        check()
         x1 = min(x0 + slab, n)
         out[x0:x1] = xyz[nn[x0:x1]]
     return out
@@ -108,7 +114,8 @@ def active_cells(coarse: torch.Tensor, level: float, dilation: int, margin: floa
 
 
 def _sample_coarse(
-    field: Field, spec: GridSpec, nodes: torch.Tensor, lo: int, hi: int, far: float, budget: int
+    field: Field, spec: GridSpec, nodes: torch.Tensor, lo: int, hi: int, far: float, budget: int,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The coarse grid at ``nodes``³; nodes outside [lo, hi) (the trimmed border) are far, not queried."""
     nc = len(nodes)
@@ -122,7 +129,7 @@ def _sample_coarse(
         coarse[a + sx.start : a + sx.stop, a + sy.start : a + sy.stop, a:b] = values.float()
 
     sub = nodes[inner]
-    return coarse, sample_lattice(field, spec, sub, sub, sub, write, budget)
+    return coarse, sample_lattice(field, spec, sub, sub, sub, write, budget, progress)
 
 
 def sample_grid_coarse_to_fine(
@@ -152,13 +159,16 @@ def sample_grid_coarse_to_fine(
     # 1. Coarse grid (its border nodes are far, like the full grid's trimmed voxels).
     nodes = coarse_nodes(n, factor)
     nc = len(nodes)
-    coarse, coarse_queries = _sample_coarse(field, spec, nodes, lo, hi, far, budget)
+    # Cancel checks in the steps before the band loop (seconds at 512³): they report the grid as not started.
+    check = None if progress is None else (lambda: progress(0, 1))
+    coarse, coarse_queries = _sample_coarse(field, spec, nodes, lo, hi, far, budget,
+                                            None if check is None else lambda i, n: check())
 
     # 2. Band of active coarse cells; 3. fine grid = interpolation, refined in the band.
     active = active_cells(coarse, level, dilation, margin)
     cells = torch.nonzero(active)  # [K, 3] on device
     grid = torch.empty((n, n, n), dtype=dtype, device=device)
-    fill_from_coarse(coarse, nodes, n, grid)
+    fill_from_coarse(coarse, nodes, n, grid, check=check)
     del coarse
     nodes_d = nodes.to(device)
     span = factor + 1  # owned points per axis: [node[c], node[c+1]), plus N − 1 for the last cell
