@@ -263,6 +263,8 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
     loc = tuple(scene.cursor.location) if location is None else tuple(location)
     collection = getattr(ctx, "collection", None) or scene.collection
     coll_name, scene_name, with_camera = collection.name, scene.name, bool(req.get("camera", True))
+    # The Generate panel's origin and scale: a head from a photo also stands on the cursor by default.
+    placement = api._placement(scene.aware3d, None, None, None)
     future: InvertFuture
 
     def meta(data: dict[str, Any]) -> dict[str, Any]:
@@ -290,7 +292,8 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
         collection = bpy.data.collections.get(coll_name) or scene.collection
         obj_name = name or f"Aware3D_{data.get('name') or 'photo'}"
         try:
-            obj = scene_import.import_head(files, obj_name, where, collection, meta(data), with_camera)
+            obj = scene_import.import_head(files, obj_name, where, collection, meta(data), with_camera,
+                                           **placement)
         except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
             print(f"Aware3D: the encoder's head could not be shown: {exc}")
             return
@@ -319,7 +322,7 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
             if "mesh" in h.files:
                 where = drop_first()
                 obj = api.import_result(h, future, obj_name, where, coll_name, scene_name, meta(h.data),
-                                        with_camera)
+                                        with_camera, placement)
                 if obj is None:
                     return
                 session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo"

@@ -80,6 +80,8 @@ def scenario(zip_path: str, photo: str) -> dict[str, Any]:
     assert fut.first_object is None and obj.name == first_name  # replaced, under the same name
     assert obj["aware3d"]["refine"] == "fast" and obj["aware3d"]["avatar"] != first_avatar
     assert tuple(round(v, 4) for v in obj.location) == (2.0, 0.0, 0.0)
+    lowest = min((obj.matrix_world @ v.co).z for v in obj.data.vertices)
+    assert abs(lowest) <= 1e-3, lowest  # a head from a photo also stands where its origin is (default)
     assert _heads(bpy) == sorted([*before, obj.name]), _heads(bpy)
     assert [c.parent.name for c in bpy.data.objects if c.type == "CAMERA" and c.parent] == [obj.name]
     assert st.metrics_text.startswith("Photo view: PSNR") and st.encoder_text == f"Encoder {ENCODER}: refine fast"
