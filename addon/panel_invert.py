@@ -361,12 +361,18 @@ def preview(photo: str | None = None, image: bpy.types.Image | None = None, esti
     ctx = context or bpy.context
     req = {k: v for k, v in request_args(ctx).items() if k in PREVIEW_KEYS}
     req.update(photo_args(ctx, photo, image), estimate_pose=estimate_pose)
-    h = session.wait(session.submit("invert_preview", req, context=ctx), timeout)
+    h = session.wait(session.submit("invert_preview", req, on_done=_preview_done, context=ctx, cleanup=True),
+                     timeout)
     if h.error is not None:
         raise h.error
-    _record(h.data)
-    show_preview(h.files.get("crop_preview"))
     return h.data
+
+
+def _preview_done(h: JobHandle) -> None:
+    """Show the crop (packed into the .blend) before the job folder it came in is removed."""
+    if h.state == "done":
+        _record(h.data)
+        show_preview(h.files.get("crop_preview"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -412,13 +418,7 @@ class AWARE3D_OT_invert_preview(bpy.types.Operator):
             else:
                 req = {k: v for k, v in request_args(context).items() if k in PREVIEW_KEYS}
                 req.update(photo_args(context), estimate_pose=bool(s.estimate_pose))
-
-                def done(h: JobHandle) -> None:
-                    if h.state == "done":
-                        _record(h.data)
-                        show_preview(h.files.get("crop_preview"))
-
-                session.submit("invert_preview", req, on_done=done, context=context)
+                session.submit("invert_preview", req, on_done=_preview_done, context=context, cleanup=True)
         except BackendError as exc:
             session.record_error(exc)
             self.report({"ERROR"}, str(exc))

@@ -344,11 +344,11 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
             if st is not None:
                 st.result_text = text
             session.record_result(text)
-            scene_import.remove_job_folder((h.result or {}).get("job_dir"), prefs.user_dir("jobs"))
             if not bpy.app.background:
                 with contextlib.suppress(RuntimeError):
                     bpy.ops.ed.undo_push(message="Aware3D: novel-view texture")
         except (scene_import.ImportFailed, OSError, KeyError, ValueError) as exc:
+            h.keep_folder = True  # for a look at what the backend sent
             future.error = BackendError("ImportFailed", f"could not apply the texture: {exc}",
                                         "the job folder is kept; see the system console")
             remove_cameras(made, ring_coll)
@@ -368,7 +368,9 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
             on_progress(future)
 
     try:
-        handle = session.submit("texture", req, on_done=done, on_progress=progress, context=ctx)
+        # cleanup: the job folder goes when the job ends (after done() applied the texture), whatever the
+        # outcome; a failed job's stays with the "Keep failed job folders" preference.
+        handle = session.submit("texture", req, on_done=done, on_progress=progress, context=ctx, cleanup=True)
     except BackendError:
         glb.unlink(missing_ok=True)
         remove_cameras(made, ring_coll)

@@ -64,6 +64,10 @@ def scenario(zip_path: str, photo: str) -> dict[str, Any]:
     assert st.pose_text.startswith("Pose (encoder)"), st.pose_text
     assert st.encoder_text.startswith(f"Encoder {ENCODER}"), st.encoder_text
     out["preview"] = {"pose": st.pose_text, "encoder": st.encoder_text}
+    shown = bpy.data.images[panel.PREVIEW_IMAGE]
+    assert shown.packed_file is not None and shown.size[0] > 0  # kept in the .blend
+    jobs = importlib.import_module(f"{PKG}.prefs").user_dir("jobs")
+    assert not [p for p in jobs.iterdir() if p.is_dir() and p.name != "remote"]  # its job folder is gone
 
     # 2. The encoder's head first, then the refined head in its place (where the user moved it).
     before = _heads(bpy)

@@ -152,6 +152,10 @@ def scenario(zip_path: str) -> dict[str, Any]:
     assert "not found" in out["failure_error"], out["failure_error"]
     assert _ring_left(bpy, head) == [], _ring_left(bpy, head)
     assert "not found" in wm.aware3d.last_error
+    # No job folder is left: textured, cancelled and failed jobs all cleaned up (the default preference).
+    jobs = importlib.import_module(f"{PKG}.prefs").user_dir("jobs")
+    left = sorted(p.name for p in jobs.iterdir() if p.is_dir() and p.name != "remote")
+    assert not left, left
 
     heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "backend")))
     assert not heavy, heavy[:5]  # the add-on never imports the backend or torch
