@@ -273,3 +273,61 @@ def test_coarse_to_fine_grid_checks_before_its_band_loop() -> None:
     with pytest.raises(Stop):
         sample_grid_coarse_to_fine(field, spec, 0.0, 1, budget_bytes=1 << 16, progress=stop)
     assert stop.calls == 2 and stop.after_cancel == 1
+
+
+def test_uninterruptible_mesh_calls_return_at_the_first_check_after_a_cancel() -> None:
+    """Marching cubes and decimation run beside their checks: a cancel returns without waiting for the call,
+    which finishes in the background; without a cancel the result and the call's own errors come through."""
+    from backend.mesh.pipeline import interruptible
+
+    release, finished = threading.Event(), threading.Event()
+
+    def long_call() -> str:
+        release.wait(30)  # a library call that has not finished when the cancel comes
+        finished.set()
+        return "mesh"
+
+    stop = Canceller(2)
+    with pytest.raises(Stop):
+        interruptible(long_call, stop, poll_s=0.01)
+    assert stop.calls == 3 and stop.after_cancel == 1 and not finished.is_set()  # returned before the call
+    release.set()
+    assert finished.wait(30)  # which then ends on its own
+    assert interruptible(lambda: "mesh", Canceller(100), poll_s=0.01) == "mesh"
+    with pytest.raises(ZeroDivisionError):
+        interruptible(lambda: 1 / 0, Canceller(100), poll_s=0.01)
+
+
+@pytest.mark.parametrize("stage", ["marching_cubes", "cleanup"])
+def test_mesh_pipeline_checks_during_marching_cubes_and_decimation(stage: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's own calls: made slow here, the cancel lands while they run (before the stage ends)."""
+    import backend.mesh.pipeline as pipeline
+
+    gates = {"marching_cubes": threading.Event(), "decimate": threading.Event()}
+    ended: list[str] = []
+
+    def slow(fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            gates[fn.__name__].wait(30)
+            ended.append(fn.__name__)
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(pipeline, "marching_cubes", slow(pipeline.marching_cubes))
+    monkeypatch.setattr(pipeline.cleanup, "decimate", slow(pipeline.cleanup.decimate))
+    if stage == "cleanup":
+        gates["marching_cubes"].set()  # marching cubes runs through; decimation waits
+    calls: list[tuple[str, float]] = []
+
+    def progress(s: str, frac: float) -> None:
+        calls.append((s, frac))
+        if s == stage and len([c for c in calls if c[0] == s]) >= (2 if s == "marching_cubes" else 4):
+            raise Stop()  # marching cubes: its start, then a check while it runs; cleanup: 0, 0.25, 0.5, check
+
+    with pytest.raises(Stop):
+        extract_mesh(sphere_field(), MeshSettings(resolution=64, colours=False, target_faces=2000), progress)
+    for gate in gates.values():
+        gate.set()
+    assert calls[-1] == (stage, 0.0 if stage == "marching_cubes" else 0.5)  # raised during the call
+    assert (stage != "cleanup" or ended == ["marching_cubes"])  # decimation had not returned

@@ -14,9 +14,12 @@ Export is separate (``export.save_mesh``) so that callers choose the file and th
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +42,8 @@ from backend.mesh.marching_cubes import MC_METHODS, marching_cubes, resolve_meth
 from backend.mesh.texture import bake_texture, unwrap
 
 StageProgress = Callable[[str, float], None]
+T = TypeVar("T")
+
 STAGES: tuple[str, ...] = ("grid", "marching_cubes", "cleanup", "colours", "texture")
 
 
@@ -110,6 +115,36 @@ def _sub(progress: StageProgress | None, stage: str, lo: float, hi: float) -> Ca
     return lambda done, total: progress(stage, lo + (hi - lo) * done / max(total, 1))
 
 
+def interruptible(fn: Callable[[], T], check: Callable[[], None] | None, poll_s: float = 0.05) -> T:
+    """``fn()``, with ``check()`` called every ``poll_s`` while it runs; an exception from ``check`` (a
+    cancel) propagates at once and ``fn``'s result, when it comes, is dropped.
+
+    Why: marching cubes and quadric decimation are single library calls with no callback of their own, a
+    second or more each at 512³ on a loaded CPU. They run in a worker thread (both release the GIL for most
+    of their work, so the checks keep their pace) rather than a process (their inputs are hundreds of MB). The
+    thread is not a daemon: a process that exits right after a cancel waits for the call instead of being
+    aborted under it."""
+    if check is None:
+        return fn()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="aware3d-mesh-call").start()
+    while not done.wait(poll_s):
+        check()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def extract_mesh(field: Field, settings: MeshSettings | None = None,
                  progress: StageProgress | None = None) -> Mesh:
     """Mesh the level set of ``field`` (see module docstring). Raises ``Aware3DError`` if nothing is found."""
@@ -143,7 +178,9 @@ def extract_mesh(field: Field, settings: MeshSettings | None = None,
     _report(progress, "marching_cubes", 0.0)
     method = resolve_method(s.mc_method, grid)
     stats["mc_method"] = method
-    verts_idx, faces_t = marching_cubes(grid, s.level, method)
+    # (a CUDA grid's kernel takes milliseconds, and stays on the thread that owns its device)
+    check = None if progress is None or grid.is_cuda else lambda: progress("marching_cubes", 0.0)
+    verts_idx, faces_t = interruptible(functools.partial(marching_cubes, grid, s.level, method), check)
     del grid
     verts = spec.to_world(verts_idx.float()).cpu().numpy()
     faces = faces_t.cpu().numpy()
@@ -162,7 +199,8 @@ def extract_mesh(field: Field, settings: MeshSettings | None = None,
     verts = cleanup.taubin_smooth(verts, faces, s.smooth_iterations, s.smooth_lambda, s.smooth_mu)
     _report(progress, "cleanup", 0.5)
     if s.target_faces:
-        verts, faces = cleanup.decimate(verts, faces, s.target_faces)
+        verts, faces = interruptible(functools.partial(cleanup.decimate, verts, faces, s.target_faces),
+                                     None if progress is None else lambda: progress("cleanup", 0.5))
     normals = cleanup.vertex_normals(verts, faces)
     seconds["cleanup"] = time.perf_counter() - t
     _report(progress, "cleanup", 1.0)
