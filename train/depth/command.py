@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise Aware3DError(f"the {opts.preset} network cannot take {data.resolution}px images: {exc}",
                            "use images whose size is a multiple of 8") from None
-    from backend.validate import check_output_dir
+    from train.gan.distributed import check_run_folder
 
-    check_output_dir(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
+    check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
     if list_snapshots(args.out) and not args.resume:
         raise Aware3DError(f"{args.out} already holds a training run", "add --resume, or choose another --out")
     device = resolve_device(args.device)

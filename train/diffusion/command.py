@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(f"--{name.replace('_', '-')}: file not found: {path}")
     if args.steps < 1 or args.batch < 1 or args.snap < 1:
         raise Aware3DError("--steps, --batch and --snap must be positive")
-    from backend.validate import check_output_dir
+    from train.gan.distributed import check_run_folder
 
-    check_output_dir(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
+    check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
     words = ["aware3d-train", "diffusion"] + [
         w for k, v in vars(args).items() if k not in ("func", "command") and v not in (None, False)
         for w in (["--" + k.replace("_", "-")] if v is True else ["--" + k.replace("_", "-"), str(v)])]

@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    from backend.validate import check_output_dir
+    from train.gan.distributed import check_run_folder
 
-    check_output_dir(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
+    check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
     if list_snapshots(args.out) and not args.resume:
         raise Aware3DError(f"{args.out} already holds a training run", "add --resume, or choose another --out")
     from backend.configs import get_config

@@ -196,9 +196,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     info = distributed.init_from_env(device.type)
-    from backend.validate import check_output_dir
+    from train.gan.distributed import check_run_folder
 
-    check_output_dir(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
+    check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
     if list_snapshots(args.out) and not args.resume:
         raise Aware3DError(f"{args.out} already holds a training run", "add --resume, or choose another --out")
     model = load_generator(args.model, device)

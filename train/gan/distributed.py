@@ -144,3 +144,14 @@ def train_command(trainer: Trainer, info: DistInfo, out: Path, resume: bool, exp
         trainer.export(export)
         print(f"exported {export}", file=sys.stderr)
     return 0
+
+
+def check_run_folder(out: str | os.PathLike[str]) -> None:
+    """A trainer's ``--out``, checked before any work (:func:`backend.validate.check_output_dir`) by the first
+    process only. Why: the check creates the folder to write a probe file in it and removes what it created,
+    so two torchrun ranks checking at once could remove it under each other (a random "cannot write" at a
+    multi-process start); the other ranks never write there before the first one has."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        from backend.validate import check_output_dir
+
+        check_output_dir(out)
