@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import tempfile
 import unicodedata
 from dataclasses import dataclass
@@ -284,6 +285,15 @@ def _probe(folder: Path, label: str, hint: str) -> None:
         os.unlink(name)
 
 
+def _not_a_folder(path: Path) -> bool:
+    """``path`` exists and is not a folder, in one ``stat`` (``exists() and not is_dir()`` would say so of a
+    folder another process removes between the two calls)."""
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def _writable_folder(folder: Path, label: str, hint: str) -> None:
     """Prove that files can be written in ``folder``, creating it (and its missing parents) for the test and
     removing what was created, so a refused command leaves nothing behind and the writers create it later."""
@@ -292,14 +302,26 @@ def _writable_folder(folder: Path, label: str, hint: str) -> None:
     while not q.exists() and not q.is_symlink() and q.parent != q:
         missing.append(q)
         q = q.parent
-    if q.exists() and not q.is_dir():
+    if _not_a_folder(q):
         raise Aware3DError(f"cannot create {label}: {q} is a file, not a folder", hint)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Aware3DError(f"cannot create {label}: {_reason(exc)}", hint) from None
-    try:
-        _probe(folder, label, hint)
+        for attempt in range(5):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except (FileNotFoundError, FileExistsError) as exc:
+                if attempt < 4:  # a folder on the way appeared or vanished meanwhile: see below
+                    continue
+                raise Aware3DError(f"cannot create {label}: {_reason(exc)}", hint) from None
+            except OSError as exc:
+                raise Aware3DError(f"cannot create {label}: {_reason(exc)}", hint) from None
+            try:
+                _probe(folder, label, hint)
+                break
+            except Aware3DError:
+                # Another process checking the same new folder (torchrun's ranks) may remove what it made
+                # between our mkdir and our probe: a folder fails the test only when it fails every time.
+                if attempt == 4:
+                    raise
     finally:
         for m in missing:  # deepest first
             with contextlib.suppress(OSError):
@@ -316,7 +338,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """An output folder, checked before any work: not a file, creatable, writable. Returns the path."""
     p = _as_path(path, what)
     try:
-        if p.exists() and not p.is_dir():
+        if _not_a_folder(p):
             raise Aware3DError(f"{what} {_show(p)} is a file, not a folder",
                                f"give {what} a folder; it is created if needed")
         _writable_folder(p, f"{what} {_show(p)}", f"give {what} a folder you can write to")

@@ -431,3 +431,34 @@ def test_make_dataset_count_and_output(tmp_path: Path, capsys: pytest.CaptureFix
     line = _one_line_error(train_main(["make-dataset", "--count", "4", "--out", "/proc/x.zip"]), capsys,
                            "aware3d-train")
     assert "cannot write to" in line
+
+
+def _check_many(root: str, barrier: Any, errors: Any) -> None:
+    from backend.validate import check_output_dir
+
+    for i in range(150):
+        barrier.wait()
+        try:
+            check_output_dir(Path(root) / f"run{i}" / "out")
+        except Aware3DError as exc:
+            errors.put(exc.one_line())
+
+
+def test_two_processes_checking_the_same_new_folder_both_pass(tmp_path: Path) -> None:
+    """torchrun's ranks check one --out at once; each creates, probes and removes it, and must not fail
+    because the other removed it meanwhile (a random 'cannot write' at a multi-process start, seen in CI)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    barrier, errors = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_check_many, args=(str(tmp_path), barrier, errors)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found[:3]
+    assert not list(tmp_path.rglob("*.aware3d-probe-*"))  # and no probe file is left behind
