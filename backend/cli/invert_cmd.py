@@ -193,8 +193,6 @@ def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
         raise Aware3DError(f"pose {pose} is outside the generator's range", "yaw within ±90°, pitch within ±60°")
     for name in ("steps_project", "steps_stage1", "steps_stage2"):
         optional("invert_steps", getattr(args, name), f"--{name.replace('_', '-')}", "e.g. 100")
-    if args.views is not None and args.views < 2:
-        raise Aware3DError(f"--views must be at least 2, got {args.views}", "e.g. --views 12")
     optional("pseudo_views", args.views, "--views", "e.g. --views 12")
     optional("pseudo_yaw_deg", args.pseudo_yaw, "--pseudo-yaw", "e.g. --pseudo-yaw 30")
     optional("pseudo_weight", args.pseudo_weight, "--pseudo-weight", "e.g. --pseudo-weight 0.5")
