@@ -8,23 +8,15 @@ a two-line shell wrapper: a real interpreter, started the way the add-on starts 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_server import _client_module
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _client_module() -> Any:
-    sys.path.insert(0, str(ROOT))
-    try:
-        return importlib.import_module("addon.client")  # addon/__init__ imports no bpy at import time
-    finally:
-        sys.path.remove(str(ROOT))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell wrapper")
