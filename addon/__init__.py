@@ -19,6 +19,8 @@ def _modules() -> tuple:  # type: ignore[type-arg]
 def register() -> None:
     import bpy
 
+    from . import storage
+
     props, prefs, operators, panels, panel_invert, panel_views, panel_gallery = _modules()
     props.register()
     bpy.utils.register_class(prefs.AWARE3D_AP_preferences)
@@ -27,14 +29,16 @@ def register() -> None:
     panel_invert.register()  # sub-panels of the main one: after it
     panel_views.register()
     panel_gallery.register()
+    storage.register()
 
 
 def unregister() -> None:
     import bpy
 
-    from . import session
+    from . import session, storage
 
     session.shutdown()
+    storage.unregister()
     props, prefs, operators, panels, panel_invert, panel_views, panel_gallery = _modules()
     panel_gallery.unregister()
     panel_views.unregister()

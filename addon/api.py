@@ -22,12 +22,12 @@ from typing import Any
 
 import bpy
 
-from . import scene_import, session
+from . import scene_import, session, storage
 from .client import BackendError, JobHandle
 
-__all__ = ["BackendError", "GenerateFuture", "add_model", "cancel", "doctor", "download_model", "free",
-           "generate", "generate_async", "list_models", "make_camera_ring", "request", "texture_object",
-           "texture_object_async"]
+__all__ = ["BackendError", "GenerateFuture", "add_model", "avatar_path", "cancel", "doctor", "download_model",
+           "free", "generate", "generate_async", "list_models", "make_camera_ring", "pack_head", "request",
+           "texture_object", "texture_object_async", "unpack_head"]
 
 COLOUR_MODES = ("vertex", "texture", "none")
 ORIGINS = ("base", "centre")
@@ -308,6 +308,31 @@ def make_camera_ring(obj: bpy.types.Object, count: int = 8, pitch: float = 0.0) 
     from . import panel_views
 
     return panel_views.make_camera_ring(obj, count, pitch)
+
+
+def _head(obj: bpy.types.Object | None) -> bpy.types.Object:
+    obj = obj if obj is not None else getattr(bpy.context, "active_object", None)
+    if obj is None:
+        raise BackendError("NoObject", "no head given and no active object", "pass a head or make it active")
+    return obj
+
+
+def avatar_path(obj: bpy.types.Object | None = None) -> str:
+    """The avatar file of ``obj`` (default: the active object), absolute, for a command that reads it
+    (``aware3d sample --avatar PATH``): the linked file, or the packed copy written back to the avatars folder
+    and checked (size, SHA-256). Raises :class:`BackendError` when it is neither on disk nor packed."""
+    return str(storage.avatar_path(_head(obj)))
+
+
+def pack_head(obj: bpy.types.Object | None = None) -> str:
+    """Put the head's avatar (a Text datablock) and texture images into the .blend; returns what was done."""
+    return storage.pack_head(_head(obj))
+
+
+def unpack_head(obj: bpy.types.Object | None = None) -> str:
+    """Make the head's avatar and texture images files in the avatars folder, linked relative to the .blend
+    (written back from the .blend where needed); returns what was done."""
+    return storage.unpack_head(_head(obj))
 
 
 def cancel() -> None:

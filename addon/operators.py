@@ -232,6 +232,49 @@ class AWARE3D_OT_setup_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class _HeadFilesOperator(bpy.types.Operator):
+    """Shared by Pack / Unpack: the active object's files, one undo step, the result in the status line."""
+
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 - Blender reads a set
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return getattr(context, "active_object", None) is not None
+
+    def switch(self, obj: bpy.types.Object) -> str:
+        raise NotImplementedError
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            text = self.switch(context.active_object)
+        except (BackendError, OSError, RuntimeError) as exc:
+            return _report_error(self, exc)
+        session.record_result(text)
+        self.report({"INFO"}, f"Aware3D: {text}")
+        return {"FINISHED"}
+
+
+class AWARE3D_OT_pack_head(_HeadFilesOperator):
+    """Put the active head's avatar and texture images into the .blend (one file to send)"""
+
+    bl_idname = "aware3d.pack_head"
+    bl_label = "Pack into .blend"
+
+    def switch(self, obj: bpy.types.Object) -> str:
+        return api.pack_head(obj)
+
+
+class AWARE3D_OT_unpack_head(_HeadFilesOperator):
+    """Write the active head's avatar and texture images to the avatars folder and link them (a smaller
+    .blend; copy the folder with it)"""
+
+    bl_idname = "aware3d.unpack_head"
+    bl_label = "Unpack to Files"
+
+    def switch(self, obj: bpy.types.Object) -> str:
+        return api.unpack_head(obj)
+
+
 CLASSES = (AWARE3D_OT_generate, AWARE3D_OT_cancel, AWARE3D_OT_free_backend, AWARE3D_OT_clear_error,
            AWARE3D_OT_refresh_models, AWARE3D_OT_add_model_file, AWARE3D_OT_add_model_url, AWARE3D_OT_doctor,
-           AWARE3D_OT_setup_backend)
+           AWARE3D_OT_setup_backend, AWARE3D_OT_pack_head, AWARE3D_OT_unpack_head)

@@ -9,7 +9,8 @@ the encoder's head arrives first (a progress event's ``partial`` result) and is 
 once; when the refinement finishes, the refined head replaces it (where it stands now); a cancelled or failed
 refinement keeps it. Each head is imported through :mod:`.scene_import` with a camera at the photo's pose,
 and its avatar file's path is stored on the object (``obj["aware3d"]["avatar"]``) for other commands
-(``aware3d sample --avatar``).
+(``aware3d sample --avatar``); the Head files preference links it from the avatars folder or packs it into
+the .blend, and the panel's Pack / Unpack buttons switch the active head (:mod:`.storage`).
 
 Registration (kept out of ``__init__``/``panels`` so this file is self-contained): call :func:`register` after
 ``panels.CLASSES`` are registered (the panel's parent is ``VIEW3D_PT_aware3d``) and :func:`unregister`
@@ -27,7 +28,7 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import api, panel_common, prefs, scene_import, session
+from . import api, panel_common, prefs, scene_import, session, storage
 from .client import BackendError, JobHandle
 from .panel_common import panel_state, safe_name
 from .panels import ORDER
@@ -247,7 +248,18 @@ def keep_first_avatar(first: bpy.types.Object, h: JobHandle) -> str:
     st = _state()
     if st is not None:
         st.avatar_path = kept
-    return f"; avatar saved {where}: {kept}"
+    return f"; avatar saved {where}: {kept}" + store_head(first)
+
+
+def store_head(obj: bpy.types.Object) -> str:
+    """Keep a new head's files as the Head files preference says (:func:`storage.store_new_head`); returns
+    the status line's note when that failed (the head stays, with its avatar file where it is)."""
+    try:
+        storage.store_new_head(obj)
+    except (BackendError, OSError, RuntimeError) as exc:
+        print(f"Aware3D: could not store the files of {obj.name}: {exc}")
+        return f" (not stored as asked: {exc})"
+    return " (packed into the .blend)" if storage.storage_of(obj) == storage.PACK else ""
 
 
 def invert_async(photo: str | None = None, image: bpy.types.Image | None = None, location: Any = None,
@@ -325,8 +337,9 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
                                         with_camera, placement)
                 if obj is None:
                     return
+                note = store_head(obj)
                 session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo"
-                                      + (f"; avatar saved {where}: {kept}" if where else ""))
+                                      + (f"; avatar saved {where}: {kept}" if where else "") + note)
                 if not bpy.app.background:
                     with contextlib.suppress(RuntimeError):
                         bpy.ops.ed.undo_push(message="Aware3D: photo to 3D")
@@ -460,12 +473,28 @@ class VIEW3D_PT_aware3d_photo(bpy.types.Panel):
         col.prop(s, "resolution")
         col.prop(s, "faces")
         col.prop(s, "add_camera")
+        p = prefs.preferences(context)
+        if p is not None:
+            col.prop(p, "head_files")
         layout.operator("aware3d.invert_preview", icon="IMAGE_DATA")
         panel_common.draw_preview_and_lines(layout, st, (st.face_text, st.crop_text, st.pose_text, st.encoder_text,
                                                          st.metrics_text), scale=8.0)
         stage = context.window_manager.aware3d.stage
         panel_common.draw_job_progress(layout, context, ("invert", "invert_preview"), stage)
         layout.operator("aware3d.invert", icon="USER")
+        draw_head_files(layout, getattr(context, "active_object", None))
+
+
+def draw_head_files(layout: bpy.types.UILayout, obj: bpy.types.Object | None) -> None:
+    """The active head's avatar: where it is (linked, packed, missing) and the buttons that switch it."""
+    text = storage.describe(obj) if obj is not None else ""
+    if not text:
+        return
+    box = layout.box()
+    box.label(text=text, icon="ERROR" if text.startswith("Avatar missing") else "FILE")
+    row = box.row(align=True)
+    row.operator("aware3d.pack_head", icon="PACKAGE")
+    row.operator("aware3d.unpack_head", icon="UGLYPACKAGE")
 
 
 CLASSES = (AWARE3D_PG_invert, AWARE3D_PG_invert_state, AWARE3D_OT_invert, AWARE3D_OT_invert_preview,

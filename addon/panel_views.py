@@ -27,7 +27,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from mathutils import Matrix, Vector
 
-from . import api, panel_common, prefs, scene_import, session, texture_scene
+from . import api, panel_common, prefs, scene_import, session, storage, texture_scene
 from .client import BackendError, JobHandle
 from .panel_common import panel_state, safe_name
 from .panels import ORDER
@@ -335,6 +335,10 @@ def texture_object_async(obj: bpy.types.Object | None = None, cameras: Sequence[
             o["aware3d_views"] = {"cameras": list(h.data.get("cameras", [])),
                                   "generator": str(h.data.get("generator_label") or h.data.get("generator", "")),
                                   "bake": use_bake}
+            try:  # a linked head's new images go to the avatars folder (storage.store_new_images)
+                storage.store_new_images(o)
+            except (OSError, RuntimeError) as exc:
+                print(f"Aware3D: the texture stays packed in the .blend: {exc}")
             for c in made:  # the ring stays (the material uses its cameras' names): now the user's cameras
                 cam = bpy.data.objects.get(c)
                 if cam is not None and "aware3d_job_ring" in cam:

@@ -29,6 +29,13 @@ MODES = [
     ("PYTHON", "Existing Python", "Any Python interpreter with the backend's requirements (e.g. a venv)"),
     ("REMOTE", "Remote server", "A backend started with 'aware3d serve --port' (address and token)"),
 ]
+HEAD_LINK, HEAD_PACK = "LINK", "PACK"
+HEAD_FILES = [
+    (HEAD_LINK, "Link files", "Avatar and texture files stay in the avatars folder; the .blend refers to them "
+                              "relative to itself (copy the folder with the .blend)"),
+    (HEAD_PACK, "Pack into .blend", "Avatar and textures inside the .blend (one file to send; the avatar is "
+                                    "written back to the avatars folder when a command needs it)"),
+]
 TORCH_CHANNELS = [("cpu", "CPU only", "Small download; no GPU"), ("cu128", "CUDA 12.8", "NVIDIA GPUs (incl. RTX 50)"),
                   ("default", "Default (PyPI)", "Whatever PyPI's torch is on this platform")]
 
@@ -54,6 +61,9 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
                                 description="Where Photo to 3D saves avatar files (empty: an 'avatars' folder "
                                             "next to the .blend; for an unsaved file, the extension's user "
                                             "folder)")
+    head_files: EnumProperty(name="Head files", items=HEAD_FILES, default=HEAD_LINK,
+                             description="How a new head from a photo keeps its avatar and textures (Pack / "
+                                         "Unpack in the Photo to 3D panel switches an existing head)")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -78,6 +88,7 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "models_dir")
         layout.prop(self, "avatars_dir")
+        layout.prop(self, "head_files")
         layout.prop(self, "keep_failed_jobs")
         row = layout.row()
         row.operator("aware3d.doctor", icon="CHECKMARK")
@@ -119,6 +130,12 @@ def avatars_dir(context: bpy.types.Context | None = None) -> tuple[Path, str]:
     if bpy.data.filepath:
         return Path(bpy.data.filepath).parent / "avatars", "next to the .blend"
     return user_dir("avatars"), "the extension's user folder (the .blend is not saved)"
+
+
+def head_files(context: bpy.types.Context | None = None) -> str:
+    """``LINK`` or ``PACK``: how a new head keeps its files (see ``storage``)."""
+    mode = str(_pref("head_files", HEAD_LINK, context))
+    return mode if mode in (HEAD_LINK, HEAD_PACK) else HEAD_LINK
 
 
 def package_root() -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from . import prefs, scene_import
+from . import prefs, scene_import, storage
 from . import protocol as P
 from .client import BackendClient, BackendError, JobHandle, PipeTransport, TcpTransport, backend_command, backend_env
 from .props import progress_state
@@ -184,16 +184,14 @@ def remove_job_folders(h: JobHandle) -> None:
 def keep_avatar(path: str) -> tuple[str, str]:
     """Move an avatar file out of its job folder (which is removed) to the avatars folder: next to the .blend,
     the chosen folder, or the extension's user folder for an unsaved file. Returns (new path, where, in
-    words); a missing file is left as it is (path, "")."""
+    words); a missing file is left as it is (path, ""). How the head then keeps it (linked or packed into the
+    .blend) is :func:`storage.store_new_head`'s business."""
     src = Path(path)
     if not path or not src.is_file():
         return path, ""
     folder, where = prefs.avatars_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    stem, _, suffix = src.name.partition(".")
-    dest, n = folder / src.name, 1
-    while dest.exists():
-        dest, n = folder / f"{stem}-{n}.{suffix}", n + 1
+    dest = storage.unique_path(folder, src.name)
     shutil.move(str(src), dest)
     return str(dest), where
 
