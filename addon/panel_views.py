@@ -273,6 +273,16 @@ def result_text(name: str, views: int, data: dict[str, Any]) -> str:
             + (f". {note}" if note else ""))
 
 
+def auto_generator_text(state: Any) -> tuple[str, str]:
+    """What "Auto" will run, before the run, and an icon: from the backend's model list (the same folders the
+    backend searches), so no request is needed; "not checked" until a backend listed its models."""
+    if state is None or not state.models_folder:
+        return "Auto: diffusion if its view model is installed (not checked yet)", "QUESTION"
+    if state.views_model:
+        return f"Auto: diffusion ({Path(state.views_model).stem})", "CHECKMARK"
+    return "Auto: no view model installed: projection (the mesh's own colours)", "ERROR"
+
+
 class TextureFuture(api.GenerateFuture):
     """A novel-view texture in flight; ``object`` is the textured mesh object once ``done()``, ``material``
     its new material, ``data`` the backend's summary (generator, cameras, PSNR per view, timings)."""
@@ -487,7 +497,11 @@ class VIEW3D_PT_aware3d_views(bpy.types.Panel):
             col.prop(s, "steps")
             col.prop(s, "seed")
         if s.generator == "AUTO":
-            layout.label(text="Auto: diffusion if its model is installed; the result says which ran", icon="INFO")
+            text, icon = auto_generator_text(context.window_manager.aware3d)
+            row = layout.row()
+            row.label(text=text, icon=icon)
+            if icon == "QUESTION":
+                row.operator("aware3d.refresh_models", text="", icon="FILE_REFRESH")
         col.prop(s, "bake")
         panel_common.draw_preview_and_lines(layout, st, (st.view_text, st.result_text), scale=6.0)
         state = context.window_manager.aware3d

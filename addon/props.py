@@ -90,7 +90,8 @@ class AWARE3D_PG_progress(bpy.types.PropertyGroup):
     last_hint: StringProperty(default="")
     last_error_type: StringProperty(default="")
     models: CollectionProperty(type=AWARE3D_PG_model)
-    models_folder: StringProperty(default="")
+    models_folder: StringProperty(default="")  # "" until the backend listed its models
+    views_model: StringProperty(default="")  # the view model "Auto" texturing finds ("" none), from that list
 
 
 CLASSES = (AWARE3D_PG_settings, AWARE3D_PG_model, AWARE3D_PG_progress)

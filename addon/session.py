@@ -41,6 +41,7 @@ _tasks: list[Any] = []  # extra pollables (e.g. the backend set-up), each with p
 last_tick_s = 0.0
 _file_token = 0  # +1 whenever a .blend is loaded: a job's result belongs to the file it started in
 DISCARDED = "FileChanged"  # the error type of a result discarded because another file was loaded
+VIEWS_MODEL = "aware3d-views-cond"  # the conditional view model "Auto" texturing uses when it is installed
 
 
 def blocking() -> bool:
@@ -362,6 +363,10 @@ def set_models(data: dict[str, Any]) -> None:
         item.name, item.source, item.config = m["name"], m.get("source", ""), str(m.get("config", ""))
         item.path, item.kind = m.get("path", ""), m.get("kind", "")
     state.models_folder = str(data.get("user_dir", ""))
+    # What "Auto" texturing will use, said before a run: the backend looks for this file name in the same two
+    # folders it lists (backend.views.generate.resolve_view_model), user models first.
+    state.views_model = next((str(m.get("path") or m["name"]) for m in data.get("models", [])
+                              if m.get("name") == VIEWS_MODEL), "")
 
 
 def shutdown() -> None:
