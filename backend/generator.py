@@ -19,7 +19,7 @@ from backend.nets.layers import FullyConnectedLayer
 from backend.nets.superresolution import SuperResolution
 from backend.nets.synthesis import Backbone, BlockRuntime
 from backend.render.rays import label_cameras, pixel_uv, rays_from_uv
-from backend.render.renderer import ImportanceRenderer, RenderResult, SamplingSettings
+from backend.render.renderer import ImportanceRenderer, Kernels, RenderResult, SamplingSettings
 from backend.render.triplane import sample_planes
 
 NoiseMode = Literal["const", "random", "none"]
@@ -82,10 +82,15 @@ class TriPlaneGenerator(nn.Module):
         noise_mode: NoiseMode = "const",
         generator: torch.Generator | list[torch.Generator] | None = None,
         fused: bool | None = None,
+        kernels: Kernels = "fast",
     ) -> list[torch.Tensor]:
-        """ws → list of plane sets [N, 3, C, S, S] (Mimic3D's 3d stage: coarse and detail planes)."""
+        """ws → list of plane sets [N, 3, C, S, S] (Mimic3D's 3d stage: coarse and detail planes).
+
+        ``kernels='reference'`` runs the official arithmetic op for op (``--exact``); the default fast kernels
+        compute the same planes within float rounding and only apply when no gradient is being recorded.
+        """
         rt = BlockRuntime(noise_mode=noise_mode, fused=(not self.training) if fused is None else fused,
-                          generator=generator)
+                          generator=generator, kernels=kernels)
         return self.backbone.synthesis(ws, rt)
 
     @staticmethod
@@ -95,7 +100,8 @@ class TriPlaneGenerator(nn.Module):
         return [planes[0]] if plane_set == "coarse" else [planes[1]]
 
     def query(
-        self, planes: list[torch.Tensor], coords: torch.Tensor, plane_set: PlaneSet = "all"
+        self, planes: list[torch.Tensor], coords: torch.Tensor, plane_set: PlaneSet = "all",
+        kernels: Kernels = "fast",
     ) -> dict[str, torch.Tensor]:
         """Density and colour features at world points ``coords`` [N, M, 3].
 
@@ -133,10 +139,12 @@ class TriPlaneGenerator(nn.Module):
         Returns channels-first per-ray results: features [N, C, M], depth and opacity [N, 1, M].
         """
         selected = self._select(planes, plane_set)
+        sampling = sampling or SamplingSettings()
         cam2world, intrinsics = label_cameras(c.to(torch.float32))
         origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
         result = self.renderer.render(
-            lambda pts: self.query(selected, pts), origins, dirs, sampling or SamplingSettings(),
+            lambda pts: self.query(selected, pts, kernels="reference" if sampling.reference else "fast"),
+            origins, dirs, sampling,
             feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
             out_channels=self.cfg.decoder_output_dim, on_chunk=on_progress)
         if self.cfg.background != "none":
@@ -149,17 +157,17 @@ class TriPlaneGenerator(nn.Module):
         return result
 
     def super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
-                      fp16: bool = True) -> torch.Tensor:
+                      fp16: bool = True, kernels: Kernels = "fast") -> torch.Tensor:
         """The final image from a render's colour ``rgb`` and ``features`` (what ``render`` runs)."""
-        return self._super_resolve(rgb, features, ws, fp16)[0]
+        return self._super_resolve(rgb, features, ws, fp16, kernels)[0]
 
     def _super_resolve(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
-                       fp16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                       fp16: bool, kernels: Kernels = "fast") -> tuple[torch.Tensor, torch.Tensor]:
         """The final image and the SR's block0 skip image (``SuperResolution.forward_with_skip``)."""
         if self.superresolution is None:
             raise ValueError(f"model {self.cfg.name!r} has no super-resolution module")
         rt = BlockRuntime(noise_mode=self.cfg.rendering.superresolution_noise_mode, fused=not self.training,
-                          force_fp32=not fp16)
+                          force_fp32=not fp16, kernels=kernels)
         return self.superresolution.forward_with_skip(rgb, features, ws, rt)
 
     def render(
@@ -206,7 +214,8 @@ class TriPlaneGenerator(nn.Module):
             run_sr = sr is not None and (self.cfg.family == "eg3d" or res <= sr.input_resolution)
         raw = image = rgb_image
         if run_sr:
-            image, skip = self._super_resolve(rgb_image, feature_image, ws, fp16_sr)
+            kernels: Kernels = "reference" if sampling is not None and sampling.reference else "fast"
+            image, skip = self._super_resolve(rgb_image, feature_image, ws, fp16_sr, kernels)
             if image_raw == "official" and sr is not None and sr.adds_into_input(res):
                 raw = skip
         out = {"image": image, "image_raw": raw, "image_depth": depth_image,

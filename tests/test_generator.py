@@ -154,7 +154,7 @@ def test_learned_backdrop_fills_what_the_volume_leaves_transparent() -> None:
     ws = G.mapping(torch.randn(1, TINY.z_dim), torch.zeros(1, 25))
     c = torch.from_numpy(camera_label(TINY))[None]
 
-    def empty(planes, coords, plane_set="all"):  # type: ignore[no-untyped-def]
+    def empty(planes, coords, plane_set="all", **_):  # type: ignore[no-untyped-def]
         n, m, _ = coords.shape
         return {"sigma": torch.full((n, m, 1), -100.0), "rgb": torch.zeros(n, m, TINY.decoder_output_dim)}
 

@@ -79,7 +79,7 @@ def test_mesh_lines_up_with_the_generators_depth_render(tiny) -> None:  # type: 
     G, latent = tiny
     channels = G.query(latent.planes, torch.zeros(1, 1, 3))["rgb"].shape[-1]
 
-    def query(planes, coords, plane_set="all"):  # type: ignore[no-untyped-def]
+    def query(planes, coords, plane_set="all", **_):  # type: ignore[no-untyped-def]
         sigma = analytic_sigma(coords.reshape(-1, 3)).reshape(*coords.shape[:-1], 1)
         return {"sigma": sigma, "rgb": torch.full((*coords.shape[:-1], channels), 0.5)}
 

@@ -86,7 +86,8 @@ def test_generator_consistency_report_on_a_head_shaped_field() -> None:
 
     G = TriPlaneGenerator(TINY).eval()
 
-    def ball(planes: list[torch.Tensor], coords: torch.Tensor, plane_set: str = "all") -> dict[str, torch.Tensor]:
+    def ball(planes: list[torch.Tensor], coords: torch.Tensor, plane_set: str = "all",
+             **_: object) -> dict[str, torch.Tensor]:
         r = coords.norm(dim=-1, keepdim=True)
         sigma = torch.where(r < 0.3, 300.0, -50.0)
         colour = 0.5 + 0.4 * torch.sin(coords * 9)  # a 3D texture: consistent across views
@@ -111,7 +112,7 @@ def test_mesh_consistency_counts_latents_without_a_surface() -> None:
     from backend.generator import TriPlaneGenerator
 
     G = TriPlaneGenerator(TINY).eval()
-    G.query = lambda planes, coords, plane_set="all": {  # type: ignore[method-assign]
+    G.query = lambda planes, coords, plane_set="all", **_: {  # type: ignore[method-assign]
         "sigma": torch.full((*coords.shape[:-1], 1), -5.0),
         "rgb": torch.zeros(*coords.shape[:-1], TINY.decoder_output_dim)}
     assert mesh_consistency(G, latents=2, seed=0) == {"latents": 2, "no_surface": 2}

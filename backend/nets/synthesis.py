@@ -20,6 +20,9 @@ class BlockRuntime:
     fused: bool = True
     force_fp32: bool = False
     generator: torch.Generator | list[torch.Generator] | None = None
+    # "reference": the official arithmetic, op for op (what the parity tests pin); "fast": the same function
+    # through fused inference kernels (``backend.nets.fast_conv``), used only where no gradient is needed.
+    kernels: str = "reference"
 
 
 class SynthesisBlock(nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,12 @@ FieldFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes a whole render may use beyond its inputs (1 GiB)
 RANDOM_BLOCK = 1024  # rays per seeded block of random numbers
+
+# Which implementation of the same maths runs. "reference" is the plain eager code the official parity tests
+# pin bit for bit (and the baseline the speed benchmarks compare against); "fast" computes the same function
+# with fused, reordered operations, equal to it within float rounding (tolerances in tests/test_fast_paths.py).
+Kernels = Literal["fast", "reference"]
+KERNELS: tuple[str, ...] = ("fast", "reference")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,17 @@ class SamplingSettings:
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     # Also return each ray's distortion (see ``ray_distortion``); training asks for it, renders do not.
     distortion: bool = False
+    kernels: Kernels = "fast"
+
+    def __post_init__(self) -> None:
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {self.kernels!r}")
+
+    @property
+    def reference(self) -> bool:
+        """Whether the reference implementation runs: asked for, or implied by ``exact`` (the official
+        sampler's deterministic branch is only ever wanted together with the official arithmetic)."""
+        return self.exact or self.kernels == "reference"
 
 
 @dataclass
