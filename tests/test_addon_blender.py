@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import pump_until
+from tests.support.blender_session import install_extension, pump_until
 from tests.support.fake_layout import FakeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +40,7 @@ def _install(zip_path: str) -> tuple[Any, Any, Any]:
     import bpy
 
     t0 = time.perf_counter()
-    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                      enable_on_install=True)
-    assert result == {"FINISHED"}, result
-    assert PKG in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
+    install_extension(zip_path, PKG)
     api = importlib.import_module(f"{PKG}.api")
     session = importlib.import_module(f"{PKG}.session")
     print(f"installed in {time.perf_counter() - t0:.2f}s")

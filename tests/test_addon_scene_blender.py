@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import pump_until
+from tests.support.blender_session import install_extension, pump_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "bl_ext.user_default.aware3d"
@@ -36,9 +36,7 @@ def _install(zip_path: str) -> tuple[Any, Any, Any]:
 
     import bpy
 
-    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                      enable_on_install=True)
-    assert result == {"FINISHED"}, result
+    install_extension(zip_path, PKG)
     return bpy, importlib.import_module(f"{PKG}.api"), importlib.import_module(f"{PKG}.session")
 
 

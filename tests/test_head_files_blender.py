@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import run_scenario
+from tests.support.blender_session import install_extension, run_scenario
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -74,8 +74,7 @@ def scenario(zip_path: str, tmp: str) -> dict[str, Any]:
 
     import bpy
 
-    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                    enable_on_install=True) == {"FINISHED"}
+    install_extension(zip_path)
     api = importlib.import_module(f"{PKG}.api")
     storage = importlib.import_module(f"{PKG}.storage")
     prefs_mod = importlib.import_module(f"{PKG}.prefs")

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import pump_until, run_scenario
+from tests.support.blender_session import install_extension, pump_until, run_scenario
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -37,8 +37,7 @@ def scenario(zip_path: str, photo: str) -> dict[str, Any]:
 
     import bpy
 
-    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                    enable_on_install=True) == {"FINISHED"}
+    install_extension(zip_path)
     panel = importlib.import_module(f"{PKG}.panel_invert")
     session = importlib.import_module(f"{PKG}.session")
     assert hasattr(bpy.types, "VIEW3D_PT_aware3d_photo")  # registered with the extension

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import run_scenario
+from tests.support.blender_session import install_extension, run_scenario
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -35,8 +35,7 @@ def scenario(zip_path: str) -> dict[str, Any]:
 
     import bpy
 
-    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                    enable_on_install=True) == {"FINISHED"}
+    install_extension(zip_path)
     session = importlib.import_module(f"{PKG}.session")
     assert bpy.context.scene.aware3d_views.generator == "AUTO"
     out = {"before": _labels(bpy)}

@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
+from tests.support.blender_session import install_extension
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -115,8 +116,7 @@ def scenario(zip_path: str) -> dict[str, Any]:
     import numpy as np
     from bpy_extras.object_utils import world_to_camera_view
 
-    assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
-                                                    enable_on_install=True) == {"FINISHED"}
+    install_extension(zip_path)
     panel = importlib.import_module(f"{PKG}.panel_views")
     api = importlib.import_module(f"{PKG}.api")
     assert hasattr(bpy.types, "VIEW3D_PT_aware3d_views")

@@ -1,5 +1,5 @@
-"""Driving the add-on's poller in background-mode Blender, where timers never fire (shared by the bpy
-scenario scripts)."""
+"""Installing the add-on and driving its poller in background-mode Blender, where timers never fire (shared
+by the bpy scenario scripts)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+PACKAGE = "bl_ext.user_default.aware3d"  # the add-on's module once its zip is installed from disk
+
+
+def install_extension(zip_path: str, package: str = PACKAGE) -> None:
+    """Install and enable the built extension zip in this bpy session, as a user installs one from disk (the
+    ``user_default`` repository), and check that the add-on is enabled."""
+    import bpy
+
+    result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                      enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    assert package in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
 
 
 def pump_until(session: Any, cond: Callable[[], bool], timeout: float = 120.0, interval: float = 0.02) -> None:
