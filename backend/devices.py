@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
@@ -38,3 +39,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise Aware3DError(f"unknown device {name!r}", "use auto, cpu or cuda")
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for PyTorch in this process (None: leave PyTorch's choice, one per core).
+
+    Sets the intra-op threads (what a CPU kernel splits across) and, when still possible, the inter-op pool
+    too. ``torch.set_num_interop_threads`` may be called only once per process, and only before inter-op work
+    has started; later calls (a second command run in the same process, a server that already worked) raise
+    ``RuntimeError``, which is ignored here: the intra-op number is the one that costs cores. Threads started
+    afterwards (the server's job worker) take the new number; call this before they start."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise Aware3DError(f"CPU threads must be at least 1, got {threads}", "e.g. 2, or leave it out")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work has started
+        torch.set_num_interop_threads(threads)

@@ -131,3 +131,79 @@ def test_models_describes_every_bundled_kind(capsys: pytest.CaptureFixture[str])
     assert main(["models"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert not [line for line in table if "bundled" in line and " ? " in line], table
+
+
+# --threads: every compute command takes it, checks it before any work, and applies it before loading models.
+THREADS_COMMANDS: dict[str, list[str]] = {
+    "sample": ["sample", "--model", "random:tiny", "--seeds", "0", "--out", "{tmp}/o"],
+    "mesh": ["mesh", "--model", "random:tiny", "--res", "64", "--out", "{tmp}/head.glb"],
+    "views": ["views", "--steps", "2", "--out", "{tmp}/o"],
+    "texture": ["texture", "--mesh", "{tmp}/head.glb", "--cameras", "ring:2", "--out", "{tmp}/o"],
+    "invert": ["invert", "{tmp}/photo.png", "--out", "{tmp}/o"],
+    "edit": ["edit", "--avatar", "{tmp}/a.avatar.safetensors", "--direction", "smile", "--out", "{tmp}/o"],
+}
+
+
+def _threads_argv(command: str, threads: str, tmp: Path) -> list[str]:
+    return [*(a.format(tmp=tmp) for a in THREADS_COMMANDS[command]), "--threads", threads]
+
+
+@pytest.mark.parametrize("command", list(THREADS_COMMANDS))
+def test_every_compute_command_applies_threads_before_loading(command: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--threads 1`` passes every check and reaches the process before anything is loaded (the stub stops
+    the command there, so no model is loaded)."""
+    import backend.devices
+    from backend.errors import Aware3DError
+
+    applied: list[int | None] = []
+
+    def stop(threads: int | None) -> None:
+        applied.append(threads)
+        raise Aware3DError("stopped after --threads")
+
+    monkeypatch.setattr(backend.devices, "set_cpu_threads", stop)
+    assert main(_threads_argv(command, "1", tmp_path)) == 2
+    assert applied == [1]
+    assert "stopped after --threads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", list(THREADS_COMMANDS))
+@pytest.mark.parametrize("threads", ["0", "-2", "5000"])
+def test_bad_threads_is_one_line_and_exit_2(command: str, threads: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_threads_argv(command, threads, tmp_path)) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aware3d: error: --threads must be between 1 and 1024"), lines
+    assert not any((tmp_path / "o").glob("*"))
+
+
+def test_sample_with_threads_runs_on_that_many(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main([*_threads_argv("sample", "1", tmp_path), "--resolution", "32"]) == 0
+        assert torch.get_num_threads() == 1
+        assert (tmp_path / "o" / "seed0000.png").is_file()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_set_cpu_threads_twice_does_not_fail() -> None:
+    """The inter-op pool can be sized once per process: a second call (another command in the same process,
+    a server that already worked) keeps going and still sets the intra-op threads."""
+    import torch
+
+    from backend.devices import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_cpu_threads(2)
+        set_cpu_threads(1)
+        assert torch.get_num_threads() == 1
+        set_cpu_threads(None)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

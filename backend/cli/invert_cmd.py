@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_device_arg, add_model_arg, progress
+from backend.cli.common import add_device_arg, add_model_arg, add_threads_arg, check_threads, progress, use_threads
 from backend.errors import Aware3DError
 from backend.validate import check_output_dir, optional, safe_stem, sanitise_stem, within
 
@@ -41,7 +41,7 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh-res", type=int, default=128, help="mesh grid resolution per axis (default 128)")
     p.add_argument("--faces", type=int, default=20_000, help="target mesh faces; 0 keeps all (default 20000)")
     p.add_argument("--level", type=float, default=10.0, help="mesh density level (EG3D: 10)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    add_threads_arg(p)
     add_device_arg(p)
 
 
@@ -131,7 +131,7 @@ def register(sub: Any) -> None:
     e.add_argument("--mesh-res", type=int, default=128)
     e.add_argument("--faces", type=int, default=20_000)
     e.add_argument("--level", type=float, default=10.0)
-    e.add_argument("--threads", type=int)
+    add_threads_arg(e)
     add_device_arg(e)
     e.set_defaults(func=run_edit)
 
@@ -165,14 +165,11 @@ def _check_common(args: argparse.Namespace) -> None:
         within("orbit_frames", args.orbit, "--orbit (frames)", "0 for none, or at least 2, e.g. --orbit 48")
     within("faces", args.faces, "--faces", "0 keeps every face, e.g. --faces 20000")
     within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
-    optional("threads", args.threads, "--threads", "e.g. --threads 2")
+    check_threads(args.threads)
     if args.name is not None:
         safe_stem(args.name, "--name")
     check_output_dir(args.out)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    use_threads(args)
 
 
 def _avatar_name(args: argparse.Namespace, derived: str) -> str:

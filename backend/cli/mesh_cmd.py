@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_device_arg, add_model_arg, progress
+from backend.cli.common import add_device_arg, add_model_arg, add_threads_arg, check_threads, progress, use_threads
 from backend.errors import Aware3DError
 from backend.validate import check_output_file, within
 
@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
                    help="blender: metres, imports upright facing -Y with Blender's default importers; "
                         "eg3d: generator units and axes (Y up, face +Z)")
     add_device_arg(p)
+    add_threads_arg(p)
     grid = p.add_mutually_exclusive_group()
     grid.add_argument("--coarse-to-fine", dest="coarse_to_fine", action="store_true", default=True,
                       help="query the network only near the surface (the default: ~10x fewer queries at 512³, "
@@ -99,6 +100,7 @@ def _check_args(args: argparse.Namespace) -> None:
     within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
     if args.texture:
         within("mesh_texture_size", args.texture_size, "--texture-size", "e.g. --texture-size 1024")
+    check_threads(args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         component_min_ratio=args.keep, smooth_iterations=args.smooth,
         target_faces=args.faces, texture=args.texture, texture_size=args.texture_size,
     ).validate()
+    use_threads(args)
 
     from backend.devices import resolve_device
     from backend.mesh.export import save_mesh

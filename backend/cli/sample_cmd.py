@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.cli.common import add_device_arg, add_model_arg, progress
+from backend.cli.common import add_device_arg, add_model_arg, add_threads_arg, progress, use_threads
 from backend.validate import BOUNDS, check_output_dir, optional, within
 
 MAX_SEEDS = int(BOUNDS["seeds_per_command"].hi)
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw amplitude in degrees")
     p.add_argument("--orbit-pitch", type=float, default=10.0, help="orbit pitch amplitude in degrees")
     add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
 
@@ -59,6 +60,7 @@ def check_args(args: argparse.Namespace) -> list[int]:
         within("yaw_deg", args.orbit_yaw, "--orbit-yaw", "e.g. --orbit-yaw 30")
         within("pitch_deg", args.orbit_pitch, "--orbit-pitch", "e.g. --orbit-pitch 10")
     check_output_dir(args.out)
+    use_threads(args)
     return seeds
 
 

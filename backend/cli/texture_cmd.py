@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend.cli.common import add_device_arg, progress
+from backend.cli.common import add_device_arg, add_threads_arg, progress, use_threads
 from backend.validate import check_output_dir, within
 
 AXES_CHOICES = ("blender", "eg3d")
@@ -52,6 +52,7 @@ def register(subparsers: Any) -> None:
                         "are known (default 1,1: keep the mesh's colours where it is seen well; IVID: 0.1,0.2)")
     p.add_argument("--seed", type=int, default=0, help="diffusion seed (default 0)")
     add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
 
@@ -65,6 +66,7 @@ def _check_args(args: argparse.Namespace) -> None:
     within("pitch_deg", args.pitch, "--pitch", "e.g. --pitch 0")
     within("seed", args.seed, "--seed", "e.g. --seed 0")
     check_output_dir(args.out)
+    use_threads(args)
 
 
 def run(args: argparse.Namespace) -> int:

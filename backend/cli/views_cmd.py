@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.cli.common import add_device_arg, progress
+from backend.cli.common import add_device_arg, add_threads_arg, progress, use_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="share of the warped colour and depth mixed into every step's clean estimate inside "
                         "their masks (IVID: 0.1,0.2; 1 copies what earlier views saw)")
     add_device_arg(p)
+    add_threads_arg(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=run)
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     angles = trajectories.parse(args.trajectory)
     parse_pull(args.pull)
     check_output_dir(args.out)
+    use_threads(args)
     device = resolve_device(args.device)
     t0 = time.time()
     models = load_view_models(args.views_model, args.first_model, args.steps, device,
