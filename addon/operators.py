@@ -239,7 +239,8 @@ class _HeadFilesOperator(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return getattr(context, "active_object", None) is not None
+        obj = getattr(context, "active_object", None)
+        return obj is not None and obj.library is None  # a linked library's object cannot be changed here
 
     def switch(self, obj: bpy.types.Object) -> str:
         raise NotImplementedError

@@ -238,8 +238,9 @@ class InvertFuture(api.GenerateFuture):
 def keep_first_avatar(first: bpy.types.Object, h: JobHandle) -> str:
     """A kept encoder's head (refinement cancelled or failed) keeps its avatar: moved out of the job folder,
     which is removed, into the avatars folder; returns the status line's note."""
-    data = (h.partial or {}).get("data") or {}
-    kept, where = session.keep_avatar(str(data.get("avatar") or ""))
+    partial = h.partial or {}
+    data, files = partial.get("data") or {}, partial.get("files") or {}
+    kept, where = session.keep_avatar(str(files.get("avatar") or data.get("avatar") or ""))
     if not where:
         return ""
     meta = first.get("aware3d")
@@ -325,21 +326,22 @@ def invert_async(photo: str | None = None, image: bpy.types.Image | None = None,
                     session.record_result(f"{first.name}: the encoder's head (refinement "
                                           f"{'cancelled' if h.state == 'cancelled' else 'failed'}){note}")
                 return
-            kept, where = session.keep_avatar(str(h.data.get("avatar") or ""))
-            if where:
+            # The local copy of the file (a remote backend's data names its own path), else the data's path.
+            kept, saved_in = session.keep_avatar(str(h.files.get("avatar") or h.data.get("avatar") or ""))
+            if saved_in:
                 h.data["avatar"] = kept  # the job folder is removed after this callback
             _record(h.data)
             show_preview(h.files.get("crop_preview"))
             obj_name = name or f"Aware3D_{h.data.get('name') or 'photo'}"
             if "mesh" in h.files:
-                where = drop_first()
-                obj = api.import_result(h, future, obj_name, where, coll_name, scene_name, meta(h.data),
+                at = drop_first()
+                obj = api.import_result(h, future, obj_name, at, coll_name, scene_name, meta(h.data),
                                         with_camera, placement)
                 if obj is None:
                     return
                 note = store_head(obj)
                 session.record_result(f"{obj.name}: {h.data.get('vertices', 0)} vertices from the photo"
-                                      + (f"; avatar saved {where}: {kept}" if where else "") + note)
+                                      + (f"; avatar saved {saved_in}: {kept}" if saved_in else "") + note)
                 if not bpy.app.background:
                     with contextlib.suppress(RuntimeError):
                         bpy.ops.ed.undo_push(message="Aware3D: photo to 3D")

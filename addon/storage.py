@@ -56,8 +56,9 @@ FORMAT = 1
 
 
 def meta(obj: bpy.types.Object | None) -> Any:
-    """The head's ``obj["aware3d"]`` group, or None."""
-    return obj.get(META) if obj is not None else None
+    """The head's ``obj["aware3d"]`` group, or None (also for a value that is not a group)."""
+    m = obj.get(META) if obj is not None else None
+    return m if hasattr(m, "keys") else None
 
 
 def has_avatar(obj: bpy.types.Object | None) -> bool:
@@ -230,7 +231,8 @@ def pack_avatar(obj: bpy.types.Object) -> bpy.types.Text:
     path = avatar_path(obj)
     data = path.read_bytes()
     text = pack_bytes(path.name, data)
-    meta(obj)["avatar_sha256"] = digest(data)
+    m = meta(obj)
+    m["avatar"], m["avatar_sha256"] = stored_path(path), digest(data)
     return text
 
 
@@ -243,8 +245,8 @@ def unpack_avatar(obj: bpy.types.Object) -> Path:
     sha = m.get("avatar_sha256") or file_digest(path)[1]
     m["avatar_sha256"] = sha
     text = packed_text(sha)
-    users = [o for o in bpy.data.objects if o != obj and (meta(o) or {}).get("avatar_sha256") == sha
-             and (meta(o) or {}).get("storage") == PACK]
+    users = [o for o in bpy.data.objects if o != obj and storage_of(o) == PACK
+             and meta(o).get("avatar_sha256") == sha]
     if text is not None and not users:
         bpy.data.texts.remove(text)
     return path

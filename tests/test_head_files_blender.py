@@ -10,7 +10,8 @@ its project folder being moved, that a head with no avatar anywhere gives one cl
 Copy keep linked paths right, and that the first save of a new file brings its avatars next to it.
 
 Like tests/test_invert_blender.py, the scenario runs in a fresh Python process (this file is also the script:
-``python tests/test_head_files_blender.py ZIP TMP OUT.json``).
+``python tests/test_head_files_blender.py files ZIP TMP OUT.json``); the second runs Photo to 3D for real with the
+tiny head model and the Pack preference in a saved .blend.
 """
 
 from __future__ import annotations
@@ -210,6 +211,40 @@ def scenario(zip_path: str, tmp: str) -> dict[str, Any]:
     return out
 
 
+def scenario_photo(zip_path: str, tmp: str, photo: str) -> dict[str, Any]:
+    """The real Photo to 3D flow with the Pack preference in a saved .blend: the head arrives packed, and after
+    its avatars folder is deleted the reopened .blend gives the avatar back byte-identical."""
+    import importlib
+
+    import bpy
+
+    install_extension(zip_path)
+    api = importlib.import_module(f"{PKG}.api")
+    panel = importlib.import_module(f"{PKG}.panel_invert")
+    bpy.context.preferences.addons[PKG].preferences.head_files = "PACK"
+    bpy.context.scene.aware3d.model = "head-tiny"
+    proj = Path(tmp) / "photo"
+    proj.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(proj / "scene.blend"))
+    obj = panel.invert(photo, preset="fast", mode="single-view", pose=[0.0, 0.0], encoder="none",
+                       resolution=48, faces=2000)
+    m = obj["aware3d"]
+    assert m["storage"] == "PACK" and m["avatar"] == "//avatars/person.avatar.safetensors", dict(m)
+    data = (proj / "avatars" / "person.avatar.safetensors").read_bytes()
+    texts = [t.name for t in bpy.data.texts if t.name.startswith("Aware3D avatar")]
+    assert texts == ["Aware3D avatar person.avatar.safetensors"], texts
+    status = bpy.context.window_manager.aware3d.last_result
+    assert "; avatar saved next to the .blend: " in status and status.endswith("(packed into the .blend)"), status
+    name = obj.name
+    bpy.ops.wm.save_mainfile()
+    api.free()
+    shutil.rmtree(proj / "avatars")
+    bpy.ops.wm.open_mainfile(filepath=str(proj / "scene.blend"))
+    restored = Path(api.avatar_path(bpy.data.objects[name]))
+    assert restored == proj / "avatars" / "person.avatar.safetensors" and restored.read_bytes() == data
+    return {"status": status, "avatar_bytes": len(data), "texts": texts}
+
+
 def _on_save_handlers(bpy: Any) -> int:
     return sum(1 for h in (*bpy.app.handlers.save_pre, *bpy.app.handlers.save_post)
                if getattr(h, "__module__", "").startswith(PKG))
@@ -226,9 +261,30 @@ if __name__ != "__main__":
         zip_path = build(tmp_path / "ext", with_models=False)
         work = tmp_path / "work"
         work.mkdir()
-        out = json.loads(run_scenario(__file__, [str(zip_path), str(work)], tmp_path, tmp_path / "models"))
+        out = json.loads(run_scenario(__file__, ["files", str(zip_path), str(work)], tmp_path,
+                                      tmp_path / "models"))
         print(json.dumps(out, indent=2))
         assert out["linked"]["avatar"] == "//avatars/me.avatar.safetensors"
+
+    def test_photo_to_3d_head_packed(tmp_path: Path) -> None:
+        from backend.cli.extension_cmd import build
+        from backend.invert.demo_photo import write_photo
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        try:
+            from test_server import head_model
+        finally:
+            sys.path.pop(0)
+        models = tmp_path / "models"
+        head_model(models)
+        zip_path = build(tmp_path / "ext", with_models=False)
+        photo = write_photo(tmp_path / "person.jpg")
+        work = tmp_path / "work"
+        work.mkdir()
+        out = json.loads(run_scenario(__file__, ["photo", str(zip_path), str(work), str(photo)], tmp_path, models))
+        print(json.dumps(out, indent=2))
+        assert out["avatar_bytes"] > 0
 else:
-    result = scenario(sys.argv[1], sys.argv[2])
-    Path(sys.argv[3]).write_text(json.dumps(result, indent=2, default=str))
+    _name, *_args, _out = sys.argv[1:]
+    result = {"files": scenario, "photo": scenario_photo}[_name](*_args)
+    Path(_out).write_text(json.dumps(result, indent=2, default=str))
