@@ -97,7 +97,7 @@ BOUNDS: dict[str, Bound] = {
     "locality_weight": Bound(0.0, 1000.0, False, "0", "invert locality regulariser weight"),
     "learning_rate": Bound(1e-8, 1.0, False, "3e-4", "invert tuning learning rate"),
     "edit_amount": Bound(-10.0, 10.0, False, "1", "edit strength (standard deviations)"),
-    "threads": Bound(1, 1024, True, "2", "CPU threads"),
+    "threads": Bound(1, 1024, True, "2", "CPU threads: --threads of sample, mesh, views, texture, invert, edit, serve"),
     "crop_coordinate": Bound(-1e6, 1e6, False, "120", "crop X, Y and SIZE (photo pixels)"),
     "dataset_images": Bound(1, 10_000_000, True, "20000", "make-dataset --count"),
 }

@@ -573,6 +573,36 @@ def test_python_m_backend_server_and_shutdown(tmp_path: Path) -> None:
     assert [e["id"] for e in events if e["event"] == "result"] == ["v", "q"]  # nothing after shutdown
 
 
+def test_serve_threads_sets_the_backends_torch_threads(tmp_path: Path) -> None:
+    """``serve --threads N`` (what the add-on's Backend threads preference passes): every job runs on N CPU
+    threads, and ``status`` says how many; 0 is refused with one line."""
+    proc = subprocess.Popen([sys.executable, "-m", "backend.server", "--work-dir", str(tmp_path), "--threads", "2"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            env=_env(OMP_NUM_THREADS="1"))
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write(P.encode(P.request("status", {}, "st")) +
+                         P.encode(P.request("doctor", {"device": "cpu"}, "doc")))  # doctor: a job, on its thread
+        proc.stdin.flush()
+        done: dict[str, dict[str, Any]] = {}
+        while len(done) < 2:
+            msg = json.loads(proc.stdout.readline())
+            if P.is_terminal(msg):
+                done[msg["id"]] = msg
+        proc.stdin.write(P.encode(P.request("shutdown", {}, "q")))
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert done["st"]["event"] == "result" and done["st"]["data"]["cpu_threads"] == 2
+    assert done["doc"]["event"] == "result" and done["doc"]["data"]["cpu_threads"] == 2, done["doc"]
+    bad = subprocess.run([sys.executable, "-m", "backend.server", "--threads", "0"], capture_output=True, cwd=ROOT,
+                         env=_env(), timeout=60, input=b"")
+    lines = bad.stderr.decode().strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and "--threads must be between 1 and 1024" in lines[0], lines
+
+
 def test_tcp_needs_a_token_off_loopback() -> None:
     from backend.errors import Aware3DError
 
@@ -592,8 +622,8 @@ def test_serve_command_parses() -> None:
 
     parser = argparse.ArgumentParser()
     serve_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "0", "--token", "t"])
-    assert (args.host, args.port, args.token, args.func) == ("0.0.0.0", 0, "t", serve_cmd.run)
+    args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "0", "--token", "t", "--threads", "3"])
+    assert (args.host, args.port, args.token, args.threads, args.func) == ("0.0.0.0", 0, "t", 3, serve_cmd.run)
 
 
 @pytest.fixture

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where job folders are written (default: a new temporary folder)")
     p.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats (default 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for PyTorch in this backend, for every job, e.g. one less than the cores to "
+                        "leave one for Blender (default: PyTorch's choice, one per core)")
     # Limits of the TCP server (see docs/blender.md): defaults from backend.server.server, imported lazily so
     # that --help stays fast; the literal values here are checked against them by the tests.
     lim = p.add_argument_group("TCP limits (with --port)")
@@ -63,6 +66,13 @@ def serve(args: argparse.Namespace) -> int:
     from backend.server.server import run
 
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None:  # before any job thread starts: they all take this number
+            from backend.devices import set_cpu_threads
+            from backend.validate import within
+
+            set_cpu_threads(within("threads", threads, "--threads",
+                                   "at least 1, e.g. --threads 2, or leave it out for one per core"))
         return run(args.host, args.port, args.token, args.work_dir,
                    args.heartbeat if args.heartbeat else P.HEARTBEAT_S, auth_timeout_s=args.auth_timeout,
                    idle_timeout_s=args.idle_timeout, max_connections=args.max_connections,

@@ -183,7 +183,14 @@ def op_ping(server: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_status(server: Any, args: dict[str, Any]) -> dict[str, Any]:
-    return {**server.jobs.status(), "models": server.models.names()}
+    return {**server.jobs.status(), "models": server.models.names(), "cpu_threads": _cpu_threads()}
+
+
+def _cpu_threads() -> int | None:
+    """PyTorch's CPU threads (``serve --threads``), or None while torch is not imported yet: a status request
+    must answer at once, not wait seconds for the import."""
+    get = getattr(sys.modules.get("torch"), "get_num_threads", None)  # None too while torch is being imported
+    return int(get()) if get is not None else None
 
 
 def op_list_models(server: Any, args: dict[str, Any]) -> dict[str, Any]:
