@@ -127,6 +127,8 @@ def scenario(zip_path: str, tmp: str) -> dict[str, Any]:
     bpy.ops.wm.save_as_mainfile(filepath=str(other / "saved-as.blend"))
     assert head["aware3d"]["avatar"] == "//../../moved/avatars/me.avatar.safetensors", head["aware3d"]["avatar"]
     assert api.avatar_path(head) == str(moved / "avatars" / "me.avatar.safetensors")
+    linked_image = Path(os.path.normpath(bpy.path.abspath(img.filepath)))  # Blender remapped the image's path
+    assert linked_image == moved / "avatars" / "A3D_Head_baked.png" and linked_image.is_file(), img.filepath
     bpy.ops.wm.open_mainfile(filepath=str(other / "copy.blend"))
     assert bpy.data.objects["Head"]["aware3d"]["avatar"] == "//../../moved/avatars/me.avatar.safetensors"
     bpy.ops.wm.open_mainfile(filepath=str(moved / "scene.blend"))
