@@ -591,9 +591,10 @@ class BackendClient:
         return h.data
 
 
-def backend_command(python: str, extra: Sequence[str] = ()) -> list[str]:
-    """The command line that starts the bundled backend server on stdio with ``python``."""
-    return [python, "-u", "-m", "backend.server", *extra]
+def backend_command(python: str, extra: Sequence[str] = (), threads: int = 0) -> list[str]:
+    """The command line that starts the bundled backend server on stdio with ``python``; ``threads`` > 0 sets
+    its PyTorch CPU threads (``--threads``; 0: PyTorch's choice, one per core)."""
+    return [python, "-u", "-m", "backend.server", *extra, *(["--threads", str(threads)] if threads > 0 else [])]
 
 
 def backend_env(package_root: str | os.PathLike[str], models_dir: str | None = None,

@@ -50,6 +50,10 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
     remote_port: IntProperty(name="Port", default=8765, min=1, max=65535)
     remote_token: StringProperty(name="Token", subtype="PASSWORD", default="")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    backend_threads: IntProperty(name="Backend threads", default=0, min=0, max=1024,
+                                 description="CPU threads the backend's PyTorch uses (0: automatic, one per core; "
+                                             "one less than the cores leaves Blender a core). Changing it restarts "
+                                             "the backend; a remote backend uses its own 'aware3d serve --threads'")
     models_dir: StringProperty(name="Models folder", subtype="DIR_PATH", default="",
                                description="Extra models are read from here (empty: the folder the 'aware3d' "
                                            "command uses, so both see the same models)")
@@ -86,6 +90,8 @@ class AWARE3D_AP_preferences(bpy.types.AddonPreferences):
                 layout.label(text="Set up needs online access (Preferences > System > Network)", icon="ERROR")
         layout.label(text=f"Uses: {s.describe()}")
         layout.prop(self, "device")
+        if self.backend_mode != "REMOTE" or os.environ.get(ENV_PYTHON):
+            layout.prop(self, "backend_threads")
         layout.prop(self, "models_dir")
         layout.prop(self, "avatars_dir")
         layout.prop(self, "head_files")
@@ -161,6 +167,7 @@ class BackendSettings:
     device: str = "auto"
     models_dir: str = ""
     source: str = ""
+    threads: int = 0  # the backend's PyTorch CPU threads (--threads); 0: automatic
 
     def describe(self) -> str:
         if self.kind == "tcp":
@@ -170,16 +177,18 @@ class BackendSettings:
     @property
     def key(self) -> tuple[object, ...]:
         """What forces a new backend when it changes (the device is per request)."""
-        return (self.kind, self.python, self.host, self.port, self.token, self.models_dir)
+        return (self.kind, self.python, self.host, self.port, self.token, self.models_dir, self.threads)
 
 
 def backend_settings(context: bpy.types.Context | None = None) -> BackendSettings:
     device = str(_pref("device", "auto", context))
     models = str(_pref("models_dir", "", context))
     models = bpy.path.abspath(models) if models else ""
+    threads = max(0, int(_pref("backend_threads", 0, context)))  # type: ignore[call-overload]
     env = os.environ.get(ENV_PYTHON)
     if env:
-        return BackendSettings("pipe", python=env, device=device, models_dir=models, source=ENV_PYTHON)
+        return BackendSettings("pipe", python=env, device=device, models_dir=models, source=ENV_PYTHON,
+                               threads=threads)
     mode = str(_pref("backend_mode", "MANAGED", context))
     if mode == "REMOTE":
         return BackendSettings("tcp", host=str(_pref("remote_host", "127.0.0.1", context)),
@@ -189,9 +198,9 @@ def backend_settings(context: bpy.types.Context | None = None) -> BackendSetting
     if mode == "PYTHON":
         path = str(_pref("python_path", "", context))
         return BackendSettings("pipe", python=bpy.path.abspath(path) if path else "", device=device,
-                               models_dir=models, source="preferences")
+                               models_dir=models, source="preferences", threads=threads)
     return BackendSettings("pipe", python=str(env_python(managed_env_dir())), device=device, models_dir=models,
-                           source="managed environment")
+                           source="managed environment", threads=threads)
 
 
 def check_settings(s: BackendSettings) -> None:

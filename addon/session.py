@@ -55,7 +55,7 @@ def _transport_factory(s: prefs.BackendSettings) -> Callable[[], Any]:
         jobs = prefs.user_dir("jobs")
         if s.kind == "tcp":
             return TcpTransport(s.host, s.port, jobs / "remote")
-        cmd = backend_command(s.python, ["--work-dir", str(jobs)])
+        cmd = backend_command(s.python, ["--work-dir", str(jobs)], threads=s.threads)
         env = backend_env(prefs.package_root(), s.models_dir or None, pycache_dir=prefs.user_dir("pycache"))
         return PipeTransport(cmd, env=env, cwd=str(prefs.package_root()),
                              log_path=prefs.user_dir("logs") / "backend.log")

@@ -52,3 +52,21 @@ def test_missing_module_reads_the_last_one_and_ignores_our_own_packages() -> Non
     assert err.type == C.MISSING_DEPENDENCY and "lacks torch" in err.message
     other = C.BackendError("InternalError", "boom")
     assert client._explain(other) is other
+
+
+def test_backend_threads_preference_reaches_the_backend(tmp_path: Path) -> None:
+    """The add-on's Backend threads preference (``BackendSettings.threads``) becomes ``--threads N`` on the
+    backend's command line (0: none, PyTorch's choice), and the backend it starts reports that many."""
+    from test_server import _env
+
+    C = _client_module()
+    assert "--threads" not in C.backend_command("py", ["--work-dir", "j"])
+    assert C.backend_command("py", ["--work-dir", "j"], threads=0) == C.backend_command("py", ["--work-dir", "j"])
+    cmd = C.backend_command(sys.executable, ["--work-dir", str(tmp_path / "jobs")], threads=2)
+    assert cmd[-2:] == ["--threads", "2"]
+    env = C.backend_env(ROOT, None, base=_env(OMP_NUM_THREADS="1"))
+    client = C.BackendClient(lambda: C.PipeTransport(cmd, env=env, cwd=str(ROOT), log_path=tmp_path / "b.log"))
+    try:
+        assert client.request("status", timeout=60)["cpu_threads"] == 2
+    finally:
+        client.stop()
