@@ -7,6 +7,7 @@ keys and shapes follow the official checkpoints exactly (tests encode the spec's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -14,13 +15,13 @@ import torch
 from torch import nn
 
 from backend.config import GeneratorConfig
-from backend.nets.decoder import Decoder
+from backend.nets.decoder import Decoder, query_rows, records_grad
 from backend.nets.layers import FullyConnectedLayer
 from backend.nets.superresolution import SuperResolution
 from backend.nets.synthesis import Backbone, BlockRuntime
 from backend.render.rays import label_cameras, pixel_uv, rays_from_uv
 from backend.render.renderer import ImportanceRenderer, Kernels, RenderResult, SamplingSettings
-from backend.render.triplane import sample_planes
+from backend.render.triplane import PlaneRows, plane_rows, sample_planes
 
 NoiseMode = Literal["const", "random", "none"]
 PlaneSet = Literal["all", "coarse", "detail"]
@@ -101,15 +102,24 @@ class TriPlaneGenerator(nn.Module):
 
     def query(
         self, planes: list[torch.Tensor], coords: torch.Tensor, plane_set: PlaneSet = "all",
-        kernels: Kernels = "fast",
+        kernels: Kernels = "fast", rows: PlaneRows | None = None,
     ) -> dict[str, torch.Tensor]:
         """Density and colour features at world points ``coords`` [N, M, 3].
 
         Returns {'sigma': [N, M, 1] raw density, 'rgb': [N, M, 32] features (first three: colour in about
         [0, 1])}. EG3D's meshes use the surface ``sigma = 10``.
+
+        ``kernels='fast'`` samples channels-last texel rows with one fused gather and runs the decoder in
+        cache-sized blocks (``backend.nets.decoder.query_rows``); it is the reference function within float
+        rounding and applies only when autograd records nothing (else the reference runs). ``rows``: the
+        selected planes already laid out by ``plane_rows`` (callers that query the same planes many times,
+        a render's chunks or a mesh grid, build it once).
         """
-        feats = sample_planes(self._select(planes, plane_set), coords, self.cfg.projection,
-                              self.cfg.rendering.box_warp)
+        selected = self._select(planes, plane_set)
+        if kernels == "fast" and not records_grad(self.decoder, selected, coords):
+            table = rows if rows is not None else plane_rows(selected)
+            return query_rows(self.decoder, table, coords, self.cfg.projection, self.cfg.rendering.box_warp)
+        feats = sample_planes(selected, coords, self.cfg.projection, self.cfg.rendering.box_warp)
         return self.decoder(feats)
 
     # Rendering ---------------------------------------------------------------------------------------
@@ -142,9 +152,15 @@ class TriPlaneGenerator(nn.Module):
         sampling = sampling or SamplingSettings()
         cam2world, intrinsics = label_cameras(c.to(torch.float32))
         origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
+        kernels: Kernels = "reference" if sampling.reference else "fast"
+        if kernels == "fast" and records_grad(self.decoder, selected, origins):
+            kernels = "reference"  # training and inversion: the fast kernels are inference-only
+        # The fast field reads the planes as texel rows, laid out once for all of this render's chunks.
+        rows = plane_rows(selected) if kernels == "fast" else None
         result = self.renderer.render(
-            lambda pts: self.query(selected, pts, kernels="reference" if sampling.reference else "fast"),
-            origins, dirs, sampling,
+            lambda pts: self.query(selected, pts, kernels=kernels, rows=rows),
+            origins, dirs, dataclasses.replace(sampling, kernels=kernels) if kernels != sampling.kernels
+            else sampling,
             feature_channels=self.cfg.plane_channels * len(selected), hidden=self.cfg.decoder_hidden,
             out_channels=self.cfg.decoder_output_dim, on_chunk=on_progress)
         if self.cfg.background != "none":

@@ -25,7 +25,8 @@ RANDOM_BLOCK = 1024  # rays per seeded block of random numbers
 
 # Which implementation of the same maths runs. "reference" is the plain eager code the official parity tests
 # pin bit for bit (and the baseline the speed benchmarks compare against); "fast" computes the same function
-# with fused, reordered operations, equal to it within float rounding (tolerances in tests/test_fast_paths.py).
+# with fused, reordered operations, equal to it within float rounding (tolerances in tests/test_fast_paths.py
+# and tests/test_fast_render.py).
 Kernels = Literal["fast", "reference"]
 KERNELS: tuple[str, ...] = ("fast", "reference")
 
@@ -115,6 +116,46 @@ def ray_march(
     if opts.white_back:
         rgb = rgb + 1 - weight_total
     return rgb * 2 - 1, depth, weights
+
+
+def march_weights(densities: torch.Tensor, depths: torch.Tensor, opts: RenderingConfig) -> torch.Tensor:
+    """The weights of :func:`ray_march` alone, from densities and depths [..., S, 1] → [..., S−1, 1].
+
+    Why: the weights depend on the 1-channel density and depth only, so the fast path computes them without
+    the [.., S, C] colour temporaries (midpoint colours, weighted sums) that ``ray_march`` builds. The same
+    operations as ``ray_march``, so the same values.
+    """
+    if opts.clamp_mode != "softplus":
+        raise ValueError(f"unsupported clamp_mode {opts.clamp_mode!r}")
+    deltas = depths[..., 1:, :] - depths[..., :-1, :]
+    densities_mid = F.softplus((densities[..., :-1, :] + densities[..., 1:, :]) / 2 - 1)
+    alpha = 1 - torch.exp(-densities_mid * deltas)
+    alpha_shifted = torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + 1e-10], dim=-2)
+    return alpha * torch.cumprod(alpha_shifted, dim=-2)[..., :-1, :]
+
+
+def sample_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights [..., S, 1] from per-interval weights [..., S−1, 1]: ``(w_{i−1} + w_i) / 2``.
+
+    ``sum_i w_i (c_i + c_{i+1}) / 2`` (the marcher's midpoint colours) equals ``sum_i v_i c_i`` with these
+    ``v``: the colour becomes one weighted sum of the samples' own colours, with no midpoint tensor.
+    """
+    half = weights * 0.5
+    v = torch.zeros(*weights.shape[:-2], weights.shape[-2] + 1, 1, dtype=weights.dtype, device=weights.device)
+    v[..., :-1, :] += half
+    v[..., 1:, :] += half
+    return v
+
+
+def expected_depth(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """``ray_march``'s depth (same operations): weighted mean interval midpoint, +inf → far clamp if empty."""
+    depths_mid = (depths[..., :-1, :] + depths[..., 1:, :]) / 2
+    weight_total = weights.sum(dim=-2)
+    hit = weight_total > 0
+    depth = torch.where(hit, torch.sum(weights * depths_mid, dim=-2) / torch.where(hit, weight_total, 1.0),
+                        float("inf"))
+    depth = torch.nan_to_num(depth, float("inf"))
+    return torch.clamp(depth, torch.min(depths), torch.max(depths))
 
 
 def ray_distortion(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
@@ -287,6 +328,65 @@ class ImportanceRenderer:
         spread = ray_distortion(weights, depths) if distortion else None
         return RenderResult(rgb, depth, weights.sum(dim=2), spread)
 
+
+    def _render_chunk_fast(
+        self,
+        field: FieldFn,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        jitter: torch.Tensor | None,
+        u: torch.Tensor,
+        n_coarse: int,
+        n_fine: int,
+        distortion: bool = False,
+    ) -> RenderResult:
+        """:meth:`_render_chunk` without [.., S, C] colour temporaries (the fast kernels).
+
+        The coarse pass needs only its weights (from density and depth). The final march sorts the 1-channel
+        depth and density, computes per-sample weights in depth order (:func:`sample_weights`), scatters them
+        back to the samples' own (coarse, fine) order and forms the colour as two batched products of weights
+        [R, 1, S] with the colours [R, S, C] as the field returned them: no concatenation, no sort-gather and
+        no midpoints of the colours. Equal to the reference within float rounding.
+        """
+        n, m, _ = origins.shape
+        depths = self._coarse_depths(origins, dirs, n_coarse, jitter)
+        points = (origins.unsqueeze(-2) + depths * dirs.unsqueeze(-2)).reshape(n, -1, 3)
+        out = field(points)
+        colors = out["rgb"]
+        c = colors.shape[-1]
+        densities = out["sigma"].reshape(n, m, n_coarse, 1)
+        parts = [(colors.reshape(n * m, n_coarse, c), n_coarse)]
+        if n_fine > 0:
+            fine = importance_depths(depths, march_weights(densities, depths, self.opts), u)
+            points = (origins.unsqueeze(-2) + fine * dirs.unsqueeze(-2)).reshape(n, -1, 3)
+            del out, colors
+            out_f = field(points)
+            parts.append((out_f["rgb"].reshape(n * m, n_fine, c), n_fine))
+            all_depths = torch.cat([depths, fine], dim=-2)
+            order = torch.argsort(all_depths, dim=-2)
+            depths = torch.gather(all_depths, -2, order)
+            densities = torch.gather(
+                torch.cat([densities, out_f["sigma"].reshape(n, m, n_fine, 1)], dim=-2), -2, order)
+        weights = march_weights(densities, depths, self.opts)
+        per_sample = sample_weights(weights)
+        if n_fine > 0:
+            per_sample = torch.empty_like(per_sample).scatter_(-2, order, per_sample)
+        per_sample = per_sample.reshape(n * m, 1, -1)
+        rgb: torch.Tensor | None = None
+        start = 0
+        for cols, k in parts:
+            w = per_sample[:, :, start : start + k].to(cols.dtype)
+            rgb = torch.bmm(w, cols) if rgb is None else torch.baddbmm(rgb, w, cols)
+            start += k
+        assert rgb is not None
+        rgb = rgb.reshape(n, m, c).to(weights.dtype)
+        depth = expected_depth(weights, depths)
+        weight_total = weights.sum(dim=2)
+        if self.opts.white_back:
+            rgb = rgb + 1 - weight_total
+        spread = ray_distortion(weights, depths) if distortion else None
+        return RenderResult(rgb * 2 - 1, depth, weight_total, spread)
+
     def chunk_size(self, n: int, m: int, samples: int, settings: SamplingSettings, feature_channels: int,
                    hidden: int, out_channels: int) -> int:
         """Rays per chunk so that the whole render (outputs included) fits ``settings.memory_budget``."""
@@ -323,8 +423,9 @@ class ImportanceRenderer:
         for i, start in enumerate(range(0, m, chunk)):
             sl = slice(start, min(start + chunk, m))
             jitter, u = self._random_streams(n, sl, n_coarse, n_fine, settings, origins.device)
-            part = self._render_chunk(field, origins[:, sl], dirs[:, sl], jitter, u, n_coarse, n_fine,
-                                      settings.distortion)
+            render_chunk = self._render_chunk if settings.reference else self._render_chunk_fast
+            part = render_chunk(field, origins[:, sl], dirs[:, sl], jitter, u, n_coarse, n_fine,
+                                settings.distortion)
             feats, depth, alpha = (t.transpose(1, 2) for t in (part.features, part.depth, part.weight_sum))
             spread = None if part.distortion is None else part.distortion.transpose(1, 2)
             if n_chunks == 1:
