@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from backend.nets import ops
+from backend.nets import fast_conv, ops
 
 
 class FullyConnectedLayer(nn.Module):
@@ -223,6 +223,7 @@ class SynthesisLayer(nn.Module):
         fused: bool = True,
         gain: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        kernels: str = "reference",
     ) -> torch.Tensor:
         styles = self.affine(w)
         if self.roll_out is not None:
@@ -234,9 +235,12 @@ class SynthesisLayer(nn.Module):
             noise = random_noise(x.shape[0], self.resolution, x.device, generator) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if fast_conv.applies(kernels, fused, x):
+            return fast_conv.synthesis_layer(x, self.weight, styles, self.bias, noise, self.up, self.padding,
+                                             self.resample_filter, self.activation, self.act_gain * gain, clamp)
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
                                  resample_filter=self.resample_filter, fused=fused)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return ops.bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
 
@@ -265,11 +269,14 @@ class ToRGBLayer(nn.Module):
         # Mimic3D scales by the constructor's in_channels even though the 'b' conv sees 3× as many.
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True,
+                kernels: str = "reference") -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         if self.roll_out is not None:
             styles = styles.reshape(styles.shape[0] * 3, -1)
         if self.roll_out == "b":
             x = aware3d(x)
+        if fast_conv.applies(kernels, fused, x):
+            return fast_conv.to_rgb(x, self.weight, styles, self.bias, self.conv_clamp)
         x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return ops.bias_act(x, self.bias, clamp=self.conv_clamp)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from backend.config import GeneratorConfig
-from backend.nets import ops
+from backend.nets import fast_conv, ops
 from backend.nets.layers import MappingNetwork, SynthesisLayer, ToRGBLayer
 
 
@@ -85,16 +85,22 @@ class SynthesisBlock(nn.Module):
             if const.ndim == 3:
                 const = const.unsqueeze(0)
             x = const.repeat(ws.shape[0], 1, 1, 1)
-            x = self.conv1(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator)
+            x = self.conv1(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator, kernels=rt.kernels)
         else:
             assert x is not None
             x = x.to(dtype)
-            x = self.conv0(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator)
-            x = self.conv1(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator)
+            x = self.conv0(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator, kernels=rt.kernels)
+            x = self.conv1(x, next(w_iter), rt.noise_mode, rt.fused, generator=rt.generator, kernels=rt.kernels)
+        fast = fast_conv.applies(rt.kernels, rt.fused, x)
         if img is not None and up_image:
-            img = ops.upsample2d(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter), fused=rt.fused).to(torch.float32)
-        img = img + y if img is not None else y
+            img = (fast_conv.upsample2d if fast else ops.upsample2d)(img, self.resample_filter)
+        y = self.torgb(x, next(w_iter), fused=rt.fused, kernels=rt.kernels).to(torch.float32)
+        if img is None:
+            img = y
+        elif fast and img.shape == y.shape:
+            img = img.add_(y) if up_image else img + y  # an up-sampled skip image is a fresh tensor
+        else:
+            img = img + y
         return x, img
 
 
