@@ -19,7 +19,7 @@ from backend import cameras
 from backend.config import GeneratorConfig
 from backend.errors import Aware3DError
 from backend.generator import TriPlaneGenerator
-from backend.render.renderer import SamplingSettings
+from backend.render.renderer import Kernels, SamplingSettings
 from backend.validate import SEED_MAX
 
 
@@ -78,9 +78,13 @@ class Latent:
 
 
 def make_latent(
-    G: TriPlaneGenerator, seed: int, truncation: float = 0.7, noise_mode: str = "const"
+    G: TriPlaneGenerator, seed: int, truncation: float = 0.7, noise_mode: str = "const",
+    kernels: Kernels = "fast",
 ) -> Latent:
-    """Map a seed to ws and compute its tri-planes once (they are reused for every view)."""
+    """Map a seed to ws and compute its tri-planes once (they are reused for every view).
+
+    ``kernels='reference'`` is ``--exact``: the official arithmetic op for op.
+    """
     device = next(G.parameters()).device
     cfg = G.cfg
     z = z_from_seed(seed, cfg.z_dim).to(device)
@@ -88,7 +92,8 @@ def make_latent(
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=truncation)
-        planes = G.synthesize_planes(ws, noise_mode=noise_mode, generator=gen)  # type: ignore[arg-type]
+        planes = G.synthesize_planes(ws, noise_mode=noise_mode, generator=gen,  # type: ignore[arg-type]
+                                     kernels=kernels)
     return Latent(seed, ws, planes)
 
 

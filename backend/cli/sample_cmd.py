@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resolution", type=int, help="neural rendering resolution (default: the model's)")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
     p.add_argument("--exact", action="store_true",
-                   help="no random depth jitter (the official sampler's deterministic branch)")
+                   help="the official arithmetic op for op: no random depth jitter (the official sampler's "
+                        "deterministic branch) and the reference kernels instead of the fast ones (slower; the "
+                        "fast kernels agree with it to float rounding)")
     p.add_argument("--orbit", type=int, metavar="FRAMES", help="also write an orbit video of FRAMES frames")
     p.add_argument("--orbit-format", choices=["mp4", "gif"], default="mp4")
     p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw amplitude in degrees")
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     with progress(total=len(items) * (1 + len(orbit)), desc="sample", unit="view") as bar:
         for stem, seed, latent, what in items:
             if latent is None:
-                latent = make_latent(G, seed, args.truncation, args.noise_mode)
+                latent = make_latent(G, seed, args.truncation, args.noise_mode,
+                                     kernels="reference" if args.exact else "fast")
             sampling = SamplingSettings(exact=args.exact, seed=seed)
             view = render_view(G, latent, label, args.resolution, sampling)
             extra = {"model": name, "config": G.cfg.name, **what,
