@@ -59,7 +59,7 @@ def fast_block(device: torch.device) -> int:
     """Points per fast-query block: on CPU small enough that the block's temporaries (indices, weights,
     hidden activations: ~1 KiB a point) stay in cache and malloc's heap instead of fresh page-faulted memory;
     on GPUs large, so that a block is enough work for a launch."""
-    return 8192 if device.type == "cpu" else 1 << 20
+    return 32768 if device.type == "cpu" else 1 << 20
 
 
 def query_rows(

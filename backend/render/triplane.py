@@ -53,18 +53,24 @@ def sample_planes(
 # ``grid_sample`` on [N·3, C, S, S] planes is the slowest part of a CPU render: it reads the planes channels-
 # first (C strided loads per corner), returns [N·3, C, 1, M] that must be permuted, and the decoder then
 # averages the 3 planes in another pass. Here the planes are laid out once as channels-last texel rows
-# [T, C]; each point names its 4 bilinear corners on each of the 3 planes of every plane set (12 or 24 rows)
-# with their weights, the decoder's 1/3 plane mean folded in, and ``embedding_bag(mode='sum')`` gathers and
-# sums them in one pass, straight into the decoder's input [P, C]. Same function as grid_sample(bilinear,
-# zeros padding, align_corners=False) → mean over planes, equal within float rounding.
+# [T, C] with a border of zero texels; each point names its 4 bilinear corners on each of the 3 planes of
+# every plane set (12 or 24 rows) with their weights, the decoder's 1/3 plane mean folded in, and
+# ``embedding_bag(mode='sum')`` gathers and sums them in one pass, straight into the decoder's input [P, C].
+# Same function as grid_sample(bilinear, zeros padding, align_corners=False) → mean over planes, equal
+# within float rounding. The zero border is grid_sample's zeros padding: pixel coordinates are clamped to
+# [−1, S], where every corner a point can name lies in the padded table (those outside the plane are zero
+# rows), so no per-corner validity masks are computed.
+
+PAD_LO, PAD_HI = 1, 2  # zero texels before / after each plane axis (corner x0 + 1 ≤ S + 1 after the clamp)
 
 
 @dataclass(frozen=True)
 class PlaneRows:
-    """Plane sets as one channels-last table of texel rows, built once per render (see :func:`plane_rows`).
+    """Plane sets as one channels-last table of zero-bordered texel rows (see :func:`plane_rows`).
 
-    ``rows`` [T, C]: set ``i``'s texel (batch b, plane k, row y, column x) is row
-    ``bases[i] + ((b·3 + k)·H + y)·W + x`` with ``(H, W) = sizes[i]``.
+    ``rows`` [T, C]: set ``i``'s texel (batch b, plane k, row y, column x), −1 ≤ x, y ≤ S + 1, is row
+    ``bases[i] + ((b·3 + k)·Hp + y + 1)·Wp + x + 1`` with ``(H, W) = sizes[i]``, ``Hp = H + 3``,
+    ``Wp = W + 3``; texels outside the plane are zero.
     """
 
     rows: torch.Tensor
@@ -74,20 +80,26 @@ class PlaneRows:
 
 
 def plane_rows(planes: list[torch.Tensor]) -> PlaneRows:
-    """Lay out plane sets [N, 3, C, H, W] as texel rows (one copy of the planes; summed sets share one table)."""
+    """Lay out plane sets [N, 3, C, H, W] as zero-bordered texel rows, all sets in one table (one copy of
+    the planes: a render or a mesh builds it once and queries it many times)."""
     if not planes:
         raise ValueError("no plane sets")
     n, _, c = planes[0].shape[:3]
-    parts, bases, sizes, base = [], [], [], 0
+    total = 0
     for p in planes:
         if p.shape[0] != n or p.shape[1] != 3 or p.shape[2] != c:
             raise ValueError(f"plane sets must share batch and channels: {tuple(p.shape)} vs {tuple(planes[0].shape)}")
+        total += n * 3 * (p.shape[3] + PAD_LO + PAD_HI) * (p.shape[4] + PAD_LO + PAD_HI)
+    rows = planes[0].new_zeros(total, c)
+    bases, sizes, base = [], [], 0
+    for p in planes:
         h, w = int(p.shape[3]), int(p.shape[4])
-        parts.append(p.permute(0, 1, 3, 4, 2).reshape(-1, c))
+        hp, wp = h + PAD_LO + PAD_HI, w + PAD_LO + PAD_HI
+        block = rows[base : base + n * 3 * hp * wp].view(n, 3, hp, wp, c)
+        block[:, :, PAD_LO : PAD_LO + h, PAD_LO : PAD_LO + w] = p.permute(0, 1, 3, 4, 2)
         bases.append(base)
         sizes.append((h, w))
-        base += n * 3 * h * w
-    rows = parts[0].contiguous() if len(parts) == 1 else torch.cat(parts)
+        base += n * 3 * hp * wp
     return PlaneRows(rows, tuple(bases), tuple(sizes), n)
 
 
@@ -101,34 +113,40 @@ def corner_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices and weights [P, 12·sets] of the bilinear corners of world points ``coords`` [P, 3].
 
-    Pixel coordinates follow grid_sample(align_corners=False) op for op (``((g + 1)·size − 1) / 2`` of the
-    normalised ``g``); corners outside a plane get weight 0 (zeros padding) and a clamped, harmless index.
-    Weights include the 1/3 of the decoder's mean over the 3 planes.
+    Pixel coordinates are grid_sample's (align_corners=False), ``x = ((g + 1)·W − 1) / 2`` of the normalised
+    ``g = 2u / box_warp``, computed in its order (a 256² plane magnifies a coordinate's rounding), clamped
+    to [−1, W] (beyond that every corner is a zero texel either way); a NaN point reads zeros. Weights
+    include the 1/3 of the decoder's mean over the 3 planes. The arithmetic runs planar (points innermost,
+    [6, P] and [3, 2, 2, P]: long vectorised loops, where [P, 3, 2, 2] would give loops of length 2); one
+    transposing copy at the end gives embedding_bag its [P, 12] bags.
     """
     dtype = table.rows.dtype
-    axes = _axes_index(projection, coords.device) if axes is None else axes
-    g = (coords.index_select(1, axes) * (2.0 / box_warp)).to(dtype).view(-1, 3, 2)  # [P, 3, (x, y)]
+    device = coords.device
+    axes = _axes_index(projection, device) if axes is None else axes
+    # grid_sample's normalised coordinates, computed as the reference computes them (same rounding).
+    g = (coords.t().index_select(0, axes) * (2.0 / box_warp)).to(dtype).view(3, 2, -1)  # [3 planes, (x, y), P]
     idx_parts, w_parts = [], []
-    corner = torch.arange(2, device=coords.device)
     for base, (h, w) in zip(table.bases, table.sizes, strict=True):
-        size = torch.tensor([w, h], device=coords.device, dtype=dtype)
-        pix = ((g + 1) * size - 1) / 2
+        hp, wp = h + PAD_LO + PAD_HI, w + PAD_LO + PAD_HI
+        size = torch.tensor([[w], [h]], device=device, dtype=dtype)  # [(x, y), 1]
+        pix = (g + 1).mul_(size).sub_(1).div_(2)  # grid_sample's unnormalisation, op for op
+        pix = torch.nan_to_num_(pix, nan=-1.0)
+        pix = torch.minimum(pix.clamp_min_(-1.0), size)
         lo = pix.floor()
-        frac = pix - lo
-        i = lo.long().unsqueeze(-1) + corner  # [P, 3, 2, 2]: (plane, axis, corner)
-        limit = size.long().view(1, 1, 2, 1)
-        valid = (i >= 0) & (i < limit)
-        wt = torch.stack([1 - frac, frac], dim=-1) * valid
-        i = torch.minimum(i.clamp_min_(0), limit - 1)
-        plane = base + (batch_index * 3 + torch.arange(3, device=coords.device)) * (h * w)  # [3]
-        # corner (y, x): row = plane + y·W + x; weight = wy · wx / 3.
-        idx = plane.view(1, 3, 1, 1) + i[:, :, 1, :, None] * w + i[:, :, 0, None, :]
-        wts = (wt[:, :, 1, :, None] * (1.0 / 3.0)) * wt[:, :, 0, None, :]
-        idx_parts.append(idx.reshape(idx.shape[0], -1))
-        w_parts.append(wts.reshape(wts.shape[0], -1))
-    if len(idx_parts) == 1:
-        return idx_parts[0], w_parts[0]
-    return torch.cat(idx_parts, dim=1), torch.cat(w_parts, dim=1)
+        frac = pix.sub_(lo)
+        li = lo.long()
+        # Row of corner (x0, y0) on each plane, then the corners (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1).
+        first = base + ((batch_index * 3 + torch.arange(3, device=device)) * hp + PAD_LO) * wp + PAD_LO
+        idx00 = torch.addcmul(li[:, 0], li[:, 1], torch.tensor(wp, device=device)).add_(first[:, None])  # [3, P]
+        offs = torch.tensor([[0, 1], [wp, wp + 1]], device=device)
+        idx = idx00[:, None, None, :] + offs[None, :, :, None]  # [3, (y), (x), P]
+        wxy = torch.stack([1 - frac, frac], dim=2)  # [3, (x, y), (0, 1), P]
+        wts = wxy[:, 1, :, None, :] * (1.0 / 3.0) * wxy[:, 0, None, :, :]  # [3, (y), (x), P]
+        idx_parts.append(idx.view(12, -1))
+        w_parts.append(wts.view(12, -1))
+    idx = idx_parts[0] if len(idx_parts) == 1 else torch.cat(idx_parts)
+    wts = w_parts[0] if len(w_parts) == 1 else torch.cat(w_parts)
+    return idx.t().contiguous(), wts.t().contiguous()
 
 
 def sample_rows(
