@@ -102,7 +102,7 @@ class TriPlaneGenerator(nn.Module):
 
     def query(
         self, planes: list[torch.Tensor], coords: torch.Tensor, plane_set: PlaneSet = "all",
-        kernels: Kernels = "fast", rows: PlaneRows | None = None,
+        kernels: Kernels = "fast", rows: PlaneRows | None = None, density_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Density and colour features at world points ``coords`` [N, M, 3].
 
@@ -113,12 +113,14 @@ class TriPlaneGenerator(nn.Module):
         cache-sized blocks (``backend.nets.decoder.query_rows``); it is the reference function within float
         rounding and applies only when autograd records nothing (else the reference runs). ``rows``: the
         selected planes already laid out by ``plane_rows`` (callers that query the same planes many times,
-        a render's chunks or a mesh grid, build it once).
+        a render's chunks or a mesh grid, build it once). ``density_only``: the caller reads 'sigma' only (a
+        mesh grid); the fast kernels then skip the colour outputs and return no 'rgb'.
         """
         selected = self._select(planes, plane_set)
         if kernels == "fast" and not records_grad(self.decoder, selected, coords):
             table = rows if rows is not None else plane_rows(selected)
-            return query_rows(self.decoder, table, coords, self.cfg.projection, self.cfg.rendering.box_warp)
+            return query_rows(self.decoder, table, coords, self.cfg.projection, self.cfg.rendering.box_warp,
+                              density_only=density_only)
         feats = sample_planes(selected, coords, self.cfg.projection, self.cfg.rendering.box_warp)
         return self.decoder(feats)
 

@@ -4,6 +4,8 @@
     python benchmarks/mesh.py --model aware3d-heads --seed 0 --device cuda --out /tmp/mesh_gpu.json  # a model
     python benchmarks/mesh.py --res 256 --c2f-res 1024 --out /tmp/mesh1024.json              # memory at 1024³
     python benchmarks/mesh.py --res --mc-res 256 512 --device cuda --check-cuda              # kernel vs CPU
+    OMP_WAIT_POLICY=passive python benchmarks/mesh.py --model random:eg3d-ffhq512-128 --res 256 --mc-res \
+        --coarse-to-fine-only --threads 2 --out benchmarks/results/mesh_eg3d-ffhq512-128_cpu.json  # kernels
 
 Stages (best of ``--repeat``): ``grid`` (density queries, full and coarse-to-fine), ``marching_cubes``,
 ``cleanup`` (largest component, 10 Taubin iterations, decimation to ``--faces``), ``colours``, with
@@ -13,6 +15,12 @@ CUDA kernel), and the CUDA kernel when a GPU exists; the CUDA mesh is compared w
 be the same mesh: same faces, vertices within float32 rounding), and ``--check-cuda`` makes a missing kernel
 or any difference an error. Each resolution runs in a child process so that its peak resident memory is its
 own. Prints one JSON object.
+
+With a model, the field's query kernels (``GeneratorField(kernels=...)``, ``--kernels``): ``both`` (default
+with ``--model``) measures the reference kernels (``G.query`` as before issue 17) and then the fast ones
+(texel-row sampling, density-only decoder for the grid) in the same child process, and reports their
+per-stage ratio (``kernels_speedup``) and both meshes' sizes; ``full``/``coarse_to_fine`` hold the fast
+figures, ``*_reference`` the reference ones.
 """
 
 from __future__ import annotations
@@ -50,16 +58,25 @@ def peak_rss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
-def make_field(args: argparse.Namespace, device: torch.device) -> Field:
+def make_field(args: argparse.Namespace, device: torch.device, kernels: str = "fast") -> Field:
     if args.model:
         from backend.registry import load_generator
         from backend.sampling import make_latent
 
         G = load_generator(args.model, device).generator
-        return GeneratorField(G, make_latent(G, args.seed, args.truncation).planes)
+        return GeneratorField(G, make_latent(G, args.seed, args.truncation).planes, kernels=kernels)
     field = ANALYTIC_FIELDS[args.field]()
     field.device = device
     return field
+
+
+def kernel_fields(args: argparse.Namespace, device: torch.device) -> dict[str, Field]:
+    """The fields to measure, by kernel name: one field (the fast one) unless a model is compared."""
+    field = make_field(args, device)
+    if not isinstance(field, GeneratorField) or args.kernels == "fast":
+        return {"fast": field}
+    reference = GeneratorField(field.G, field.planes, kernels="reference")
+    return {"reference": reference} if args.kernels == "reference" else {"reference": reference, "fast": field}
 
 
 def _sync(device: torch.device) -> None:
@@ -67,14 +84,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_pipeline(field: Field, res: int, c2f: bool, faces: int, repeat: int, texture: bool = False
-                 ) -> dict[str, Any]:
+def run_pipeline(field: Field, res: int, c2f: bool, faces: int, repeat: int, texture: bool = False,
+                 level: float = 10.0) -> dict[str, Any]:
     """Best-of-``repeat`` seconds per stage for one resolution, plus counts."""
     best: dict[str, float] = {}
     info: dict[str, Any] = {}
     for _ in range(repeat):
         counting = CountingField(field)
-        settings = MeshSettings(resolution=res, coarse_to_fine=c2f, target_faces=faces, texture=texture)
+        settings = MeshSettings(resolution=res, level=level, coarse_to_fine=c2f, target_faces=faces,
+                                texture=texture)
         t0 = time.perf_counter()
         mesh = extract_mesh(counting, settings)
         with tempfile.TemporaryDirectory() as tmp:
@@ -140,14 +158,22 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One resolution (or the MC comparison), measured in this process."""
     torch.set_num_threads(args.threads or torch.get_num_threads())
     device = resolve_device(args.device)
-    field = make_field(args, device)
     if args.child.startswith("mc:"):
-        return mc_alone(field, int(args.child[3:]), args.level, args.repeat)
+        return mc_alone(make_field(args, device), int(args.child[3:]), args.level, args.repeat)
     res = int(args.child)
     out: dict[str, Any] = {}
-    if not args.coarse_to_fine_only:
-        out["full"] = run_pipeline(field, res, False, args.faces, args.repeat, args.texture)
-    out["coarse_to_fine"] = run_pipeline(field, res, True, args.faces, args.repeat, args.texture)
+    fields = kernel_fields(args, device)
+    modes = ([] if args.coarse_to_fine_only else [("full", False)]) + [("coarse_to_fine", True)]
+    for kernels, kfield in fields.items():  # reference first: it cannot profit from the fast one's warm-up
+        suffix = "" if kernels == "fast" else f"_{kernels}"
+        for name, c2f in modes:
+            out[name + suffix] = run_pipeline(kfield, res, c2f, args.faces, args.repeat, args.texture,
+                                              args.level)
+    if len(fields) > 1:
+        out["kernels_speedup"] = {
+            name: {stage: round(out[name + "_reference"]["seconds"][stage] / max(secs, 1e-9), 2)
+                   for stage, secs in out[name]["seconds"].items()}
+            for name, _ in modes}
     out["peak_rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
         out["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -161,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--field", default="bumpy-ellipsoid", choices=sorted(ANALYTIC_FIELDS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=0.7)
-    p.add_argument("--level", type=float, default=10.0)
+    p.add_argument("--level", type=float, default=10.0,
+                   help="surface density (random-weight models never reach EG3D's 10: e.g. 1.2)")
     p.add_argument("--res", type=int, nargs="*", default=[128, 256, 512],
                    help="resolutions of the whole pipeline (none: marching cubes alone)")
     p.add_argument("--c2f-res", type=int, nargs="*", default=[],
@@ -174,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--coarse-to-fine-only", action="store_true")
+    p.add_argument("--kernels", choices=["both", "fast", "reference"], default="both",
+                   help="a model's query kernels: both compares reference and fast (analytic fields: fast)")
     p.add_argument("--check-cuda", action="store_true",
                    help="exit with status 1 unless the CUDA kernel ran and gave the CPU path's mesh")
     p.add_argument("--out", type=Path)
@@ -203,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     base = ["--field", args.field, "--seed", str(args.seed), "--truncation", str(args.truncation),
             "--level", str(args.level), "--faces", str(args.faces),
-            "--repeat", str(args.repeat), "--device", args.device]
+            "--repeat", str(args.repeat), "--device", args.device, "--kernels", args.kernels]
     base += ["--model", args.model] if args.model else []
     base += ["--threads", str(args.threads)] if args.threads else []
     base += ["--coarse-to-fine-only"] if args.coarse_to_fine_only else []

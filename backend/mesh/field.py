@@ -180,26 +180,55 @@ class GeneratorField:
     ``planes``: what ``G.synthesize_planes(ws, noise_mode='const')`` returned (a list of plane sets
     [N, 3, C, S, S], or a single tensor); ``batch_index`` picks the latent. The box is
     ``G.cfg.rendering.box_warp`` (1.0 for FFHQ, 1.6 for ShapeNet).
+
+    ``kernels='fast'`` (default): the planes are laid out once as texel rows (``plane_rows``) for all of a
+    mesh's grid chunks and colour queries, and density queries ask for the density alone (the decoder's
+    colour outputs are half its work); equal to the reference within float rounding
+    (tests/test_fast_render.py). ``kernels='reference'``: ``G.query``'s reference kernels, as before issue 17
+    (the benchmark's baseline).
     """
 
-    def __init__(self, G: Any, planes: Tensor | list[Tensor], batch_index: int = 0) -> None:
+    def __init__(self, G: Any, planes: Tensor | list[Tensor], batch_index: int = 0,
+                 kernels: str = "fast") -> None:
+        if kernels not in ("fast", "reference"):
+            raise ValueError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
         self.G = G
         plane_list = planes if isinstance(planes, (list, tuple)) else [planes]
         self.planes = [p[batch_index : batch_index + 1] for p in plane_list]
         self.box_size = float(G.cfg.rendering.box_warp)
         self.device = self.planes[0].device
+        self.kernels = kernels
+        self._rows: Any = None
         cfg = G.cfg
         channels = int(getattr(cfg, "plane_channels", 32)) * len(self.planes)
         hidden = int(getattr(cfg, "decoder_hidden", 64))
-        # grid_sample output (3 planes) + decoder hidden/outputs, float32, with headroom for temporaries.
-        self.bytes_per_point = 4 * (3 * channels * 2 + 2 * hidden + 2 * 33 + 16)
+        if kernels == "fast":
+            # The fast query works in fixed blocks (backend.nets.decoder.fast_block) whatever the chunk; per
+            # point a chunk holds its coordinates, the outputs and the grid's index temporaries.
+            self.bytes_per_point = 4 * (2 * 33 + 3 * 8 + 16)
+        else:
+            # grid_sample output (3 planes) + decoder hidden/outputs, float32, with headroom for temporaries.
+            self.bytes_per_point = 4 * (3 * channels * 2 + 2 * hidden + 2 * 33 + 16)
 
-    def _query(self, xyz: Tensor) -> dict[str, Tensor]:
+    def _table(self) -> Any:
+        """The planes as texel rows, built on the first fast query and kept for the field's lifetime."""
+        if self._rows is None:
+            from backend.render.triplane import plane_rows
+
+            with torch.no_grad():
+                self._rows = plane_rows(self.planes)
+        return self._rows
+
+    def _query(self, xyz: Tensor, density_only: bool = False) -> dict[str, Tensor]:
+        coords = xyz.to(self.device, torch.float32)[None]
         with torch.no_grad():
-            return self.G.query(self.planes, xyz.to(self.device, torch.float32)[None])
+            if self.kernels == "reference":
+                return self.G.query(self.planes, coords, kernels="reference")
+            return self.G.query(self.planes, coords, kernels="fast", rows=self._table(),
+                                density_only=density_only)
 
     def density(self, xyz: Tensor) -> Tensor:
-        return self._query(xyz)["sigma"][0, :, 0].float()
+        return self._query(xyz, density_only=True)["sigma"][0, :, 0].float()
 
     def colour(self, xyz: Tensor) -> Tensor:
         return self._query(xyz)["rgb"][0, :, :3].float().clamp(0.0, 1.0)

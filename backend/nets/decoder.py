@@ -33,6 +33,19 @@ class Decoder(nn.Module):
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         return {"sigma": x[..., 0:1], "rgb": rgb}
 
+    def density_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Only the raw ``sigma`` (column 0 of :meth:`decode_into`) into ``out`` [P, 1]: a mesh grid needs
+        nothing else, and the 32 colour outputs and their squash are half of the decoder's work."""
+        fc1, act, fc2 = self.net
+        assert isinstance(fc1, FullyConnectedLayer) and isinstance(fc2, FullyConnectedLayer)
+        h = act(fc1(x))
+        w2 = fc2.weight[:1].to(x.dtype) * fc2.weight_gain
+        if fc2.bias is None:
+            return torch.mm(h, w2.t(), out=out)
+        b2 = fc2.bias[:1].to(x.dtype)
+        b2 = b2 * fc2.bias_gain if fc2.bias_gain != 1 else b2
+        return torch.addmm(b2.unsqueeze(0), h, w2.t(), out=out)
+
     def decode_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The decoder on plane-mean features ``x`` [P, C], written into ``out`` [P, 1 + output_dim].
 
@@ -64,17 +77,20 @@ def fast_block(device: torch.device) -> int:
 
 def query_rows(
     decoder: Decoder, table: PlaneRows, coords: torch.Tensor, projection: str, box_warp: float,
-    block: int | None = None,
+    block: int | None = None, density_only: bool = False,
 ) -> dict[str, torch.Tensor]:
     """``G.query``'s fast kernels: tri-plane sampling (:func:`sample_rows`) + :meth:`Decoder.decode_into`.
 
-    ``coords`` [N, M, 3] with N equal to the table's batch (or 1 with a one-latent table). Returns the same
-    dict as the reference path, as views of one [N, M, 1 + output_dim] buffer. No autograd (callers check).
+    ``coords`` [N, M, 3] with N equal to the table's batch. Returns the same dict as the reference path, as
+    views of one [N, M, 1 + output_dim] buffer; ``density_only``: only 'sigma' (mesh grids). No autograd
+    (callers check).
     """
     n, m, _ = coords.shape
     if n != table.batch:
         raise ValueError(f"{n} coordinate sets for planes of batch {table.batch}")
-    out = torch.empty(n, m, 1 + decoder.output_dim, dtype=table.rows.dtype, device=coords.device)
+    width = 1 if density_only else 1 + decoder.output_dim
+    out = torch.empty(n, m, width, dtype=table.rows.dtype, device=coords.device)
+    decode = decoder.density_into if density_only else decoder.decode_into
     block = block or fast_block(coords.device)
     axes = torch.tensor([a for pair in PLANE_AXES[projection] for a in pair], device=coords.device)
     with torch.no_grad():
@@ -82,8 +98,8 @@ def query_rows(
             for s in range(0, m, block):
                 e = min(s + block, m)
                 feats = sample_rows(table, coords[b, s:e], b, projection, box_warp, axes)
-                decoder.decode_into(feats, out[b, s:e])
-    return {"sigma": out[..., :1], "rgb": out[..., 1:]}
+                decode(feats, out[b, s:e])
+    return {"sigma": out} if density_only else {"sigma": out[..., :1], "rgb": out[..., 1:]}
 
 
 def records_grad(decoder: Decoder, planes: list[torch.Tensor], coords: torch.Tensor) -> bool:
