@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -33,38 +35,58 @@ class Decoder(nn.Module):
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
         return {"sigma": x[..., 0:1], "rgb": rgb}
 
-    def density_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Only the raw ``sigma`` (column 0 of :meth:`decode_into`) into ``out`` [P, 1]: a mesh grid needs
-        nothing else, and the 32 colour outputs and their squash are half of the decoder's work."""
-        fc1, act, fc2 = self.net
+    def fast_weights(self, dtype: torch.dtype, density_only: bool = False) -> FastDecoderWeights:
+        """The effective weights in the fast kernels' layout (see :class:`FastDecoderWeights`)."""
+        fc1, _, fc2 = self.net
         assert isinstance(fc1, FullyConnectedLayer) and isinstance(fc2, FullyConnectedLayer)
-        h = act(fc1(x))
-        w2 = fc2.weight[:1].to(x.dtype) * fc2.weight_gain
-        if fc2.bias is None:
-            return torch.mm(h, w2.t(), out=out)
-        b2 = fc2.bias[:1].to(x.dtype)
-        b2 = b2 * fc2.bias_gain if fc2.bias_gain != 1 else b2
-        return torch.addmm(b2.unsqueeze(0), h, w2.t(), out=out)
+        w1 = (fc1.weight.to(dtype) * fc1.weight_gain).t().contiguous()
+        b1 = torch.zeros(fc1.out_features, dtype=dtype, device=w1.device) if fc1.bias is None else (
+            fc1.bias.to(dtype) * fc1.bias_gain if fc1.bias_gain != 1 else fc1.bias.to(dtype))
+        rows = slice(0, 1) if density_only else slice(None)
+        w2 = fc2.weight[rows].to(dtype) * fc2.weight_gain
+        b2 = torch.zeros(w2.shape[0], dtype=dtype, device=w2.device) if fc2.bias is None else (
+            fc2.bias[rows].to(dtype) * fc2.bias_gain if fc2.bias_gain != 1 else fc2.bias[rows].to(dtype))
+        return FastDecoderWeights(w1, b1.unsqueeze(0), torch.cat([w2.t(), b2.unsqueeze(0)]).contiguous(),
+                                  density_only)
 
-    def decode_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """The decoder on plane-mean features ``x`` [P, C], written into ``out`` [P, 1 + output_dim].
 
-        The fast kernels' form of :meth:`forward` (no autograd: callers use it under no-grad only): the input
-        is already the mean over planes (``sample_rows`` folds it into its weights), the second layer writes
-        into the caller's buffer (no per-chunk output allocation, no split copies), and the colour squash runs
-        in place on ``out[:, 1:]``. Column 0 is the raw ``sigma``, columns 1: the features, as in ``forward``.
+@dataclass(frozen=True)
+class FastDecoderWeights:
+    """The decoder's effective weights, prepared once per query for the fast kernels.
+
+    ``w1`` [C, H] and ``b1`` [1, H]: the first layer (gains applied, transposed for ``addmm``). ``w2`` [H + 1,
+    O]: the second layer with its bias as the last row, so that one plain ``mm`` of hidden activations
+    carrying a constant-1 column computes it (no bias broadcast into every output block). ``O`` is 1 + the
+    feature channels, or 1 (``density_only``: a mesh grid needs the density alone, and the colour outputs
+    are half of the decoder's work).
+    """
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    density_only: bool
+
+    def hidden_buffer(self, rows: int) -> torch.Tensor:
+        """A reusable [rows, H + 1] work buffer whose last column is 1 (the second layer's bias input)."""
+        h = torch.empty(rows, self.w2.shape[0], dtype=self.w1.dtype, device=self.w1.device)
+        h[:, -1] = 1
+        return h
+
+    def decode_into(self, x: torch.Tensor, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The decoder on plane-mean features ``x`` [P, C] into ``out`` [P, O] (no autograd).
+
+        The input is already the mean over planes (``sample_rows`` folds it into its weights); the hidden
+        layer lives in ``hidden`` (from :meth:`hidden_buffer`, at least P rows) with softplus applied in
+        place; the colour squash runs in place on ``out[:, 1:]``. Column 0 is the raw ``sigma``, columns 1:
+        the features, as in :meth:`Decoder.forward`; equal to it within float rounding.
         """
-        fc1, act, fc2 = self.net
-        assert isinstance(fc1, FullyConnectedLayer) and isinstance(fc2, FullyConnectedLayer)
-        h = act(fc1(x))
-        w2 = fc2.weight.to(x.dtype) * fc2.weight_gain
-        b2 = fc2.bias
-        if b2 is None:
-            torch.mm(h, w2.t(), out=out)
-        else:
-            b2 = b2.to(x.dtype) * fc2.bias_gain if fc2.bias_gain != 1 else b2.to(x.dtype)
-            torch.addmm(b2.unsqueeze(0), h, w2.t(), out=out)
-        out[:, 1:].sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
+        h = hidden[: x.shape[0]]
+        pre = h[:, :-1]
+        torch.addmm(self.b1, x, self.w1, out=pre)
+        torch.ops.aten.softplus.out(pre, 1, 20, out=pre)  # nn.Softplus() (beta 1, threshold 20), in place
+        torch.mm(h, self.w2, out=out)
+        if not self.density_only:
+            out[:, 1:].sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
         return out
 
 
@@ -79,7 +101,8 @@ def query_rows(
     decoder: Decoder, table: PlaneRows, coords: torch.Tensor, projection: str, box_warp: float,
     block: int | None = None, density_only: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """``G.query``'s fast kernels: tri-plane sampling (:func:`sample_rows`) + :meth:`Decoder.decode_into`.
+    """``G.query``'s fast kernels: tri-plane sampling (:func:`sample_rows`) + the decoder
+    (:meth:`FastDecoderWeights.decode_into`), block by block into one output buffer.
 
     ``coords`` [N, M, 3] with N equal to the table's batch. Returns the same dict as the reference path, as
     views of one [N, M, 1 + output_dim] buffer; ``density_only``: only 'sigma' (mesh grids). No autograd
@@ -90,15 +113,16 @@ def query_rows(
         raise ValueError(f"{n} coordinate sets for planes of batch {table.batch}")
     width = 1 if density_only else 1 + decoder.output_dim
     out = torch.empty(n, m, width, dtype=table.rows.dtype, device=coords.device)
-    decode = decoder.density_into if density_only else decoder.decode_into
     block = block or fast_block(coords.device)
     axes = torch.tensor([a for pair in PLANE_AXES[projection] for a in pair], device=coords.device)
     with torch.no_grad():
+        weights = decoder.fast_weights(table.rows.dtype, density_only)
+        hidden = weights.hidden_buffer(min(block, m))
         for b in range(n):
             for s in range(0, m, block):
                 e = min(s + block, m)
                 feats = sample_rows(table, coords[b, s:e], b, projection, box_warp, axes)
-                decode(feats, out[b, s:e])
+                weights.decode_into(feats, hidden, out[b, s:e])
     return {"sigma": out} if density_only else {"sigma": out[..., :1], "rgb": out[..., 1:]}
 
 

@@ -122,6 +122,8 @@ def corner_rows(
     """
     dtype = table.rows.dtype
     device = coords.device
+    # 32-bit row indices (half the bytes to build and transpose) whenever the table allows them.
+    index = torch.int32 if table.rows.shape[0] < 2**31 - 1 else torch.int64
     axes = _axes_index(projection, device) if axes is None else axes
     # grid_sample's normalised coordinates, computed as the reference computes them (same rounding).
     g = (coords.t().index_select(0, axes) * (2.0 / box_warp)).to(dtype).view(3, 2, -1)  # [3 planes, (x, y), P]
@@ -134,11 +136,12 @@ def corner_rows(
         pix = torch.minimum(pix.clamp_min_(-1.0), size)
         lo = pix.floor()
         frac = pix.sub_(lo)
-        li = lo.long()
+        li = lo.to(index)
         # Row of corner (x0, y0) on each plane, then the corners (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1).
-        first = base + ((batch_index * 3 + torch.arange(3, device=device)) * hp + PAD_LO) * wp + PAD_LO
-        idx00 = torch.addcmul(li[:, 0], li[:, 1], torch.tensor(wp, device=device)).add_(first[:, None])  # [3, P]
-        offs = torch.tensor([[0, 1], [wp, wp + 1]], device=device)
+        first = base + ((batch_index * 3 + torch.arange(3, device=device, dtype=index)) * hp + PAD_LO) * wp + PAD_LO
+        idx00 = torch.addcmul(li[:, 0], li[:, 1], torch.tensor(wp, device=device, dtype=index))
+        idx00 = idx00.add_(first[:, None])  # [3, P]
+        offs = torch.tensor([[0, 1], [wp, wp + 1]], device=device, dtype=index)
         idx = idx00[:, None, None, :] + offs[None, :, :, None]  # [3, (y), (x), P]
         wxy = torch.stack([1 - frac, frac], dim=2)  # [3, (x, y), (0, 1), P]
         wts = wxy[:, 1, :, None, :] * (1.0 / 3.0) * wxy[:, 0, None, :, :]  # [3, (y), (x), P]
