@@ -3,6 +3,7 @@
     OMP_WAIT_POLICY=passive python benchmarks/volume.py --model random:eg3d-ffhq512-128 --res 128 \
         --threads 2 --repeat 5 --out benchmarks/results/volume_eg3d-ffhq512-128_cpu.json
     python benchmarks/volume.py --model random:eg3d-ffhq512-128 --thumbnails 8 --res 64   # preview grid
+    python benchmarks/volume.py --profile fast --repeat 1     # + torch.profiler table of one render (stderr)
 
 The tri-planes are computed once (not timed); each timed iteration renders the same latent from the same
 camera with the reference kernels and with the fast ones, interleaved (reference, fast, reference, …) so that
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--thumbnails", type=int, default=0, help="also time this many preview renders")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
+    p.add_argument("--profile", choices=list(KERNELS), help="print a torch.profiler table of one render")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     if args.threads:
@@ -155,6 +157,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             times[k].append(secs)
     peaks = {k: peak_above_current(lambda k=k: volume_stage(G, lat.planes, lat.ws, c, res, k, args.seed),
                                    device) for k in kernels}
+    if args.profile:
+        from torch import profiler
+
+        with profiler.profile() as prof:
+            volume_stage(G, lat.planes, lat.ws, c, res, args.profile, args.seed)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
     result: dict[str, Any] = {
         "benchmark": "volume",
         "hardware": hardware_description(device),
