@@ -272,3 +272,20 @@ def test_density_only_query(tiny: TriPlaneGenerator) -> None:
         sigma = tiny.query(planes, coords, density_only=True)
     assert set(sigma) == {"sigma"}
     assert_close(sigma["sigma"], full["sigma"])
+
+
+def test_row_sampling_planar_form_matches_too() -> None:
+    """The planar corner form (GPUs, huge tables, reduced float32 matmul precision) on CPU: same values."""
+    gen = torch.Generator().manual_seed(15)
+    planes = [torch.randn(2, 3, 5, 16, 16, generator=gen), torch.randn(2, 3, 5, 24, 24, generator=gen)]
+    coords = (torch.rand(2, 400, 3, generator=gen) - 0.5) * 1.6
+    ref = sample_planes(planes, coords, "eg3d", box_warp=1.0).mean(dim=1)
+    table = plane_rows(planes)
+    matmul = sample_rows(table, coords[1], 1, "eg3d", 1.0)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        planar = sample_rows(table, coords[1], 1, "eg3d", 1.0)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert (planar - ref[1]).abs().max() <= 1e-5 and (matmul - ref[1]).abs().max() <= 1e-5

@@ -7,6 +7,7 @@ only work with the convention they were trained with, so it is part of the model
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -107,49 +108,98 @@ def _axes_index(projection: str, device: torch.device) -> torch.Tensor:
     return torch.tensor([a for pair in PLANE_AXES[projection] for a in pair], device=device)
 
 
+def _pixels(g: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower corner and fraction [3, 2, P] of grid_sample's pixel coordinates for normalised ``g`` [3, 2, P].
+
+    ``x = ((g + 1)·W − 1) / 2`` op for op as grid_sample computes it (a 256² plane magnifies a coordinate's
+    rounding), clamped to [−1, W] (beyond that every corner is a zero texel either way); NaN reads zeros.
+    """
+    size = torch.tensor([[w], [h]], device=g.device, dtype=g.dtype)  # [(x, y), 1]
+    pix = (g + 1).mul_(size).sub_(1).div_(2)
+    pix = torch.nan_to_num_(pix, nan=-1.0)
+    pix = torch.minimum(pix.clamp_min_(-1.0), size)
+    lo = pix.floor()
+    return lo, pix.sub_(lo)
+
+
+def _first_rows(table: PlaneRows, i: int, batch_index: int) -> list[int]:
+    """Row of texel (0, 0) of each of the 3 planes of set ``i`` for one batch element."""
+    (h, w), base = table.sizes[i], table.bases[i]
+    hp, wp = h + PAD_LO + PAD_HI, w + PAD_LO + PAD_HI
+    return [base + ((batch_index * 3 + k) * hp + PAD_LO) * wp + PAD_LO for k in range(3)]
+
+
+def _corner_maps(table: PlaneRows, i: int, batch_index: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Affine maps [6, 12] (+ [12] offsets) from per-plane (x, y) lower corners / fractions to the 12 corner
+    rows, x weights and y weights (corner j = plane·4 + dy·2 + dx), for :func:`corner_rows`'s matmul form."""
+    wp = table.sizes[i][1] + PAD_LO + PAD_HI
+    return _corner_maps_cached(wp, tuple(_first_rows(table, i, batch_index)), str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _corner_maps_cached(wp: int, first: tuple[int, ...], device: str) -> tuple[torch.Tensor, ...]:
+    idx_map, idx_off = torch.zeros(6, 12), torch.zeros(12)
+    wx_map, wx_off = torch.zeros(6, 12), torch.zeros(12)
+    wy_map, wy_off = torch.zeros(6, 12), torch.zeros(12)
+    for k in range(3):
+        for dy in range(2):
+            for dx in range(2):
+                j = k * 4 + dy * 2 + dx
+                idx_map[2 * k, j], idx_map[2 * k + 1, j] = 1.0, float(wp)
+                idx_off[j] = first[k] + dy * wp + dx
+                wx_map[2 * k, j], wx_off[j] = (1.0, 0.0) if dx else (-1.0, 1.0)  # fx or 1 − fx
+                wy_map[2 * k + 1, j], wy_off[j] = (1 / 3, 0.0) if dy else (-1 / 3, 1 / 3)  # (fy or 1 − fy) / 3
+    return tuple(t.to(device) for t in (idx_map, idx_off, wx_map, wx_off, wy_map, wy_off))
+
+
 def corner_rows(
     table: PlaneRows, coords: torch.Tensor, batch_index: int, projection: str, box_warp: float,
     axes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices and weights [P, 12·sets] of the bilinear corners of world points ``coords`` [P, 3].
 
-    Pixel coordinates are grid_sample's (align_corners=False), ``x = ((g + 1)·W − 1) / 2`` of the normalised
-    ``g = 2u / box_warp``, computed in its order (a 256² plane magnifies a coordinate's rounding), clamped
-    to [−1, W] (beyond that every corner is a zero texel either way); a NaN point reads zeros. Weights
-    include the 1/3 of the decoder's mean over the 3 planes. The arithmetic runs planar (points innermost,
-    [6, P] and [3, 2, 2, P]: long vectorised loops, where [P, 3, 2, 2] would give loops of length 2); one
-    transposing copy at the end gives embedding_bag its [P, 12] bags.
+    Pixel coordinates as grid_sample(align_corners=False) computes them (:func:`_pixels`); weights include
+    the 1/3 of the decoder's mean over the 3 planes. The arithmetic runs planar (points innermost, [6, P]:
+    long vectorised loops, where [P, 3, 2, 2] would give loops of length 2). On CPUs, small affine matrix
+    products then write the [P, 12] bags directly (exact: integer-valued float32 below 2²⁴, and float32
+    matmul precision is checked), which costs a third of building them planar and transposing; elsewhere
+    (GPUs, where TF32 could round the indices, or huge tables) planar products and one transposing copy.
     """
     dtype = table.rows.dtype
     device = coords.device
-    # 32-bit row indices (half the bytes to build and transpose) whenever the table allows them.
-    index = torch.int32 if table.rows.shape[0] < 2**31 - 1 else torch.int64
     axes = _axes_index(projection, device) if axes is None else axes
     # grid_sample's normalised coordinates, computed as the reference computes them (same rounding).
-    g = (coords.t().index_select(0, axes) * (2.0 / box_warp)).to(dtype).view(3, 2, -1)  # [3 planes, (x, y), P]
+    g = (coords.t().index_select(0, axes) * (2.0 / box_warp)).view(3, 2, -1)  # [3 planes, (x, y), P]
+    matmul = (device.type == "cpu" and table.rows.shape[0] < 2**24
+              and torch.get_float32_matmul_precision() == "highest")
+    # 32-bit row indices (half the bytes to build and copy) whenever the table allows them.
+    index = torch.int32 if table.rows.shape[0] < 2**31 - 1 else torch.int64
     idx_parts, w_parts = [], []
-    for base, (h, w) in zip(table.bases, table.sizes, strict=True):
-        hp, wp = h + PAD_LO + PAD_HI, w + PAD_LO + PAD_HI
-        size = torch.tensor([[w], [h]], device=device, dtype=dtype)  # [(x, y), 1]
-        pix = (g + 1).mul_(size).sub_(1).div_(2)  # grid_sample's unnormalisation, op for op
-        pix = torch.nan_to_num_(pix, nan=-1.0)
-        pix = torch.minimum(pix.clamp_min_(-1.0), size)
-        lo = pix.floor()
-        frac = pix.sub_(lo)
+    for i, (h, w) in enumerate(table.sizes):
+        if matmul:
+            lo, frac = _pixels(g.float(), h, w)
+            idx_map, idx_off, wx_map, wx_off, wy_map, wy_off = _corner_maps(table, i, batch_index, device)
+            lo, frac = lo.view(6, -1).t(), frac.view(6, -1).t()  # [P, 6] transposed views: no copies
+            idx_parts.append(torch.addmm(idx_off, lo, idx_map).to(index))
+            w_parts.append(torch.addmm(wx_off, frac, wx_map).mul_(torch.addmm(wy_off, frac, wy_map)).to(dtype))
+            continue
+        lo, frac = _pixels(g.to(dtype), h, w)
+        wp = w + PAD_LO + PAD_HI
         li = lo.to(index)
         # Row of corner (x0, y0) on each plane, then the corners (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1).
-        first = base + ((batch_index * 3 + torch.arange(3, device=device, dtype=index)) * hp + PAD_LO) * wp + PAD_LO
+        first = torch.tensor(_first_rows(table, i, batch_index), device=device, dtype=index)
         idx00 = torch.addcmul(li[:, 0], li[:, 1], torch.tensor(wp, device=device, dtype=index))
         idx00 = idx00.add_(first[:, None])  # [3, P]
         offs = torch.tensor([[0, 1], [wp, wp + 1]], device=device, dtype=index)
         idx = idx00[:, None, None, :] + offs[None, :, :, None]  # [3, (y), (x), P]
         wxy = torch.stack([1 - frac, frac], dim=2)  # [3, (x, y), (0, 1), P]
         wts = wxy[:, 1, :, None, :] * (1.0 / 3.0) * wxy[:, 0, None, :, :]  # [3, (y), (x), P]
-        idx_parts.append(idx.view(12, -1))
-        w_parts.append(wts.view(12, -1))
-    idx = idx_parts[0] if len(idx_parts) == 1 else torch.cat(idx_parts)
-    wts = w_parts[0] if len(w_parts) == 1 else torch.cat(w_parts)
-    return idx.t().contiguous(), wts.t().contiguous()
+        idx_parts.append(idx.view(12, -1).t())
+        w_parts.append(wts.view(12, -1).t())
+    idx = idx_parts[0] if len(idx_parts) == 1 else torch.cat(idx_parts, dim=1)
+    wts = w_parts[0] if len(w_parts) == 1 else torch.cat(w_parts, dim=1)
+    return idx.contiguous(), wts.contiguous()
 
 
 def sample_rows(
