@@ -172,8 +172,8 @@ def measure(args: argparse.Namespace) -> tuple[dict, torch.device]:
                  image_raw=out["image_raw"].float().cpu().numpy())
     best, mean = min(times), sum(times) / len(times)
     # How much memory the volume rendering itself adds (tri-planes already computed), for the budget.
-    render_increase = None
-    if device.type == "cpu" and Path("/proc/self/statm").exists():
+    render_increase = None  # not for --compare's children: their own peaks are what is compared
+    if device.type == "cpu" and args.save_images is None and Path("/proc/self/statm").exists():
         z = torch.randn(args.batch, cfg.z_dim, generator=gen).to(device)
         with torch.no_grad():
             ws = G.mapping(z, c, truncation_psi=0.7)
