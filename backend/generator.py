@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from backend.config import GeneratorConfig
-from backend.nets.decoder import Decoder, query_rows, records_grad
+from backend.nets.decoder import Decoder, needs_reference, query_rows
 from backend.nets.layers import FullyConnectedLayer
 from backend.nets.superresolution import SuperResolution
 from backend.nets.synthesis import Backbone, BlockRuntime
@@ -117,7 +117,7 @@ class TriPlaneGenerator(nn.Module):
         mesh grid); the fast kernels then skip the colour outputs and return no 'rgb'.
         """
         selected = self._select(planes, plane_set)
-        if kernels == "fast" and not records_grad(self.decoder, selected, coords):
+        if kernels == "fast" and not needs_reference(self.decoder, selected, coords):
             table = rows if rows is not None else plane_rows(selected)
             return query_rows(self.decoder, table, coords, self.cfg.projection, self.cfg.rendering.box_warp,
                               density_only=density_only)
@@ -155,7 +155,7 @@ class TriPlaneGenerator(nn.Module):
         cam2world, intrinsics = label_cameras(c.to(torch.float32))
         origins, dirs = rays_from_uv(cam2world, intrinsics, uv)
         kernels: Kernels = "reference" if sampling.reference else "fast"
-        if kernels == "fast" and records_grad(self.decoder, selected, origins):
+        if kernels == "fast" and needs_reference(self.decoder, selected, origins):
             kernels = "reference"  # training and inversion: the fast kernels are inference-only
         # The fast field reads the planes as texel rows, laid out once for all of this render's chunks.
         rows = plane_rows(selected) if kernels == "fast" else None

@@ -102,3 +102,17 @@ def test_fir_upsampling_as_one_transposed_convolution(channels: int) -> None:
     fast = fast_conv.upsample2d(x, f)
     assert fast.shape == ref.shape
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_kernels_stand_aside_under_autocast() -> None:
+    """Training with --amp renders fakes under bf16 autocast without gradients: the fast kernels (whose corner
+    rows are exact-integer float32 products) must not run there; the result is the reference's."""
+    G = TriPlaneGenerator(TINY, seed=0).eval()
+    c = torch.from_numpy(camera_label(TINY))[None]
+    out = {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ws = G.mapping(torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(0)), c)
+        for kernels in ("reference", "fast"):
+            planes = G.synthesize_planes(ws, kernels=kernels)
+            out[kernels] = G.render(planes, ws, c, sampling=SamplingSettings(seed=0, kernels=kernels))["image"]
+    assert torch.equal(out["reference"], out["fast"])

@@ -127,8 +127,12 @@ def query_rows(
     return {"sigma": out} if density_only else {"sigma": out[..., :1], "rgb": out[..., 1:]}
 
 
-def records_grad(decoder: Decoder, planes: list[torch.Tensor], coords: torch.Tensor) -> bool:
-    """Whether autograd would record a query: then the reference path runs (the fast one is inference-only)."""
+def needs_reference(decoder: Decoder, planes: list[torch.Tensor], coords: torch.Tensor) -> bool:
+    """Whether a query must take the reference path: the fast one is inference-only (autograd would record
+    it), and autocast would run its exact-integer corner products in bfloat16 (wrong rows) and change its
+    arithmetic (training with ``--amp`` renders through the reference path)."""
+    if torch.is_autocast_enabled(coords.device.type):
+        return True
     if not torch.is_grad_enabled():
         return False
     return coords.requires_grad or any(p.requires_grad for p in planes) or any(

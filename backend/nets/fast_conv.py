@@ -27,9 +27,11 @@ CHANNELS_LAST = torch.channels_last
 
 
 def applies(kernels: str, fused: bool, x: torch.Tensor) -> bool:
-    """Whether the fast kernels may run: asked for, inference-shaped (per-sample fused weights), float32 and
-    with no gradient being recorded (in-place activations would break autograd)."""
-    return (kernels == "fast" and fused and x.dtype == torch.float32 and not torch.is_grad_enabled())
+    """Whether the fast kernels may run: asked for, inference-shaped (per-sample fused weights), float32, with
+    no gradient being recorded (in-place activations would break autograd) and no autocast (which would
+    change the arithmetic under them)."""
+    return (kernels == "fast" and fused and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def _demodulated_weights(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
