@@ -6,6 +6,7 @@ and device, for either implementation, or both side by side.
         --out /tmp/render_gpu.json
     python benchmarks/render.py --model random:eg3d-ffhq512-128 --device cpu --threads 2 --compare \
         --out benchmarks/results/render_speed_eg3d-ffhq512-128_cpu.json
+    python benchmarks/render.py --threads 2 --iterations 1 --kernels reference --profile   # where time goes
 
 Prints one JSON object (and writes it with --out). Each timed iteration samples new latents and renders them
 (mapping, tri-planes, volume rendering, super-resolution), as ``aware3d sample`` does; ``stages`` splits the
@@ -96,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compare", action="store_true",
                    help="time the reference and the fast kernels in turn, each in its own process")
     p.add_argument("--rounds", type=int, default=2, help="with --compare: reference/fast pairs to run")
+    p.add_argument("--profile", action="store_true",
+                   help="also print (stderr) a torch.profiler table, by operator and input shape, of one image")
     p.add_argument("--save-images", type=Path, help=argparse.SUPPRESS)  # --compare's children: last batch
     p.add_argument("--out", type=Path, help="also write the JSON here")
     return p.parse_args(argv)
@@ -167,6 +170,14 @@ def measure(args: argparse.Namespace) -> tuple[dict, torch.device]:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         stages.append(split)
+    if args.profile:
+        from torch import profiler
+
+        with profiler.profile(record_shapes=True) as prof:
+            step()
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=36, max_shapes_column_width=90),
+            file=sys.stderr)
     if args.save_images is not None:
         np.savez(args.save_images, image=out["image"].float().cpu().numpy(),
                  image_raw=out["image_raw"].float().cpu().numpy())
