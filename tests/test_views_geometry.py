@@ -135,3 +135,18 @@ def test_a_view_of_only_backdrop_gives_an_empty_condition() -> None:
     c = aggregate([empty], rgbd.orbit(20, 0, 16))
     assert not c.depth_mask.any() and not c.rgb_mask.any()
     np.testing.assert_allclose(c.z_convex, rgbd.orbit(20, 0, 16).depth_range()[1])
+
+
+def test_contact_sheet_reads_as_a_turntable_whatever_the_generation_order() -> None:
+    """A trajectory is generated outward (0, +30, −30, …); the sheet a person looks at is laid out by angle:
+    yaw left to right, one row per pitch from the highest camera down."""
+    from backend.views.outputs import sheet_layout
+
+    angles = trajectories.grid([-30.0, 0.0, 30.0], [-10.0, 10.0])
+    order, cols = sheet_layout(angles)
+    assert cols == 3
+    assert [angles[i] for i in order] == [(-30.0, 10.0), (0.0, 10.0), (30.0, 10.0),
+                                          (-30.0, -10.0), (0.0, -10.0), (30.0, -10.0)]
+    # Not a full grid: sorted the same way, up to 9 per row.
+    order, cols = sheet_layout([(20.0, 0.0), (0.0, 0.0), (-20.0, 0.0), (0.0, 5.0)])
+    assert order == [3, 2, 1, 0] and cols == 4

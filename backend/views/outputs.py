@@ -41,9 +41,22 @@ def contact_sheet(views: list[RGBDView], cols: int = 9, with_depth: bool = True)
     return sheet
 
 
+def sheet_layout(angles: list[tuple[float, float]]) -> tuple[list[int], int]:
+    """Where each view goes on the contact sheet: a turntable read left to right (yaw ascending), one row per
+    pitch from the highest camera down, whatever order the views were generated in (a trajectory grows
+    outward from the first view: 0, +30, −30, …). Returns the view indices in sheet order and the columns
+    (the number of yaws when the views form a full yaw × pitch grid, else up to 9 per row)."""
+    order = sorted(range(len(angles)), key=lambda i: (-angles[i][1], angles[i][0]))
+    yaws = {round(a[0], 6) for a in angles}
+    pitches = {round(a[1], 6) for a in angles}
+    grid = len(yaws) * len(pitches) == len(angles)
+    return order, (len(yaws) if grid and len(yaws) <= 16 else min(9, max(1, len(angles))))
+
+
 def save_views(views: list[RGBDView], angles: list[tuple[float, float]], out: Path,
                extra: dict[str, Any] | None = None) -> list[Path]:
-    """Write ``view_NN.png``, ``view_NN_depth.npy`` (camera-space z) and ``views.json`` and ``sheet.png``."""
+    """Write ``view_NN.png``, ``view_NN_depth.npy`` (camera-space z) and ``views.json`` (files numbered in
+    generation order) and ``sheet.png`` (laid out by angle, :func:`sheet_layout`)."""
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     records = []
@@ -55,7 +68,8 @@ def save_views(views: list[RGBDView], angles: list[tuple[float, float]], out: Pa
         records.append({"index": i, "yaw_deg": yaw, "pitch_deg": pitch, "image": png.name, "depth": npy.name,
                         "camera": v.camera.to_dict()})
     sheet = out / "sheet.png"
-    write_png(sheet, contact_sheet(views))
+    order, cols = sheet_layout(angles)
+    write_png(sheet, contact_sheet([views[i] for i in order], cols=cols))
     meta = out / "views.json"
     write_json(meta, {"views": records, "depth": "camera-space z in world units (float32); the backdrop is at "
                       "the camera's far plane", **(extra or {})})
