@@ -248,7 +248,7 @@ def test_cli_auto_without_a_fitting_encoder_runs_todays_pipeline_with_a_note(
 
 
 def test_the_note_names_an_ignored_refinement_only_when_one_was_asked_for() -> None:
-    from backend.cli.invert_cmd import _refine_ignored_note
+    from backend.invert.refine import refine_ignored_note as _refine_ignored_note
 
     assert _refine_ignored_note("no photo encoder for m: none is installed", None) == \
         "no photo encoder for m: none is installed"

@@ -158,6 +158,10 @@ def test_cancel_stops_within_a_step(server: Server, model: str, photo: Path) -> 
     ({"image": "x.png", "formats": ["fbx"]}, "Aware3DError", "unknown mesh format"),
     ({"image": "x.png", "resolution": "big"}, "BadRequest", "must be int"),
     ({"image": "x.png", "colour": "red"}, "BadRequest", "unknown argument"),
+    ({"image": "x.png", "refine": "turbo"}, "Aware3DError", "unknown refinement"),
+    # An explicit one-pass refinement with the encoder off asks for two exclusive things; left out, it runs.
+    ({"image": "x.png", "encoder": "none", "refine": "fast"}, "Aware3DError", "refine fast refines a photo"),
+    ({"image": "x.png", "encoder": "none", "refine": "none"}, "Aware3DError", "encoder is turned off"),
 ])
 def test_bad_requests_are_clear_errors(server: Server, args: dict[str, Any], kind: str, needle: str) -> None:
     rec = Recorder()

@@ -14,13 +14,10 @@ from typing import Any
 
 from backend.cli.common import add_device_arg, add_model_arg, add_threads_arg, check_threads, progress, use_threads
 from backend.errors import Aware3DError
+from backend.invert.refine import DEFAULT_REFINE, REFINES, check_refine, refine_ignored_note
 from backend.validate import check_output_dir, optional, safe_stem, sanitise_stem, within
 
 MESH_FORMATS = ("glb", "obj", "ply")
-REFINES = ("none", "fast", "full")  # backend.invert.pipeline.REFINES (not imported: torch stays unloaded)
-# fast: the only level within the issue's 20 s per photo (with the mesh) on 2 CPU cores; full from an encoder
-# start costs as much as the pipeline without one.
-DEFAULT_REFINE = "fast"
 
 
 def _pair(text: str, what: str) -> tuple[float, float]:
@@ -220,24 +217,6 @@ def build_settings(args: argparse.Namespace, refine: str = "full") -> Any:
                    pseudo=ps, mode=args.mode, seed=args.seed)
 
 
-def _check_refine_arg(args: argparse.Namespace) -> None:
-    """``--encoder none`` with ``--refine none|fast`` asks for two things that exclude each other: one error line
-    before anything loads, not a run of every stage that the user did not ask for. (``full`` is what runs
-    without an encoder, so it is accepted.)"""
-    if args.encoder == "none" and args.refine in ("none", "fast"):
-        raise Aware3DError(f"--refine {args.refine} refines a photo encoder's start, and --encoder none turns the "
-                           "encoder off", "drop --refine (without an encoder every stage runs), or use "
-                           "--encoder auto or an encoder file")
-
-
-def _refine_ignored_note(notice: str, refine: str | None) -> str:
-    """``auto`` found no encoder: its one line, which also says that an explicit ``--refine none|fast`` is not
-    followed (every stage runs), so a user who asked for a one-pass avatar is not left waiting unawares."""
-    if refine in ("none", "fast"):
-        return f"{notice}; --refine {refine} ignored (it refines an encoder's start)"
-    return notice
-
-
 def _check_encoder_arg(spec: str) -> None:
     """A missing encoder file is reported before the model is loaded (names are resolved later)."""
     if spec in ("auto", "none"):
@@ -279,7 +258,7 @@ def run_invert(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     _check_common(args)
     _check_encoder_arg(args.encoder)
-    _check_refine_arg(args)
+    check_refine(args.refine, args.encoder)
     matte = _matte(args.matte)
     crop: str | CropBox = args.crop if args.crop in ("auto", "full") else CropBox.parse(args.crop)
     photo = load_photo(args.photo)
@@ -313,7 +292,7 @@ def run_invert(args: argparse.Namespace) -> int:
     start = None
     if choice.encoder is None:
         if choice.notice:
-            print(f"note: {_refine_ignored_note(choice.notice, args.refine)}", file=sys.stderr)
+            print(f"note: {refine_ignored_note(choice.notice, args.refine)}", file=sys.stderr)
         if fe.pose_prior is not None and not args.no_pose_prior:
             settings = replace(settings, pose_prior=fe.pose_prior)
     else:

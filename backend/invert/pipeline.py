@@ -34,13 +34,13 @@ from backend.invert.losses import downsample, psnr, ssim
 from backend.invert.pose import PoseEstimate, PoseSettings, estimate_pose
 from backend.invert.project import LatentStats, ProjectSettings, latent_stats, project_latent
 from backend.invert.pseudo import PseudoSettings, PseudoView, build_pseudo_views, make_view
+from backend.invert.refine import REFINES
 from backend.invert.render import render_views
 from backend.invert.tuning import Target, TuneReport, TuneSettings, tune_generator
 
 Progress = Callable[[str, int, int, str], None]
 MODES = ("full", "single-view")
 STAGES = ("encoder", "pose", "project", "stage1", "pseudo", "stage2")
-REFINES = ("none", "fast", "full")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from backend.errors import Aware3DError
 from backend.generator import TriPlaneGenerator
 
 ENCODER_MODES = ("auto", "none")
-REFINES = ("none", "fast", "full")
 TRAIN_HINT = "train one for this model with aware3d-train encoder --model MODEL --export FILE"
 
 
@@ -156,8 +155,3 @@ def encoder_start(enc: Any, G: TriPlaneGenerator, target: torch.Tensor, info: di
     ws, yaw, pitch = encode(enc, G, target.to(device))
     return Start(ws.detach(), float(yaw), float(pitch), time.perf_counter() - t0, dict(info or {}))
 
-
-def check_refine(refine: str) -> str:
-    if refine not in REFINES:
-        raise Aware3DError(f"unknown refinement {refine!r}", f"use one of {', '.join(REFINES)}")
-    return refine

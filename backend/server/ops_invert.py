@@ -58,7 +58,7 @@ PREVIEW_SPEC = P.OpSpec(True, {**_PHOTO_ARGS, "estimate_pose": ((bool,), False),
 INVERT_SPEC = P.OpSpec(True, {
     **_PHOTO_ARGS,
     "encoder": ((str,), "auto"),
-    "refine": ((str,), "fast"),
+    "refine": ((str, type(None)), None),  # None: not chosen (the default, fast); explicit values are checked
     "first_head": ((bool,), True),
     "pose": ((list, type(None)), None),
     "preset": ((str,), "default"),
@@ -359,13 +359,14 @@ def op_invert(ctx: JobContext) -> JobResult:
     from backend.fileio import atomic_path, write_json
     from backend.invert.avatar import base_identity
     from backend.invert.pipeline import invert
+    from backend.invert.refine import check_refine, refine_ignored_note
     from backend.invert.results import OutputOptions, write_outputs
-    from backend.invert.start import check_refine, encoder_start
+    from backend.invert.start import encoder_start
     from backend.mesh.export import save_mesh
     from backend.server.ops_mesh import blender_arrays, blender_camera_dict
 
     a = ctx.args
-    refine = check_refine(a["refine"])
+    refine = check_refine(a["refine"], a["encoder"], flag="refine")
     settings = _settings(a)
     _check_mesh_args(a)
     name = _name(a, ctx.job_dir)
@@ -391,7 +392,7 @@ def op_invert(ctx: JobContext) -> JobResult:
         if refine != "none" and a["first_head"] and a["mesh"]:
             _first_head(ctx, G, framed, settings, start, base, source, name)
     else:
-        ctx.progress("encoder", 1, 1, choice.notice)
+        ctx.progress("encoder", 1, 1, refine_ignored_note(choice.notice, a["refine"], flag="refine"))
         if fe.pose_prior is not None and a["pose_prior"] and settings.pose is None:
             settings = replace(settings, pose_prior=fe.pose_prior)
 
@@ -415,7 +416,8 @@ def op_invert(ctx: JobContext) -> JobResult:
                             "metrics": inv.metrics, "timings_s": written.report["timings_s"],
                             "mode": settings.mode, "avatar": str(written.files["avatar"]),
                             "start": written.report["start"], "refine": settings.refine,
-                            "stages": written.report["stages"], "encoder_notice": choice.notice or None}
+                            "stages": written.report["stages"],
+                            "encoder_notice": refine_ignored_note(choice.notice, a["refine"], flag="refine") or None}
     mesh = written.mesh
     if mesh is not None:
         if a["colour_mode"] == "none":
