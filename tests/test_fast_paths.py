@@ -33,20 +33,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("noise_mode", ["const", "random"])
-def test_fast_planes_and_images_match_the_reference(name: str, noise_mode: str) -> None:
+@pytest.mark.parametrize("batch", [1, 2])  # one sample runs channels-last, a batch NCHW (fast_conv._layout)
+def test_fast_planes_and_images_match_the_reference(name: str, noise_mode: str, batch: int) -> None:
     cfg = CONFIGS[name]
     G = TriPlaneGenerator(cfg, seed=3).eval()
     with torch.no_grad():  # random weights give tiny noise strengths; make noise matter
         for mod in G.modules():
             if hasattr(mod, "noise_strength"):
                 mod.noise_strength.fill_(0.3)
-    z = torch.randn(2, cfg.z_dim, generator=torch.Generator().manual_seed(1))
-    c = torch.from_numpy(camera_label(cfg, 20, -5))[None].repeat(2, 1)
+    z = torch.randn(batch, cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    c = torch.from_numpy(camera_label(cfg, 20, -5))[None].repeat(batch, 1)
     out = {}
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=0.8)
         for kernels in ("reference", "fast"):
-            gens = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
+            gens = [torch.Generator().manual_seed(7 + i) for i in range(batch)]
             planes = G.synthesize_planes(ws, noise_mode=noise_mode, generator=gens, kernels=kernels)
             render = G.render(planes, ws, c, sampling=SamplingSettings(seed=0, kernels=kernels))
             out[kernels] = (planes, render)
