@@ -166,12 +166,14 @@ def request_args(context: bpy.types.Context | None = None, **overrides: Any) -> 
         "crop": "auto" if s.crop == "AUTO" else "full", "auto_mask": bool(s.auto_mask),
         "matte": [0.6, 0.6, 0.6] if s.auto_mask else None,
         "pose": None if s.estimate_pose else [float(s.yaw), float(s.pitch)],
-        "encoder": "auto" if s.use_encoder else "none",
-        # The refinement level applies to an encoder's start; sent without one, the backend refuses it.
-        "refine": s.refine.lower() if s.use_encoder else None,
+        "encoder": "auto" if s.use_encoder else "none", "refine": s.refine.lower(),
         "preset": s.preset.lower(), "mode": "full" if s.mode == "FULL" else "single-view",
         "resolution": int(s.resolution), "faces": int(s.faces), "camera": bool(s.add_camera)}
     args.update(overrides)
+    if args["encoder"] == "none" and "refine" not in overrides:
+        # The refinement level applies to an encoder's start: with the encoder off (the panel's checkbox or a
+        # script's encoder="none") it is left out, as the backend refuses an explicit one then.
+        args["refine"] = None
     return args
 
 

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
 from tests.support.blender_session import install_extension, run_scenario
-from tests.support.fake_layout import FakeLayout
+from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
 
@@ -63,11 +63,7 @@ def _pixel(img: Any) -> list[float]:
 
 
 def _draw(bpy: Any) -> list[str]:
-    import types
-
-    calls: list[str] = []
-    bpy.types.VIEW3D_PT_aware3d_photo.draw(types.SimpleNamespace(layout=FakeLayout(calls)), bpy.context)
-    return calls
+    return draw_panel("VIEW3D_PT_aware3d_photo")
 
 
 def scenario(zip_path: str, tmp: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
 from tests.support.blender_session import install_extension, pump_until, run_scenario
-from tests.support.fake_layout import FakeLayout
+from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
 MODEL = "head-tiny-distilled"
@@ -27,11 +27,7 @@ QUICK = {"steps_project": 4, "steps_stage2": 3, "views": 2}
 
 
 def _draw(bpy: Any) -> list[str]:
-    import types
-
-    calls: list[str] = []
-    bpy.types.VIEW3D_PT_aware3d_photo.draw(types.SimpleNamespace(layout=FakeLayout(calls)), bpy.context)
-    return calls
+    return draw_panel("VIEW3D_PT_aware3d_photo")
 
 
 def _heads(bpy: Any) -> list[str]:

@@ -21,17 +21,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
 from tests.support.blender_session import install_extension
-from tests.support.fake_layout import FakeLayout
+from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
 
 
 def _draw(bpy: Any) -> list[str]:
-    import types
-
-    calls: list[str] = []
-    bpy.types.VIEW3D_PT_aware3d_views.draw(types.SimpleNamespace(layout=FakeLayout(calls)), bpy.context)
-    return calls
+    return draw_panel("VIEW3D_PT_aware3d_views")
 
 
 def _sphere(bpy: Any) -> Any:

@@ -52,3 +52,14 @@ class FakeLayout:
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
+
+
+def draw_panel(panel: str) -> list[str]:
+    """What the registered panel class ``bpy.types.<panel>`` draws in the current context (its ``calls``)."""
+    import types
+
+    import bpy
+
+    calls: list[str] = []
+    getattr(bpy.types, panel).draw(types.SimpleNamespace(layout=FakeLayout(calls)), bpy.context)
+    return calls
