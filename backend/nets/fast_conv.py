@@ -13,8 +13,9 @@ not the convolutions' arithmetic but how they are laid out around it:
 Here the activation gain is folded into the (already per-sample) convolution weights and the bias
 (``lrelu(g·z) = g·lrelu(z)`` for ``g > 0``), the bias rides in the convolution (or in the FIR filter after an
 up-sampling convolution), noise, activation and clamp are applied in place, the FIR filter pads inside the
-convolution, and activations stay channels-last between layers. Only float32 tensors without autograd take
-this path (``applies``); everything else, and ``--exact``, runs the reference code. The results equal the
+convolution, and a single sample's activations stay channels-last between layers (a batch of per-sample
+weights stays NCHW: ``_layout``). Only float32 tensors, with no autograd recording and no autocast, take this
+path (``applies``); everything else, and ``--exact``, runs the reference code. The results equal the
 reference within float rounding (tests/test_fast_paths.py).
 """
 
