@@ -11,8 +11,6 @@ Like tests/test_views_blender.py the scenario runs in a fresh Python process (th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import install_extension
+from tests.support.blender_session import install_extension, run_scenario
 from tests.support.fake_layout import FakeLayout
 
 PKG = "bl_ext.user_default.aware3d"
@@ -127,15 +125,9 @@ if __name__ != "__main__":
 
         zip_path = build(tmp_path / "ext", with_models=False)
         head_model(tmp_path / "models")
-        env = dict(os.environ)
-        env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
-                    "AWARE3D_MODELS": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"})
-        out = tmp_path / "out.json"
-        proc = subprocess.run([sys.executable, __file__, str(zip_path), str(out)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        print(out.read_text())
-        got = json.loads(out.read_text())
+        text = run_scenario(__file__, [str(zip_path)], tmp_path, tmp_path / "models")
+        print(text)
+        got = json.loads(text)
         assert got["warm_page_s"] < got["first_page_s"]  # the backend and its model are warm
 else:
     result = scenario(sys.argv[1])

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import install_extension, run_scenario
+from tests.support.blender_session import install_extension, photo_to_3d_setup, run_scenario
 from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
@@ -265,18 +265,7 @@ if __name__ != "__main__":
         assert out["linked"]["avatar"] == "//avatars/me.avatar.safetensors"
 
     def test_photo_to_3d_head_packed(tmp_path: Path) -> None:
-        from backend.cli.extension_cmd import build
-        from backend.invert.demo_photo import write_photo
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        try:
-            from test_server import head_model
-        finally:
-            sys.path.pop(0)
-        models = tmp_path / "models"
-        head_model(models)
-        zip_path = build(tmp_path / "ext", with_models=False)
-        photo = write_photo(tmp_path / "person.jpg")
+        zip_path, models, photo = photo_to_3d_setup(tmp_path)
         work = tmp_path / "work"
         work.mkdir()
         out = json.loads(run_scenario(__file__, ["photo", str(zip_path), str(work), str(photo)], tmp_path, models))

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import install_extension, pump_until, run_scenario
+from tests.support.blender_session import install_extension, photo_to_3d_setup, pump_until, run_scenario
 from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
@@ -126,18 +126,7 @@ if __name__ != "__main__":
     pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
     def test_photo_to_3d_panel(tmp_path: Path) -> None:
-        from backend.cli.extension_cmd import build
-        from backend.invert.demo_photo import write_photo
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        try:
-            from test_server import head_model
-        finally:
-            sys.path.pop(0)
-        models = tmp_path / "models"
-        head_model(models)
-        zip_path = build(tmp_path / "ext", with_models=False)
-        photo = write_photo(tmp_path / "person.jpg")
+        zip_path, models, photo = photo_to_3d_setup(tmp_path)
         print(run_scenario(__file__, [str(zip_path), str(photo)], tmp_path, models))
 else:
     result = scenario(sys.argv[1], sys.argv[2])

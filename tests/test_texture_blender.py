@@ -11,8 +11,6 @@ ZIP OUT.json``), with an empty user models folder, so the view model can only co
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,18 +170,12 @@ if __name__ != "__main__":
         import zipfile
 
         from backend.cli.extension_cmd import build
+        from tests.support.blender_session import run_scenario
 
         zip_path = build(tmp_path / "ext")
         with zipfile.ZipFile(zip_path) as z:
             assert "assets/models/aware3d-views-cond.safetensors" in z.namelist()
-        env = dict(os.environ)
-        env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
-                    "AWARE3D_MODELS": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"})
-        out = tmp_path / "out.json"
-        proc = subprocess.run([sys.executable, __file__, str(zip_path), str(out)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        print(out.read_text())
+        print(run_scenario(__file__, [str(zip_path)], tmp_path, tmp_path / "models", timeout=1800))
 else:
     result = scenario(sys.argv[1])
     Path(sys.argv[2]).write_text(json.dumps(result, indent=2, default=str))

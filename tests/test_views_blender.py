@@ -11,8 +11,6 @@ Like tests/test_invert_blender.py the scenario runs in a fresh Python process (t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scenario also runs as a script in Blender
 
-from tests.support.blender_session import install_extension
+from tests.support.blender_session import install_extension, run_scenario
 from tests.support.fake_layout import draw_panel
 
 PKG = "bl_ext.user_default.aware3d"
@@ -260,19 +258,13 @@ if __name__ != "__main__":
         from backend.cli.extension_cmd import build
 
         zip_path = build(tmp_path / "ext", with_models=False)
-        env = dict(os.environ)
-        env.update({"BLENDER_USER_RESOURCES": str(tmp_path / "blender"), "AWARE3D_BACKEND_PYTHON": sys.executable,
-                    "AWARE3D_MODELS": str(tmp_path / "models"), "OMP_NUM_THREADS": "1"})
-        out = tmp_path / "out.json"
-        proc = subprocess.run([sys.executable, __file__, str(zip_path), str(out)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-        print(out.read_text())
+        text = run_scenario(__file__, [str(zip_path)], tmp_path, tmp_path / "models")
+        print(text)
         import numpy as np
 
         from backend.texture.cameras_io import camera_to_dict, ring
 
-        got = json.loads(out.read_text())["head_ring"]
+        got = json.loads(text)["head_ring"]
         for cam, (name, ref) in zip(got, ring(8, 10.0, 64), strict=True):
             b = camera_to_dict(name, ref)["blender"]
             assert cam["name"] == f"Head_{name}" and abs(cam["lens"] - b["lens"]) < 1e-3

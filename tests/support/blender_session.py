@@ -36,7 +36,7 @@ def pump_until(session: Any, cond: Callable[[], bool], timeout: float = 120.0, i
         time.sleep(interval)
 
 
-def run_scenario(script: str, args: Sequence[str], tmp_path: Path, models: Path) -> str:
+def run_scenario(script: str, args: Sequence[str], tmp_path: Path, models: Path, timeout: float = 900) -> str:
     """Run a bpy scenario script (``script ARGS... OUT``) in a fresh interpreter, as Blender would load the
     add-on: its backend is this Python, its models ``models``, its user folder under ``tmp_path``. Returns the
     text of the JSON the scenario writes to OUT; a failure shows the ends of its output."""
@@ -45,6 +45,18 @@ def run_scenario(script: str, args: Sequence[str], tmp_path: Path, models: Path)
                 "AWARE3D_MODELS": str(models), "OMP_NUM_THREADS": "1"})
     out = tmp_path / "out.json"
     proc = subprocess.run([sys.executable, script, *args, str(out)], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out.read_text()
+
+
+def photo_to_3d_setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """What a Photo to 3D scenario needs (pytest side): the head-shaped tiny model in ``tmp_path/models``, the
+    extension zip without bundled models, and the demo photo. Returns (zip, models folder, photo)."""
+    from backend.cli.extension_cmd import build
+    from backend.invert.demo_photo import write_photo
+    from tests.test_server import head_model
+
+    models = tmp_path / "models"
+    head_model(models)
+    return build(tmp_path / "ext", with_models=False), models, write_photo(tmp_path / "person.jpg")
