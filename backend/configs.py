@@ -77,6 +77,16 @@ HEADS64_DISTILLED = HEADS64.replace(
     rendering=dataclasses.replace(HEADS64.rendering, c_gen_conditioning_zero=True),
 )
 
+# Candidates for the next distilled model (docs/distill.md, fourth and fifth sessions): the 32² render + SR of
+# HEADS64 cannot pass ~24.5 dB (head region) even on 8 heads, so these render the 64² image directly (no SR)
+# from 128² tri-planes: "direct" with 32 channels a plane, "direct16" with HEADS64's 16. --init-from a
+# HEADS64_DISTILLED model starts both from its function (train.distill.loop.init_from_model).
+HEADS64_DIRECT = HEADS64_DISTILLED.replace(
+    name="aware3d-heads64-direct", superresolution="none", neural_rendering_resolution=64,
+    triplane_resolution=128, triplane_channels=96,
+)
+HEADS64_DIRECT16 = HEADS64_DIRECT.replace(name="aware3d-heads64-direct16", triplane_channels=48)
+
 TINY_DISTILLED = TINY.replace(name="tiny-distilled", z_dim=HEADS64_DISTILLED.z_dim, normalize_z=False,
                               z_bins=HEAD_LATENT_BINS,
                               rendering=dataclasses.replace(TINY.rendering, c_gen_conditioning_zero=True))
@@ -105,6 +115,8 @@ CONFIGS: dict[str, GeneratorConfig] = {
         SMALL,
         HEADS64,
         HEADS64_DISTILLED,
+        HEADS64_DIRECT,
+        HEADS64_DIRECT16,
         TINY_DISTILLED,
     ]
 }

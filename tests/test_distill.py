@@ -44,6 +44,27 @@ def test_rendered_targets_are_a_function_of_the_step_and_split_across_processes(
     assert a.image.shape == (4, 3, 16, 16) and float(a.image.min()) >= -1 and float(a.image.max()) <= 1
 
 
+def test_fixed_heads_show_the_same_heads_from_new_cameras() -> None:
+    src = RenderedTargets(res=16, z_dim=67, seed=3, fixed_heads=3, balance=0.5)
+    heads = {tuple(z.tolist()) for k in range(6) for z in src.batch(k, 4).z}
+    assert len(heads) == 3  # only the three fixed heads, however many steps
+    assert {tuple(z.tolist()) for z in src.fixed.astype(np.float32)} == heads
+    assert not torch.equal(src.batch(0, 4).c, src.batch(1, 4).c)  # new cameras every step
+    halves = [src.batch(5, 4, rank=r, world=2) for r in (0, 1)]
+    assert torch.equal(torch.cat([h.z for h in halves]), src.batch(5, 4).z)
+
+
+def test_an_overfitting_run_logs_how_well_it_fits_its_heads(tmp_path: Path) -> None:
+    trainer = DistillTrainer(tiny(kimg=0.004, snap_kimg=0.004, fixed_heads=2, truth_resolution=None), tmp_path,
+                             command=["test"])
+    trainer.run()
+    fits = [r["fit/head_psnr"] for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+            if "fit/head_psnr" in r]
+    assert len(fits) == 2 and all(5 < f < 60 for f in fits)  # before the first step and at the snapshot
+    with pytest.raises(ValueError, match="leave out --data"):
+        DistillTrainer(tiny(fixed_heads=2), tmp_path / "x", source=OneBatch(), log=False)
+
+
 def test_balancing_trains_rare_choices_more_often_and_leaves_the_rest_alone() -> None:
     from train.distill.targets import balance_discrete
     from train.synthetic.latent import INDEX, head_from_latent, latent_bins
@@ -201,6 +222,27 @@ def test_a_model_without_bin_features_initialises_one_with_them_to_the_same_func
     assert torch.allclose(with_bins.mapping(z, c), without.mapping(z, c), atol=1e-5)
     # Without the source's config the first layer cannot be placed: it is built fresh, and said so.
     assert init_from_model(with_bins, without.state_dict()) == ["backbone.mapping.fc0.weight"]
+
+
+def test_more_plane_channels_and_a_finer_plane_start_from_the_source_function() -> None:
+    from backend.generator import TriPlaneGenerator
+
+    source = TriPlaneGenerator(DistillTrainer(tiny(), "/nonexistent-run", log=False).cfg, seed=4).eval()
+    # Tiny has 8 channels a plane at 32²: 16 channels at 64² add a block and widen every ToRGB and the decoder.
+    wider = TriPlaneGenerator(source.cfg.replace(triplane_channels=48, triplane_resolution=64), seed=5).eval()
+    skipped = init_from_model(wider, source.state_dict(), source.cfg.to_dict())
+    assert skipped and all(name.startswith("backbone.synthesis.b64.") for name in skipped)
+    assert float(wider.backbone.synthesis.b64.torgb.weight.detach().abs().max()) == 0  # the new block adds nothing yet
+    z, c = torch.randn(2, 67), torch.zeros(2, 25)
+    c[:, :16] = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1.0])
+    c[:, 16:] = torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1])
+    with torch.no_grad():
+        renders = [G.render(G.synthesize_planes(G.mapping(z, c)), G.mapping(z, c), c, run_sr=False)["image"]
+                   for G in (source, wider)]
+        mse = float(((renders[0] - renders[1]) ** 2).mean())
+    assert 10 * np.log10(4 / mse) > 35  # the same heads, up to the finer planes' up-sampling
+    planes = wider.synthesize_planes(wider.mapping(z, c))[0]
+    assert planes.shape[2] == 16 and float(planes[:, :, 8:].abs().mean()) > 0  # new channels carry features
 
 
 def test_init_from_copies_what_fits() -> None:

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--perceptual", type=float, help="weight of the perceptual loss (0: off)")
     p.add_argument("--density", type=float, help="weight of the density loss against the true surface (0: off)")
     p.add_argument("--depth", type=float, dest="depth_l1", help="weight of the depth loss")
+    p.add_argument("--fixed-heads", type=int, metavar="N",
+                   help="over-fitting test: train on N fixed heads only (new cameras every step) and log their "
+                        "head PSNR at each snapshot (fit/head_psnr): the ceiling of a config or recipe in "
+                        "minutes (0: new heads every step, the default)")
     p.add_argument("--snap", type=float, help="snapshot interval in kimg")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -72,7 +76,8 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         opts = dataclasses.replace(opts, config=args.config)
     changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around, "balance": args.balance,
                "perceptual": args.perceptual, "density": args.density, "depth_l1": args.depth_l1,
-               "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None}
+               "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None,
+               "fixed_heads": args.fixed_heads}
     for key, value in changes.items():
         if value is None:
             continue

@@ -41,7 +41,7 @@ from train.distill.losses import (
     visible_surface,
 )
 from train.distill.options import DistillOptions
-from train.distill.targets import Prefetching, RenderedTargets, TargetSource, render_targets
+from train.distill.targets import Prefetching, RenderedTargets, TargetSource, fixed_latents, render_targets
 from train.ema import ema_beta, update_ema
 from train.gan import distributed
 from train.gan.logs import TrainingLog, progress_line
@@ -64,6 +64,11 @@ def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor],
     mapping layer (and its w average) can start from a trained GAN. A model of the same z without the one-hot
     bin features (``source_config`` says so) keeps its first mapping layer too, widened so that it computes
     the same function (:func:`widen_first_mapping_layer`): a run can gain the features without starting over.
+
+    A config with more tri-plane channels or a higher tri-plane resolution starts from the same function too
+    (:func:`widen_plane_rows`, :func:`widen_decoder_input`): the kept channels come from the source, the new
+    ones reach the decoder through zero weights, and a ToRGB layer that could not be copied (a new or resized
+    block) starts at zero, so the planes are the source's, up-sampled, until the new block learns.
     """
     own = G.state_dict()
     skipped = []
@@ -72,11 +77,51 @@ def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor],
             src = tensors.get(name)
             if name == FIRST_MAPPING_WEIGHT and src is not None and src.shape != t.shape and source_config:
                 src = widen_first_mapping_layer(src, source_config, G.cfg)
+            elif name == DECODER_INPUT_WEIGHT and src is not None and src.shape != t.shape:
+                src = widen_decoder_input(src, t.shape[1])
             if src is not None and tuple(src.shape) == tuple(t.shape):
                 t.copy_(src)
+            elif _is_plane_torgb(name) and src is not None and widen_plane_rows(t, src):
+                pass
             else:
+                if _is_plane_torgb(name) and tensors:
+                    t.zero_()
                 skipped.append(name)
     return skipped
+
+
+DECODER_INPUT_WEIGHT = "decoder.net.0.weight"
+
+
+def _is_plane_torgb(name: str) -> bool:
+    return name.startswith("backbone.synthesis.b") and (name.endswith(".torgb.weight")
+                                                         or name.endswith(".torgb.bias"))
+
+
+def widen_plane_rows(t: torch.Tensor, src: torch.Tensor) -> bool:
+    """Copy a ToRGB layer of C0 channels a plane into ``t`` of C1 > C0 (same input), plane by plane.
+
+    The planes are rows [plane, channel]: channel k of plane p is row p·C + k. The new channels keep their
+    fresh initialisation (they must not be zero: the decoder's new, zero input columns would then get no
+    gradient). False when the shapes do not fit this rule.
+    """
+    if t.shape[1:] != src.shape[1:] or t.shape[0] % 3 or src.shape[0] % 3 or t.shape[0] <= src.shape[0]:
+        return False
+    c1, c0 = t.shape[0] // 3, src.shape[0] // 3
+    t.view(3, c1, *t.shape[1:])[:, :c0].copy_(src.view(3, c0, *src.shape[1:]))
+    return True
+
+
+def widen_decoder_input(weight: torch.Tensor, features: int) -> torch.Tensor | None:
+    """The decoder's first layer for ``features`` > C0 input channels computing the same function: the C0
+    columns kept (scaled by sqrt(features / C0) to undo the equalised-lr gain 1/sqrt(inputs)), the new ones
+    zero. None when it does not fit."""
+    old = weight.shape[1]
+    if features <= old:
+        return None
+    out = torch.zeros(weight.shape[0], features, dtype=weight.dtype)
+    out[:, :old] = weight * math.sqrt(features / old)
+    return out
 
 
 FIRST_MAPPING_WEIGHT = "backbone.mapping.fc0.weight"
@@ -124,8 +169,10 @@ class DistillTrainer:
         if self.cfg.z_dim < LATENT_DIMS:
             raise ValueError(f"config {self.cfg.name} has z_dim {self.cfg.z_dim}; a head latent needs {LATENT_DIMS}")
         self.truth_res = opts.truth_resolution or self.cfg.img_resolution
+        if opts.fixed_heads > 0 and source is not None:
+            raise ValueError("fixed heads are rendered on the fly: leave out --data")
         self.source = source or RenderedTargets(self.truth_res, self.cfg.z_dim, opts.seed, opts.around,
-                                                      opts.balance)
+                                                opts.balance, opts.fixed_heads)
         if render_workers > 0:
             self.source = Prefetching(self.source, render_workers)
         self.G = TriPlaneGenerator(self.cfg, seed=opts.seed).train().to(self.device)
@@ -141,6 +188,7 @@ class DistillTrainer:
         self.progress = Progress()
         self.log = TrainingLog(self.run_dir, enabled=self.dist.is_main and log)
         self._grid_targets = None
+        self._fit_targets = None
 
     @property
     def kimg(self) -> float:
@@ -172,7 +220,7 @@ class DistillTrainer:
         ws = G.mapping(z, c, update_emas=G.training)
         with autocast(self.device, o.amp):
             planes = G.synthesize_planes(ws, noise_mode="const", fused=False)
-            out = G.render(planes, ws, c, sampling=sampling, run_sr=True, fp16_sr=False)
+            out = G.render(planes, ws, c, sampling=sampling, run_sr="auto", fp16_sr=False)
         out = {k: v.float() for k, v in out.items()}
         image = t.image.to(dev)
         low = truth_at(image, t.depth.to(dev), out["image_raw"].shape[-1])
@@ -279,6 +327,33 @@ class DistillTrainer:
             rows.append(to_uint8(out["image"][i]))
         return np.stack(rows)
 
+    FIT_YAWS = (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0)
+
+    @torch.no_grad()
+    def fit_psnr(self) -> float:
+        """Head-region PSNR (dB) of G_ema on the fixed heads of an over-fitting run, averaged over yaw ±45°
+        (the reconstruction measure of ``aware3d-train eval``, on the training heads themselves)."""
+        from train.eval.reconstruction import view_scores
+
+        if self._fit_targets is None:
+            latents = np.repeat(fixed_latents(self.opts.seed, self.opts.fixed_heads), len(self.FIT_YAWS), axis=0)
+            angles = [(y, 0.0) for y in self.FIT_YAWS] * self.opts.fixed_heads
+            self._fit_targets = render_targets(latents, angles, self.cfg.img_resolution, self.cfg.z_dim)
+        t, G, scores = self._fit_targets, self.G_ema, []
+        for lo in range(0, t.z.shape[0], 8):
+            c = t.c[lo:lo + 8].to(self.device)
+            ws = G.mapping(t.z[lo:lo + 8].to(self.device), c)
+            out = G.render(G.synthesize_planes(ws), ws, c, sampling=SamplingSettings(seed=0))
+            out = {k: v.float().cpu() for k, v in out.items()}
+            scores += [view_scores(out, i, t.image[lo + i], t.depth[lo + i])["psnr_head"] for i in range(c.shape[0])]
+        return float(np.nanmean(scores))
+
+    def _log_fit(self) -> None:
+        fit = self.fit_psnr()
+        self.log.scalars(self.kimg, {"fit/head_psnr": fit})
+        print(f"kimg {self.kimg:.3f}  fit/head_psnr {fit:.2f} dB on the {self.opts.fixed_heads} fixed heads",
+              file=sys.stderr, flush=True)
+
     # The loop -------------------------------------------------------------------------------------------
 
     def run(self, stop_after_iterations: int | None = None) -> None:
@@ -301,6 +376,8 @@ class DistillTrainer:
             write_json(self.run_dir / "options.json", {"options": o.to_dict(), "config": self.cfg.to_dict(),
                                                        "command": self.command, "data": self.data_path,
                                                        "init_skipped": self.init_skipped})
+        if o.fixed_heads > 0 and self.dist.is_main and self.progress.nimg == 0:
+            self._log_fit()
         while self.progress.nimg < o.kimg * 1000:
             if o.image_kimg > 0 and self.progress.nimg >= next_img and self.dist.is_main:
                 self.log.image_grid(self.kimg, "grid", self.image_grid(), cols=8)
@@ -321,6 +398,8 @@ class DistillTrainer:
                 self.save_snapshot()
                 if self.dist.is_main:
                     self.export(self.run_dir / "latest.safetensors")
+                    if o.fixed_heads > 0:
+                        self._log_fit()
                 next_snap += snap
             if stop_after_iterations is not None and done >= stop_after_iterations:
                 break

@@ -49,6 +49,9 @@ class DistillOptions:
     # uniformly, so rare choices are trained often enough (targets.balance_discrete). 0 (the default of runs
     # that predate it): z ~ N(0, I) only.
     balance: float = 0.0
+    # > 0: train on these many fixed heads only (new cameras every step) and log how well they are fitted
+    # (fit/head_psnr at each snapshot): an over-fitting test of an architecture or recipe, not a model to ship.
+    fixed_heads: int = 0
     truth_resolution: int | None = None  # None: the config's image size
     ema_kimg: float = 0.5
     ema_rampup: float | None = 0.05

@@ -89,20 +89,35 @@ def balance_discrete(rng: np.random.Generator, latents: np.ndarray, share: float
     return out
 
 
+def fixed_latents(seed: int, count: int) -> np.ndarray:
+    """The ``count`` heads (``z ~ N(0, I)``) of an over-fitting test of run seed ``seed``."""
+    return _rng(seed, 0, 3).standard_normal((count, LATENT_DIMS))
+
+
 class RenderedTargets:
     """New random heads every batch (``z ~ N(0, I)``, discrete choices balanced by ``balance``), rendered by
-    the synthetic-head tracer."""
+    the synthetic-head tracer.
 
-    def __init__(self, res: int, z_dim: int, seed: int = 0, around: float = 0.25, balance: float = 0.0) -> None:
+    ``fixed_heads`` > 0 draws every batch from the same heads (:func:`fixed_latents`; not balanced), each
+    seen from new cameras: an over-fitting test. With nothing to generalise, how close a generator comes to
+    those heads is the ceiling of its architecture and recipe (docs/distill.md), measured in 20-30 minutes
+    instead of a multi-session run.
+    """
+
+    def __init__(self, res: int, z_dim: int, seed: int = 0, around: float = 0.25, balance: float = 0.0,
+                 fixed_heads: int = 0) -> None:
         if z_dim < LATENT_DIMS:
             raise ValueError(f"the generator's z has {z_dim} coordinates; a head latent needs {LATENT_DIMS}")
         self.res, self.z_dim, self.seed, self.around, self.balance = res, z_dim, seed, around, balance
+        self.fixed = fixed_latents(seed, fixed_heads) if fixed_heads > 0 else None
 
     def batch(self, index: int, size: int, rank: int = 0, world: int = 1) -> Targets:
         rng = _rng(self.seed, index, 0)
         latents = rng.standard_normal((size, LATENT_DIMS))
         angles = camera_angles(rng, size, self.around)
-        if self.balance > 0:  # its own stream: the heads and cameras of a run without it stay the same
+        if self.fixed is not None:
+            latents = self.fixed[_rng(self.seed, index, 4).integers(len(self.fixed), size=size)]
+        elif self.balance > 0:  # its own stream: the heads and cameras of a run without it stay the same
             latents = balance_discrete(_rng(self.seed, index, 2), latents, self.balance)
         local = slice(rank * size // world, (rank + 1) * size // world)
         return render_targets(latents[local], angles[local], self.res, self.z_dim)
