@@ -65,6 +65,28 @@ def test_an_overfitting_run_logs_how_well_it_fits_its_heads(tmp_path: Path) -> N
         DistillTrainer(tiny(fixed_heads=2), tmp_path / "x", source=OneBatch(), log=False)
 
 
+def test_rendering_every_pixel_as_rays_gives_the_whole_image_losses() -> None:
+    from backend.render.renderer import SamplingSettings
+
+    whole = DistillTrainer(tiny(config="tiny-distilled-direct", perceptual=0.0), "/nonexistent-run", log=False)
+    rays = DistillTrainer(tiny(config="tiny-distilled-direct", perceptual=0.0, rays=32 * 32), "/nonexistent-run",
+                          log=False)
+    rays.G.load_state_dict(whole.G.state_dict())
+    t = RenderedTargets(res=32, z_dim=67, seed=1).batch(0, 2)
+    exact = SamplingSettings(exact=True)  # no jitter: a ray's samples do not depend on its place in the batch
+    a = whole.losses(whole.G, t, exact, whole._item_rngs(2))
+    b = rays.losses(rays.G, t, exact, rays._item_rngs(2))
+    for term in ("image_l1", "raw_l1", "alpha_l1", "depth_l1"):  # the same pixels, in another order
+        assert float(b[term].detach()) == pytest.approx(float(a[term].detach()), rel=1e-4, abs=1e-6), term
+    some = DistillTrainer(tiny(config="tiny-distilled-direct", rays=100, kimg=0.004), "/nonexistent-run", log=False)
+    stats = some.train_step()
+    assert all(np.isfinite(v) for v in stats.values()) and "loss/perceptual" not in stats
+    with pytest.raises(ValueError, match="renders its image directly"):
+        DistillTrainer(tiny(rays=100), "/nonexistent-run", log=False)  # tiny-distilled super-resolves
+    with pytest.raises(ValueError, match="more than the 1024 pixels"):
+        DistillTrainer(tiny(config="tiny-distilled-direct", rays=2000), "/nonexistent-run", log=False)
+
+
 def test_balancing_trains_rare_choices_more_often_and_leaves_the_rest_alone() -> None:
     from train.distill.targets import balance_discrete
     from train.synthetic.latent import INDEX, head_from_latent, latent_bins
@@ -224,12 +246,15 @@ def test_a_model_without_bin_features_initialises_one_with_them_to_the_same_func
     assert init_from_model(with_bins, without.state_dict()) == ["backbone.mapping.fc0.weight"]
 
 
-def test_more_plane_channels_and_a_finer_plane_start_from_the_source_function() -> None:
+def test_wider_blocks_more_plane_channels_and_a_finer_plane_start_from_the_source_function() -> None:
     from backend.generator import TriPlaneGenerator
 
     source = TriPlaneGenerator(DistillTrainer(tiny(), "/nonexistent-run", log=False).cfg, seed=4).eval()
-    # Tiny has 8 channels a plane at 32²: 16 channels at 64² add a block and widen every ToRGB and the decoder.
-    wider = TriPlaneGenerator(source.cfg.replace(triplane_channels=48, triplane_resolution=64), seed=5).eval()
+    # Tiny has 8 channels a plane at 32² from blocks of 32 (16 at 32²): 16 channels a plane at 64² from blocks of
+    # twice the width add a block and widen every convolution, style, ToRGB and the decoder.
+    wider = TriPlaneGenerator(source.cfg.replace(triplane_channels=48, triplane_resolution=64, channel_base=1024,
+                                                 channel_max=64), seed=5).eval()
+    assert wider.backbone.synthesis.b32.conv1.weight.shape[0] == 2 * source.backbone.synthesis.b32.conv1.weight.shape[0]
     skipped = init_from_model(wider, source.state_dict(), source.cfg.to_dict())
     assert skipped and all(name.startswith("backbone.synthesis.b64.") for name in skipped)
     assert float(wider.backbone.synthesis.b64.torgb.weight.detach().abs().max()) == 0  # the new block adds nothing yet
@@ -241,7 +266,8 @@ def test_more_plane_channels_and_a_finer_plane_start_from_the_source_function() 
                    for G in (source, wider)]
         mse = float(((renders[0] - renders[1]) ** 2).mean())
     assert 10 * np.log10(4 / mse) > 35  # the same heads, up to the finer planes' up-sampling
-    planes = wider.synthesize_planes(wider.mapping(z, c))[0]
+    with torch.no_grad():
+        planes = wider.synthesize_planes(wider.mapping(z, c))[0]
     assert planes.shape[2] == 16 and float(planes[:, :, 8:].abs().mean()) > 0  # new channels carry features
 
 

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--perceptual", type=float, help="weight of the perceptual loss (0: off)")
     p.add_argument("--density", type=float, help="weight of the density loss against the true surface (0: off)")
     p.add_argument("--depth", type=float, dest="depth_l1", help="weight of the depth loss")
+    p.add_argument("--rays", type=int, metavar="N",
+                   help="render only N random pixels of each image and train on those (configs without SR, e.g. "
+                        "aware3d-heads64-direct; no perceptual term); lets a step afford more heads")
     p.add_argument("--fixed-heads", type=int, metavar="N",
                    help="over-fitting test: train on N fixed heads only (new cameras every step) and log their "
                         "head PSNR at each snapshot (fit/head_psnr): the ceiling of a config or recipe in "
@@ -77,7 +80,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around, "balance": args.balance,
                "perceptual": args.perceptual, "density": args.density, "depth_l1": args.depth_l1,
                "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None,
-               "fixed_heads": args.fixed_heads}
+               "fixed_heads": args.fixed_heads, "rays": args.rays}
     for key, value in changes.items():
         if value is None:
             continue
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise Aware3DError(str(exc)) from None
     features = None
-    if opts.perceptual > 0:
+    if opts.perceptual > 0 and opts.rays == 0:  # the rays-only recipe has no whole image to compare
         path = args.features or bundled_models_dir() / "aware3d-features64.safetensors"
         if not Path(path).is_file():
             raise Aware3DError(f"feature network not found: {path}", "pass --features, or --perceptual 0")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from backend.configs import get_config
 from backend.fileio import write_json
 from backend.generator import TriPlaneGenerator
+from backend.render.rays import pixel_uv
 from backend.render.renderer import SamplingSettings
 from backend.sampling import to_uint8
 from train.amp import autocast, check_amp
@@ -65,10 +66,10 @@ def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor],
     bin features (``source_config`` says so) keeps its first mapping layer too, widened so that it computes
     the same function (:func:`widen_first_mapping_layer`): a run can gain the features without starting over.
 
-    A config with more tri-plane channels or a higher tri-plane resolution starts from the same function too
-    (:func:`widen_plane_rows`, :func:`widen_decoder_input`): the kept channels come from the source, the new
-    ones reach the decoder through zero weights, and a ToRGB layer that could not be copied (a new or resized
-    block) starts at zero, so the planes are the source's, up-sampled, until the new block learns.
+    A config with wider synthesis blocks, more tri-plane channels or a higher tri-plane resolution starts from
+    the same function too (:func:`widen_synthesis_tensor`, :func:`widen_decoder_input`): the kept channels come
+    from the source, the new ones reach what follows through zero weights, and a ToRGB layer that could not be
+    copied (a new block) starts at zero, so the planes are the source's, up-sampled, until the new block learns.
     """
     own = G.state_dict()
     skipped = []
@@ -81,7 +82,7 @@ def init_from_model(G: torch.nn.Module, tensors: dict[str, torch.Tensor],
                 src = widen_decoder_input(src, t.shape[1])
             if src is not None and tuple(src.shape) == tuple(t.shape):
                 t.copy_(src)
-            elif _is_plane_torgb(name) and src is not None and widen_plane_rows(t, src):
+            elif src is not None and widen_synthesis_tensor(name, t, src):
                 pass
             else:
                 if _is_plane_torgb(name) and tensors:
@@ -98,17 +99,33 @@ def _is_plane_torgb(name: str) -> bool:
                                                          or name.endswith(".torgb.bias"))
 
 
-def widen_plane_rows(t: torch.Tensor, src: torch.Tensor) -> bool:
-    """Copy a ToRGB layer of C0 channels a plane into ``t`` of C1 > C0 (same input), plane by plane.
+def widen_synthesis_tensor(name: str, t: torch.Tensor, src: torch.Tensor) -> bool:
+    """Copy a synthesis-network tensor into a wider one (more channels) so that the kept channels compute
+    what they computed; False when ``src`` does not fit inside ``t``.
 
-    The planes are rows [plane, channel]: channel k of plane p is row p·C + k. The new channels keep their
-    fresh initialisation (they must not be zero: the decoder's new, zero input columns would then get no
-    gradient). False when the shapes do not fit this rule.
+    Rules: a modulated, demodulated convolution [out, in, k, k] keeps its outputs' weights and gets zeros
+    for the new inputs (so they do not reach the kept outputs; demodulation is unchanged by zero columns);
+    new outputs, styles, biases and constant channels keep their fresh initialisation (they only reach kept
+    channels through those zeros). A ToRGB layer's planes are rows [plane, channel] (channel k of plane p is
+    row p·C + k), so more channels a plane are placed plane by plane; its new input columns are zero and the
+    kept ones are scaled by sqrt(in_new / in_old) to undo its style gain 1/sqrt(in). New channels must not be
+    all zero: the zero weights that read them would then get no gradient.
     """
-    if t.shape[1:] != src.shape[1:] or t.shape[0] % 3 or src.shape[0] % 3 or t.shape[0] <= src.shape[0]:
+    if (not name.startswith("backbone.synthesis.") or t.ndim != src.ndim or t.shape == src.shape
+            or any(d < s for d, s in zip(t.shape, src.shape))):
         return False
-    c1, c0 = t.shape[0] // 3, src.shape[0] // 3
-    t.view(3, c1, *t.shape[1:])[:, :c0].copy_(src.view(3, c0, *src.shape[1:]))
+    if _is_plane_torgb(name):
+        if t.shape[0] % 3 or src.shape[0] % 3:
+            return False
+        c1, c0 = t.shape[0] // 3, src.shape[0] // 3
+        if name.endswith(".weight"):
+            i1, i0 = t.shape[1], src.shape[1]
+            src = torch.cat([src * math.sqrt(i1 / i0), src.new_zeros(src.shape[0], i1 - i0, *src.shape[2:])], 1)
+        t.view(3, c1, *t.shape[1:])[:, :c0].copy_(src.view(3, c0, *src.shape[1:]))
+        return True
+    if t.ndim == 4:
+        t[:src.shape[0]].zero_()
+    t[tuple(slice(0, n) for n in src.shape)].copy_(src)
     return True
 
 
@@ -175,6 +192,13 @@ class DistillTrainer:
                                                 opts.balance, opts.fixed_heads)
         if render_workers > 0:
             self.source = Prefetching(self.source, render_workers)
+        if opts.rays > 0 and (self.cfg.superresolution != "none"
+                              or self.cfg.neural_rendering_resolution != self.truth_res):
+            raise ValueError(f"--rays needs a config that renders its image directly (no super-resolution, "
+                             f"render size = image size); {self.cfg.name} does not")
+        if opts.rays > self.cfg.neural_rendering_resolution ** 2:
+            raise ValueError(f"--rays {opts.rays} is more than the {self.cfg.neural_rendering_resolution ** 2} "
+                             "pixels of an image")
         self.G = TriPlaneGenerator(self.cfg, seed=opts.seed).train().to(self.device)
         self.init_skipped = (init_from_model(self.G, init_tensors, init_config) if init_tensors is not None
                              else None)
@@ -220,18 +244,26 @@ class DistillTrainer:
         ws = G.mapping(z, c, update_emas=G.training)
         with autocast(self.device, o.amp):
             planes = G.synthesize_planes(ws, noise_mode="const", fused=False)
-            out = G.render(planes, ws, c, sampling=sampling, run_sr="auto", fp16_sr=False)
+            if o.rays > 0:
+                out, pixels = self._render_some_rays(G, planes, ws, c, sampling)
+            else:
+                out = G.render(planes, ws, c, sampling=sampling, run_sr="auto", fp16_sr=False)
         out = {k: v.float() for k, v in out.items()}
         image = t.image.to(dev)
-        low = truth_at(image, t.depth.to(dev), out["image_raw"].shape[-1])
+        res = self.cfg.neural_rendering_resolution
+        low = truth_at(image, t.depth.to(dev), res)
         terms: dict[str, torch.Tensor] = {}
-        final = out["image"]
-        if final.shape[-1] != image.shape[-1]:
-            final = F.interpolate(final, size=image.shape[-2:], mode="area")
-        terms["image_l1"] = (final - image).abs().mean()
-        if self.perceptual is not None and o.perceptual > 0:
-            terms["perceptual"] = self.perceptual(final, image)
-        terms["raw_l1"] = (out["image_raw"] - low["image"]).abs().mean()
+        if o.rays > 0:  # the image is the render (no SR): compare the rendered rays with their pixels
+            low = {k: v.flatten(2).gather(2, pixels[:, None].expand(-1, v.shape[1], -1)) for k, v in low.items()}
+            terms["image_l1"] = terms["raw_l1"] = (out["image_raw"] - low["image"]).abs().mean()
+        else:
+            final = out["image"]
+            if final.shape[-1] != image.shape[-1]:
+                final = F.interpolate(final, size=image.shape[-2:], mode="area")
+            terms["image_l1"] = (final - image).abs().mean()
+            if self.perceptual is not None and o.perceptual > 0:
+                terms["perceptual"] = self.perceptual(final, image)
+            terms["raw_l1"] = (out["image_raw"] - low["image"]).abs().mean()
         terms["alpha_l1"] = (out["image_alpha"] - low["coverage"]).abs().mean()
         valid = low["depth_valid"]
         err = (out["image_depth"] - low["depth"]).abs()
@@ -251,6 +283,18 @@ class DistillTrainer:
                 sigma = G.query(planes, pts.to(dev))["sigma"].float()
             terms["density"] = density_loss(sigma, occupancy.to(dev), o.density_level, o.density_scale)
         return terms
+
+    def _render_some_rays(self, G: TriPlaneGenerator, planes: list[torch.Tensor], ws: torch.Tensor,
+                          c: torch.Tensor, sampling: SamplingSettings) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Render ``opts.rays`` random pixels of each image (without repeats; per-example generators, so
+        resuming and data parallelism see the same pixels). Returns the render as [N, C, M] "images" and the
+        pixel indices [N, M] (row-major)."""
+        res = self.cfg.neural_rendering_resolution
+        pixels = torch.stack([torch.from_numpy(r.choice(res * res, self.opts.rays, replace=False))
+                              for r in self._item_rngs(3)]).to(self.device)
+        result = G.render_rays(planes, c, pixel_uv(res, self.device)[pixels], sampling, ws=ws)
+        return {"image": result.features[:, :3], "image_raw": result.features[:, :3], "image_depth": result.depth,
+                "image_alpha": result.weight_sum}, pixels
 
     def train_step(self) -> dict[str, float]:
         o = self.opts

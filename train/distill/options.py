@@ -49,6 +49,11 @@ class DistillOptions:
     # uniformly, so rare choices are trained often enough (targets.balance_discrete). 0 (the default of runs
     # that predate it): z ~ N(0, I) only.
     balance: float = 0.0
+    # > 0 (configs that render their image directly, no SR): render only these many random pixels of each image
+    # and compare them with their true pixels (no perceptual term: it needs whole images). A 64² image has 4096
+    # pixels; 1024 of them cost about a quarter of the render, so four times the heads per step for the same
+    # time: neighbouring pixels of one head teach much the same thing, other heads teach what generalises.
+    rays: int = 0
     # > 0: train on these many fixed heads only (new cameras every step) and log how well they are fitted
     # (fit/head_psnr at each snapshot): an over-fitting test of an architecture or recipe, not a model to ship.
     fixed_heads: int = 0

@@ -52,7 +52,7 @@ def generate_for_fid(G: TriPlaneGenerator, labels: torch.Tensor, count: int, see
         ws = G.mapping(z, c)
         planes = G.synthesize_planes(ws)
         sampling = SamplingSettings(seed=seed + start)
-        out = G.render(planes, ws, c, sampling=sampling, run_sr=True)
+        out = G.render(planes, ws, c, sampling=sampling, run_sr=G.superresolution is not None)
         outs["image"].append(out["image"].clamp(-1, 1).cpu())
         outs["raw"].append(F.interpolate(out["image_raw"], size=(res, res), mode="bilinear", align_corners=False)
                            .clamp(-1, 1).cpu())
