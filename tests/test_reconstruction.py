@@ -89,3 +89,14 @@ def test_eval_command_reports_reconstruction_and_its_command(test_zip: Path, tmp
     assert report["command"].startswith("aware3d-train eval --model random:tiny-distilled:1")
     rec = report["reconstruction"]
     assert rec["heads"] == 1 and rec["chamfer_heads"] == 0 and np.isfinite(rec["psnr_head_mean"])
+
+
+def test_fid_samples_of_a_model_without_super_resolution_are_its_render() -> None:
+    from train.eval.report import generate_for_fid
+
+    G = load_generator("random:tiny-distilled-direct:1").generator
+    labels = torch.zeros(2, 25)
+    labels[:, :16] = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1.0])
+    labels[:, 16:] = torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1])
+    out = generate_for_fid(G, labels, 3, seed=0)
+    assert out["image"].shape == (3, 3, 32, 32) and torch.equal(out["image"], out["direct"])

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--perceptual", type=float, help="weight of the perceptual loss (0: off)")
     p.add_argument("--density", type=float, help="weight of the density loss against the true surface (0: off)")
     p.add_argument("--depth", type=float, dest="depth_l1", help="weight of the depth loss")
+    p.add_argument("--colour", type=float, dest="colour_l1",
+                   help="weight of the colour loss at points of the true surface (0: off)")
+    p.add_argument("--alpha", type=float, dest="alpha_l1", help="weight of the opacity loss")
     p.add_argument("--rays", type=int, metavar="N",
                    help="render only N random pixels of each image and train on those (configs without SR, e.g. "
                         "aware3d-heads64-direct; no perceptual term); lets a step afford more heads")
@@ -79,6 +82,7 @@ def build_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         opts = dataclasses.replace(opts, config=args.config)
     changes = {"kimg": args.kimg, "batch": args.batch, "lr": args.lr, "around": args.around, "balance": args.balance,
                "perceptual": args.perceptual, "density": args.density, "depth_l1": args.depth_l1,
+               "colour_l1": args.colour_l1, "alpha_l1": args.alpha_l1,
                "snap_kimg": args.snap, "image_kimg": args.snap, "seed": args.seed, "amp": args.amp or None,
                "fixed_heads": args.fixed_heads, "rays": args.rays}
     for key, value in changes.items():
