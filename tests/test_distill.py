@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from backend.cameras import label_tensor, orbit_camera
 from backend.checkpoints.model_file import read_header
 from backend.config import RenderingConfig
 from backend.registry import load_generator
@@ -258,9 +259,7 @@ def test_wider_blocks_more_plane_channels_and_a_finer_plane_start_from_the_sourc
     skipped = init_from_model(wider, source.state_dict(), source.cfg.to_dict())
     assert skipped and all(name.startswith("backbone.synthesis.b64.") for name in skipped)
     assert float(wider.backbone.synthesis.b64.torgb.weight.detach().abs().max()) == 0  # the new block adds nothing yet
-    z, c = torch.randn(2, 67), torch.zeros(2, 25)
-    c[:, :16] = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1.0])
-    c[:, 16:] = torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1])
+    z, c = torch.randn(2, 67), label_tensor(np.stack([orbit_camera(0.0, 0.0), orbit_camera(30.0, 10.0)]))
     with torch.no_grad():
         renders = [G.render(G.synthesize_planes(G.mapping(z, c)), G.mapping(z, c), c, run_sr=False)["image"]
                    for G in (source, wider)]

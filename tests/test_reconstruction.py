@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend.cameras import label_tensor, orbit_camera
 from backend.registry import load_generator
 from train.data.zip_dataset import ZipDataset
 from train.eval.reconstruction import psnr, reconstruction, ssim
@@ -95,8 +96,6 @@ def test_fid_samples_of_a_model_without_super_resolution_are_its_render() -> Non
     from train.eval.report import generate_for_fid
 
     G = load_generator("random:tiny-distilled-direct:1").generator
-    labels = torch.zeros(2, 25)
-    labels[:, :16] = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1.0])
-    labels[:, 16:] = torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1])
+    labels = label_tensor(np.stack([orbit_camera(0.0, 0.0), orbit_camera(-20.0, 5.0)]))
     out = generate_for_fid(G, labels, 3, seed=0)
     assert out["image"].shape == (3, 3, 32, 32) and torch.equal(out["image"], out["direct"])

@@ -119,8 +119,7 @@ def widen_synthesis_tensor(name: str, t: torch.Tensor, src: torch.Tensor) -> boo
             return False
         c1, c0 = t.shape[0] // 3, src.shape[0] // 3
         if name.endswith(".weight"):
-            i1, i0 = t.shape[1], src.shape[1]
-            src = torch.cat([src * math.sqrt(i1 / i0), src.new_zeros(src.shape[0], i1 - i0, *src.shape[2:])], 1)
+            src = insert_input_columns(src, src.shape[1], t.shape[1] - src.shape[1])
         t.view(3, c1, *t.shape[1:])[:, :c0].copy_(src.view(3, c0, *src.shape[1:]))
         return True
     if t.ndim == 4:
@@ -129,16 +128,21 @@ def widen_synthesis_tensor(name: str, t: torch.Tensor, src: torch.Tensor) -> boo
     return True
 
 
-def widen_decoder_input(weight: torch.Tensor, features: int) -> torch.Tensor | None:
-    """The decoder's first layer for ``features`` > C0 input channels computing the same function: the C0
-    columns kept (scaled by sqrt(features / C0) to undo the equalised-lr gain 1/sqrt(inputs)), the new ones
-    zero. None when it does not fit."""
+def insert_input_columns(weight: torch.Tensor, at: int, count: int) -> torch.Tensor:
+    """``weight`` [out, in, ...] with ``count`` zero input columns inserted before column ``at``, the kept
+    ones scaled by sqrt(new inputs / old inputs): a layer with equalised learning rate (gain 1/sqrt(inputs))
+    then computes the same function of the old inputs, and the new ones start with no effect."""
     old = weight.shape[1]
-    if features <= old:
-        return None
-    out = torch.zeros(weight.shape[0], features, dtype=weight.dtype)
-    out[:, :old] = weight * math.sqrt(features / old)
-    return out
+    zeros = weight.new_zeros(weight.shape[0], count, *weight.shape[2:])
+    scaled = weight * math.sqrt((old + count) / old)
+    return torch.cat([scaled[:, :at], zeros, scaled[:, at:]], dim=1)
+
+
+def widen_decoder_input(weight: torch.Tensor, features: int) -> torch.Tensor | None:
+    """The decoder's first layer for ``features`` > C0 input channels computing the same function (the new
+    columns zero); None when it does not fit."""
+    old = weight.shape[1]
+    return insert_input_columns(weight, old, features - old) if features > old else None
 
 
 FIRST_MAPPING_WEIGHT = "backbone.mapping.fc0.weight"
@@ -154,13 +158,7 @@ def widen_first_mapping_layer(weight: torch.Tensor, source_config: dict[str, Any
     """
     if source_config.get("z_bins") or source_config.get("z_dim") != cfg.z_dim:
         return None
-    old_in, bins = weight.shape[1], cfg.z_bin_features
-    new_in = old_in + bins
-    out = torch.zeros(weight.shape[0], new_in, dtype=weight.dtype)
-    scale = math.sqrt(new_in / old_in)
-    out[:, :cfg.z_dim] = weight[:, :cfg.z_dim] * scale
-    out[:, cfg.z_dim + bins:] = weight[:, cfg.z_dim:] * scale
-    return out
+    return insert_input_columns(weight, cfg.z_dim, cfg.z_bin_features)
 
 
 class DistillTrainer:
@@ -293,7 +291,7 @@ class DistillTrainer:
         pixels = torch.stack([torch.from_numpy(r.choice(res * res, self.opts.rays, replace=False))
                               for r in self._item_rngs(3)]).to(self.device)
         result = G.render_rays(planes, c, pixel_uv(res, self.device)[pixels], sampling, ws=ws)
-        return {"image": result.features[:, :3], "image_raw": result.features[:, :3], "image_depth": result.depth,
+        return {"image_raw": result.features[:, :3], "image_depth": result.depth,
                 "image_alpha": result.weight_sum}, pixels
 
     def train_step(self) -> dict[str, float]:
