@@ -126,7 +126,7 @@ def generate_async(seed: int | None = None, model: str | None = None, truncation
     The head appears at ``location`` (default: the 3D cursor when called) in the active collection, with a
     material and, if ``camera``, a camera at the generator's pose. ``on_done(future)`` runs on the main
     thread after the object is in the scene (or after an error: check ``future.error``). ``level`` is the
-    density of the surface (default: EG3D's 10; lower it for models with weaker densities). ``origin``:
+    density of the surface (default: the model's own, which Aware3D models record; EG3D's is 10). ``origin``:
     'base' (the lowest point, so the head stands on ``location``) or 'centre' (the generator's centre);
     ``head_height`` (metres) or ``scale`` (a factor) sizes the head (default: the panel's; metric).
     """

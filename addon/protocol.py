@@ -109,7 +109,7 @@ OPS: dict[str, OpSpec] = {
         "model": MODEL_ARG, "device": DEVICE_ARG, "seed": ((int,), 0), "truncation": (_NUM, 0.7),
         "resolution": ((int,), 128), "faces": ((int,), 0), "colour_mode": ((str,), "vertex"),
         "texture_size": ((int,), 1024), "camera": ((bool,), True), "preview": ((bool,), False),
-        "formats": ((list,), []), "level": (_NUM, 10.0)},
+        "formats": ((list,), []), "level": ((int, float, type(None)), None)},
         "a coloured mesh for one seed, in Blender coordinates (metres), plus the generator camera"),
     "add_model": OpSpec(True, {"path": ((str,), REQUIRED), "name": ((str, type(None)), None),
                                "overwrite": ((bool,), False)},

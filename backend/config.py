@@ -147,6 +147,10 @@ class GeneratorConfig:
     # blended by image row) composited behind the volume, so the tri-planes need not model the image
     # background as geometry. Official checkpoints use 'none'.
     background: Literal["none", "gradient"] = "none"
+    # The density of the surface a mesh of this model is made at when the user names none. EG3D's convention
+    # is 10; a distilled model's is measured against the true heads (``aware3d-train mesh-level --write``):
+    # the level whose surface lies closest to the truth.
+    mesh_level: float = 10.0
     rendering: RenderingConfig = field(default_factory=RenderingConfig)
 
     # Bounds of the numbers a model file may give (config_fields.check_fields). Every official and Aware3D
@@ -161,7 +165,7 @@ class GeneratorConfig:
         "channel_base": (1, 1 << 22), "channel_max": (1, 2048), "num_fp16_res": (0, 64),
         "conv_clamp": (0.0, 1e9), "sr_input": (4, 1024), "sr_channels": (1, 2048), "decoder_hidden": (1, 2048),
         "decoder_output_dim": (1, 2048), "decoder_lr_mul": (1e-9, 1e3), "neural_rendering_resolution": (4, 1024),
-        "aware3d_res": (4, 1024), "z_bins": (-1e6, 1e6),
+        "aware3d_res": (4, 1024), "z_bins": (-1e6, 1e6), "mesh_level": (1e-3, 1e3),
     }
 
     def __post_init__(self) -> None:

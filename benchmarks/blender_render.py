@@ -118,21 +118,27 @@ def scene_main(zip_path: str, cfg: dict[str, Any]) -> dict[str, Any]:
                    "lowest_vertex_z_m": round(low, 4), "dimensions_m": [round(d, 4) for d in head.dimensions],
                    "meta": head["aware3d"].to_dict() if "aware3d" in head else {}}
 
-    t0 = time.perf_counter()
-    fut = api.texture_object_async(head, ring=cfg["views"], generator="diffusion", steps=cfg["steps"],
-                                   seed=cfg["seed"])
-    head = fut.result(1800)
-    out["texture_s"] = round(time.perf_counter() - t0, 2)
-    mat = head.data.materials[0]
-    out["texture"] = {"result_text": bpy.context.window_manager.aware3d_views.result_text,
-                      "generator": fut.data.get("generator"), "generator_label": fut.data.get("generator_label"),
-                      "generator_note": fut.data.get("generator_note"), "psnr_seen": fut.data.get("psnr_seen"),
-                      "cameras": list(fut.cameras), "material": mat.name, "mode": mat.get("aware3d_mode"),
-                      "view_size": scene.aware3d_views.size, "texture_size": scene.aware3d_views.texture_size}
+    if cfg["generator"] == "none":  # the mesh's own vertex colours (the generator's colour field)
+        cameras = [c.name for c in api.make_camera_ring(head, count=cfg["views"])]
+        out["texture"] = {"generator": "none: the mesh's vertex colours", "cameras": cameras,
+                          "material": head.data.materials[0].name if head.data.materials else None}
+    else:
+        t0 = time.perf_counter()
+        fut = api.texture_object_async(head, ring=cfg["views"], generator=cfg["generator"], steps=cfg["steps"],
+                                       seed=cfg["seed"])
+        head = fut.result(1800)
+        cameras = list(fut.cameras)
+        out["texture_s"] = round(time.perf_counter() - t0, 2)
+        mat = head.data.materials[0]
+        out["texture"] = {"result_text": bpy.context.window_manager.aware3d_views.result_text,
+                          "generator": fut.data.get("generator"), "generator_label": fut.data.get("generator_label"),
+                          "generator_note": fut.data.get("generator_note"), "psnr_seen": fut.data.get("psnr_seen"),
+                          "cameras": cameras, "material": mat.name, "mode": mat.get("aware3d_mode"),
+                          "view_size": scene.aware3d_views.size, "texture_size": scene.aware3d_views.texture_size}
 
     # The head's own orbit: the ring's frontal camera, and that camera turned 180° about the vertical axis
     # through the orbit centre (same distance, height, lens), which faces the back of the head.
-    front_cam = bpy.data.objects[fut.cameras[0]]
+    front_cam = bpy.data.objects[cameras[0]]
     centre = head.matrix_world @ Vector(tuple(head["aware3d_centre"]))
     turn = Matrix.Translation(centre) @ Matrix.Rotation(math.pi, 4, "Z") @ Matrix.Translation(-centre)
     back_cam = bpy.data.objects.new("Render back", front_cam.data.copy())
@@ -160,8 +166,8 @@ def scene_main(zip_path: str, cfg: dict[str, Any]) -> dict[str, Any]:
     img = scene.render.image_settings
     img.file_format, img.color_mode, img.color_depth, img.compression = "PNG", "RGB", "8", 100
     out_dir = Path(cfg["out"])
-    out["render_s"] = {"front": round(_render(bpy, front_cam, out_dir / "textured_head_front.png"), 2),
-                       "back": round(_render(bpy, back_cam, out_dir / "textured_head_back.png"), 2)}
+    out["render_s"] = {"front": round(_render(bpy, front_cam, out_dir / f"{cfg['name']}_front.png"), 2),
+                       "back": round(_render(bpy, back_cam, out_dir / f"{cfg['name']}_back.png"), 2)}
     out["render"] = {"engine": "CYCLES", "device": "CPU", "samples": cfg["samples"], "denoise": denoise,
                      "denoiser": cy.denoiser if denoise else None, "size": [cfg["size"], cfg["size"]],
                      "threads": scene.render.threads, "cameras": {"front": front_cam.name, "back": back_cam.name},
@@ -182,7 +188,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="the JSON report (settings, timings, environment)")
-    p.add_argument("--images", default="docs", help="folder for textured_head_front.png and textured_head_back.png")
+    p.add_argument("--images", default="docs", help="folder for NAME_front.png and NAME_back.png")
+    p.add_argument("--name", default="textured_head", help="the pictures' file name stem (default textured_head)")
+    p.add_argument("--generator", default="diffusion", choices=("diffusion", "projection", "none"),
+                   help="texture views from the bundled diffusion view model (the panel's default), the "
+                        "projection baseline, or none: the mesh's own vertex colours")
     p.add_argument("--zip", default=None, help="an extension zip; default: build one into a temporary folder")
     p.add_argument("--seed", type=int, default=3, help="generator seed (also the diffusion seed)")
     p.add_argument("--resolution", type=int, default=128, help="density grid per axis for the mesh")
@@ -206,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report_path = Path(args.out)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     cfg = {"out": str(out_dir), "seed": args.seed, "resolution": args.resolution, "faces": args.faces,
-           "views": args.views, "steps": args.steps, "samples": args.samples, "size": args.size}
+           "views": args.views, "steps": args.steps, "samples": args.samples, "size": args.size,
+           "generator": args.generator, "name": args.name}
     with tempfile.TemporaryDirectory(prefix="aware3d-render-") as tmp_s:
         tmp = Path(tmp_s)
         t0 = time.perf_counter()
@@ -228,10 +239,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
             raise SystemExit(f"the Blender half failed (exit {proc.returncode})")
         scene = json.loads((tmp / "scene.json").read_text())
-    result = {"what": "Cycles render of a generated head textured with the bundled diffusion view model, "
-                      "from the front and from behind (the head's own orbit)",
+    what = ("textured with the bundled diffusion view model" if args.generator == "diffusion" else
+            "with its own vertex colours" if args.generator == "none" else "textured by the projection baseline")
+    result = {"what": f"Cycles render of a generated head {what}, from the front and from behind (the head's "
+                      "own orbit)",
               "settings": cfg, "zip": None if not args.zip else str(zip_path), "build_s": round(build_s, 2),
-              **scene, "images": [str(out_dir / "textured_head_front.png"), str(out_dir / "textured_head_back.png")]}
+              **scene, "images": [str(out_dir / f"{args.name}_front.png"), str(out_dir / f"{args.name}_back.png")]}
     return record.finish(result, report_path)
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train.distill.command",
     "train.encoder.command",
     "train.eval.command",
+    "train.eval.mesh_level",
     "train.directions",
     "train.diffusion.command",
     "train.depth.command",

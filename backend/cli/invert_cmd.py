@@ -37,7 +37,7 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh-format", choices=MESH_FORMATS, default="glb")
     p.add_argument("--mesh-res", type=int, default=128, help="mesh grid resolution per axis (default 128)")
     p.add_argument("--faces", type=int, default=20_000, help="target mesh faces; 0 keeps all (default 20000)")
-    p.add_argument("--level", type=float, default=10.0, help="mesh density level (EG3D: 10)")
+    p.add_argument("--level", type=float, help="mesh density level (default: the model's own; EG3D: 10)")
     add_threads_arg(p)
     add_device_arg(p)
 
@@ -127,7 +127,7 @@ def register(sub: Any) -> None:
     e.add_argument("--mesh-format", choices=MESH_FORMATS, default="glb")
     e.add_argument("--mesh-res", type=int, default=128)
     e.add_argument("--faces", type=int, default=20_000)
-    e.add_argument("--level", type=float, default=10.0)
+    e.add_argument("--level", type=float, help="mesh density level (default: the model's own; EG3D: 10)")
     add_threads_arg(e)
     add_device_arg(e)
     e.set_defaults(func=run_edit)
@@ -161,7 +161,8 @@ def _check_common(args: argparse.Namespace) -> None:
     if args.orbit != 0:
         within("orbit_frames", args.orbit, "--orbit (frames)", "0 for none, or at least 2, e.g. --orbit 48")
     within("faces", args.faces, "--faces", "0 keeps every face, e.g. --faces 20000")
-    within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
+    if args.level is not None:
+        within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
     check_threads(args.threads)
     if args.name is not None:
         safe_stem(args.name, "--name")

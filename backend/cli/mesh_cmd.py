@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
                         "when it cannot be found by name)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--res", type=int, default=256, help="grid resolution per axis, 64-1024 (default 256)")
-    p.add_argument("--level", type=float, default=10.0, help="density level of the surface, -1000 to 1000 (EG3D: 10)")
+    p.add_argument("--level", type=float, help="density level of the surface, -1000 to 1000 (default: the model's "
+                                               "own, which aware3d models record; EG3D: 10)")
     p.add_argument("--faces", type=int, default=50_000, help="target face count; 0 keeps all (default 50000)")
     p.add_argument("--smooth", type=int, default=10, help="Taubin smoothing iterations (default 10)")
     p.add_argument("--keep", type=float, default=1.0, metavar="RATIO",
@@ -93,7 +94,8 @@ def _check_output(out: str, texture: bool) -> Path:
 def _check_args(args: argparse.Namespace) -> None:
     """The numbers, before the output is checked and long before anything is loaded."""
     within("cli_mesh_resolution", args.res, "--res", "e.g. --res 256 (512 for detail; 1024 uses a float16 grid, ~4 GB)")
-    within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
+    if args.level is not None:
+        within("mesh_level", args.level, "--level", "the density of the surface; EG3D's is 10")
     within("faces", args.faces, "--faces (the target face count)", "0 keeps every face, e.g. --faces 50000")
     within("smooth_iterations", args.smooth, "--smooth", "e.g. --smooth 10")
     within("seed", args.seed, "--seed", "e.g. --seed 3")
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         bars.close()
     secs = mesh.stats.get("seconds", {})
     timing = ", ".join(f"{k} {v:.2f}s" for k, v in secs.items())
-    print(f"{name} {what}: {mesh.num_vertices} vertices, {mesh.num_faces} faces "
+    level = mesh.stats["settings"]["level"]
+    print(f"{name} {what}: {mesh.num_vertices} vertices, {mesh.num_faces} faces at density level {level:g} "
           f"({timing}) -> {', '.join(str(p) for p in written)}", file=sys.stdout)
     return 0

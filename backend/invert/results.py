@@ -48,7 +48,7 @@ class OutputOptions:
     mesh_format: str | None = "glb"  # None: build the mesh (Written.mesh) but write no file
     mesh_resolution: int = 128
     mesh_faces: int = 20_000
-    mesh_level: float = 10.0
+    mesh_level: float | None = None  # None: the model's own (GeneratorConfig.mesh_level)
     mesh_axes: str = "blender"
     store: str = "delta"
     keep_geometry: bool = True  # stage-1 depth and pseudo views in the avatar (texture editing needs them)
@@ -140,7 +140,7 @@ def write_mesh(G: TriPlaneGenerator, latent: Latent, label: torch.Tensor, path: 
             done[0] = max(done[0], min(99, round(100 * (lo + (hi - lo) * frac))))
             progress("mesh", done[0], 100, stage.replace("_", " "))
 
-    level = opts.mesh_level
+    level = opts.mesh_level if opts.mesh_level is not None else gfield.level
     info: dict[str, Any] = {"requested_level": level}
     settings = MeshSettings(resolution=opts.mesh_resolution, level=level, target_faces=opts.mesh_faces or None)
     try:

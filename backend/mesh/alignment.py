@@ -73,7 +73,7 @@ def view_alignment(G: Any, planes: list[torch.Tensor], ws: torch.Tensor, mesh: M
 def latent_alignment(G: Any, planes: list[torch.Tensor], ws: torch.Tensor,
                      settings: MeshSettings = ALIGNMENT_SETTINGS, yaws: Sequence[float] = (0.0, 30.0),
                      ) -> list[ViewAlignment]:
-    """Mesh one latent's field at ``settings.level`` and compare it with its renders."""
+    """Mesh one latent's field at ``settings.level`` (None: the model's own) and compare it with its renders."""
     mesh = extract_mesh(GeneratorField(G, planes), settings)
     return view_alignment(G, planes, ws, mesh, yaws)
 

@@ -30,7 +30,9 @@ class Field(Protocol):
     """A density/colour field over a centred cube (see module docstring).
 
     ``density(xyz [M, 3]) -> [M]`` and ``colour(xyz [M, 3]) -> [M, 3]``, both on ``device``. Implementations
-    may define ``bytes_per_point`` (peak working memory per queried point) so callers size chunks from a
+    may define ``level`` (the density of the field's own surface, which meshes use unless told otherwise;
+    :func:`surface_level` supplies EG3D's 10) and
+    ``bytes_per_point`` (peak working memory per queried point) so callers size chunks from a
     memory budget; :func:`bytes_per_point` supplies a default.
     """
 
@@ -40,6 +42,11 @@ class Field(Protocol):
     def density(self, xyz: Tensor) -> Tensor: ...
 
     def colour(self, xyz: Tensor) -> Tensor: ...
+
+
+def surface_level(f: Field) -> float:
+    """The density a mesh of ``f`` is made at by default: the field's own ``level``, else EG3D's 10."""
+    return float(getattr(f, "level", EG3D_LEVEL))
 
 
 def bytes_per_point(f: Field) -> int:
@@ -154,6 +161,7 @@ class CountingField:
         self.inner = inner
         self.box_size = inner.box_size
         self.device = inner.device
+        self.level = surface_level(inner)
         self.bytes_per_point = bytes_per_point(inner)
         self.density_points = 0
         self.colour_points = 0
@@ -197,6 +205,7 @@ class GeneratorField:
         self.planes = [p[batch_index : batch_index + 1] for p in plane_list]
         self.box_size = float(G.cfg.rendering.box_warp)
         self.device = self.planes[0].device
+        self.level = float(getattr(G.cfg, "mesh_level", EG3D_LEVEL))  # the model's own surface level
         self.kernels = kernels
         self._rows: Any = None
         cfg = G.cfg

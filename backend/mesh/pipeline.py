@@ -18,7 +18,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,7 +29,7 @@ from backend.mesh import cleanup
 from backend.mesh.coarse_to_fine import sample_grid_coarse_to_fine
 from backend.mesh.colour import vertex_colours
 from backend.mesh.data import Mesh
-from backend.mesh.field import EG3D_LEVEL, Field
+from backend.mesh.field import Field, surface_level
 from backend.mesh.grid import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -52,7 +52,7 @@ class MeshSettings:
     """Everything ``extract_mesh`` can be told. Defaults: a 256³ EG3D-style mesh, 50 k faces, coloured."""
 
     resolution: int = 256
-    level: float = EG3D_LEVEL
+    level: float | None = None  # None: the field's own surface level (field.surface_level; EG3D's 10)
     border_pad: int | None = None  # None: the official int(30·N/256); 0: no trim
     # On by default: the same surface as the full grid (tested vertex for vertex) for ~10x fewer queries.
     coarse_to_fine: bool = True
@@ -149,6 +149,8 @@ def extract_mesh(field: Field, settings: MeshSettings | None = None,
                  progress: StageProgress | None = None) -> Mesh:
     """Mesh the level set of ``field`` (see module docstring). Raises ``Aware3DError`` if nothing is found."""
     s = (settings or MeshSettings()).validate()
+    if s.level is None:
+        s = replace(s, level=surface_level(field))
     seconds: dict[str, float] = {}
     stats: dict = {"settings": asdict(s), "seconds": seconds, "device": str(field.device)}
     spec = GridSpec(s.resolution, float(field.box_size))

@@ -69,7 +69,7 @@ INVERT_SPEC = P.OpSpec(True, {
     "mesh": ((bool,), True),
     "resolution": ((int,), 128),
     "faces": ((int,), 20_000),
-    "level": (_NUM, 10.0),
+    "level": ((int, float, type(None)), None),  # None: the model's own level
     "colour_mode": ((str,), "vertex"),
     "formats": ((list,), []),
     "camera": ((bool,), True),
@@ -177,6 +177,11 @@ def _check_mesh_args(a: dict[str, Any]) -> None:
     check_mesh_output_args(a, COLOUR_MODES)
     if a["orbit_frames"] != 0:
         within("orbit_frames", a["orbit_frames"], "orbit_frames", "0 (none) or e.g. 48")
+
+
+def _level(a: dict[str, Any]) -> float | None:
+    """The requested mesh level; None leaves the model's own (``GeneratorConfig.mesh_level``)."""
+    return None if a["level"] is None else float(a["level"])
 
 
 def _name(a: dict[str, Any], job_dir: Path) -> str:
@@ -327,7 +332,7 @@ def _first_head(ctx: JobContext, G: Any, framed: Any, settings: Any, start: Any,
     # A coarser grid than the final mesh: this head is shown for the seconds the refinement takes.
     opts = OutputOptions(name=f"{name}-encoder", novel_yaws=(), orbit_frames=0, mesh=True, mesh_format=None,
                          mesh_resolution=min(int(a["resolution"]), 64), mesh_faces=a["faces"],
-                         mesh_level=float(a["level"]), keep_geometry=False)
+                         mesh_level=_level(a), keep_geometry=False)
 
     def progress(stage: str, step: int, total: int, message: str = "") -> None:
         ctx.progress("encoder", step, total, f"first head: {message or stage}")
@@ -402,7 +407,7 @@ def op_invert(ctx: JobContext) -> JobResult:
     inv = invert(G, framed.image.to(device), settings, progress=progress, start=start)
     opts = OutputOptions(name=name, novel_yaws=(), orbit_frames=a["orbit_frames"], mesh=a["mesh"],
                          mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
-                         mesh_level=float(a["level"]))
+                         mesh_level=_level(a))
     # The mesh goes to the add-on as arrays (mesh.npz); files in other formats only when asked for.
     written = write_outputs(ctx.job_dir, inv, G, base, opts, source, None, progress)
     files: dict[str, Path] = {k: v for k, v in written.files.items() if k in

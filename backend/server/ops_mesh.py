@@ -38,7 +38,8 @@ def check_mesh_output_args(a: dict[str, Any], colour_modes: tuple[str, ...] = CO
         raise Aware3DError(f"formats lists a format more than once: {formats[:10]}", "list each format once")
     within("faces", a["faces"], "target faces", "0 keeps every face, e.g. 50000")
     within("mesh_resolution", a["resolution"], "mesh resolution")
-    within("mesh_level", a["level"], "level", "the density of the surface; EG3D's is 10")
+    if a["level"] is not None:  # None: the model's own level
+        within("mesh_level", a["level"], "level", "the density of the surface; EG3D's is 10")
 
 
 def check_mesh_args(a: dict[str, Any]) -> None:
@@ -96,7 +97,7 @@ def op_mesh(ctx: JobContext) -> JobResult:
     latent = make_latent(G, int(a["seed"]), float(a["truncation"]))
     ctx.progress("planes", 1, 1)
     settings = MeshSettings(resolution=int(a["resolution"]), target_faces=int(a["faces"]) or None,
-                            level=float(a["level"]),
+                            level=None if a["level"] is None else float(a["level"]),
                             colours=mode != "none", texture=mode == "texture",
                             texture_size=int(a["texture_size"])).validate()
     mesh = extract_mesh(GeneratorField(G, latent.planes), settings,

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "compared with their true views (default: all)")
     e.add_argument("--reconstruction-meshes", type=int, default=4, metavar="N",
                    help="of those, heads whose density mesh is compared with the true surface (Chamfer)")
+    e.add_argument("--mesh-levels", type=_levels, metavar="L[,L...]",
+                   help="density levels those meshes are made at (default: the model's own, EG3D: 10); with "
+                        "several, the report gives the Chamfer distance at each (chamfer_by_level)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", type=Path, help="also write the report here")
@@ -75,6 +78,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--before-distillation", type=Path, metavar="EVAL",
                    help="eval report of the model a distilled one replaces: adds their before/after comparison")
     c.set_defaults(func=run_card)
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    """``--mesh-levels``: positive densities, comma-separated (argparse prints the error line)."""
+    try:
+        levels = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r} (e.g. 5,10,20)") from None
+    if not levels or len(levels) > 16 or not all(0 < v < 1000 for v in levels):
+        raise argparse.ArgumentTypeError(f"levels must be 1-16 densities between 0 and 1000, got {text!r}")
+    return levels
 
 
 def _open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
@@ -196,7 +210,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from train.eval.reconstruction import reconstruction
 
         report["reconstruction"] = reconstruction(model.generator, test, heads=args.reconstruction_heads,
-                                                  meshes=args.reconstruction_meshes, on_progress=on_progress)
+                                                  meshes=args.reconstruction_meshes, on_progress=on_progress,
+                                                  mesh_levels=args.mesh_levels)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
     report = {"command": command, "model": model.name,

@@ -16,6 +16,7 @@ from behind.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,25 +94,41 @@ def view_scores(out: dict[str, torch.Tensor], i: int, image: torch.Tensor, depth
             "depth_error": float(np.median(err)) if err.size else float("nan")}
 
 
-def mesh_chamfer(G: Any, z: torch.Tensor, head: HeadParams, samples: int = 20000) -> float:
-    """Chamfer distance (world units) between the model's density-level mesh of ``z`` and the true surface
-    (NaN when the model's field has no surface at that level)."""
+def mesh_chamfers(G: Any, z: torch.Tensor, head: HeadParams, levels: Sequence[float],
+                  samples: int = 20000) -> dict[float, float]:
+    """Chamfer distance (world units) between the model's mesh of ``z`` at each density level and the true
+    surface (NaN where the model's field has no surface at that level).
+
+    Several levels share one tri-plane synthesis and one truth mesh: the level a model's meshes should use is
+    the one whose surface lies on the truth, and a distilled model can be asked directly (``--mesh-levels``).
+    """
     device = next(G.parameters()).device
     zz = z.to(device)
     c = torch.zeros(1, G.cfg.c_dim, device=device)
     with torch.no_grad():
         ws = G.mapping(zz, c)
         planes = G.synthesize_planes(ws)
-    try:
-        model_mesh = extract_mesh(GeneratorField(G, planes), MESH_SETTINGS)
-    except Aware3DError:  # no surface at the level: nothing to compare (counted in the report)
-        return float("nan")
     truth_mesh = extract_mesh(SDFField(lambda p: head_sdf(head, p).to(p.dtype)), MESH_SETTINGS)
-    a = sample_surface(model_mesh.vertices, model_mesh.faces, samples, seed=0)
     b = sample_surface(truth_mesh.vertices, truth_mesh.faces, samples, seed=1)
-    a = a[np.abs(a).max(axis=1) < CHAMFER_INNER]
     b = b[np.abs(b).max(axis=1) < CHAMFER_INNER]
-    return chamfer(a, b)
+    out: dict[float, float] = {}
+    for level in levels:
+        try:
+            model_mesh = extract_mesh(GeneratorField(G, planes), dataclasses.replace(MESH_SETTINGS, level=level))
+        except Aware3DError:  # no surface at the level: nothing to compare (counted in the report)
+            out[level] = float("nan")
+            continue
+        a = sample_surface(model_mesh.vertices, model_mesh.faces, samples, seed=0)
+        a = a[np.abs(a).max(axis=1) < CHAMFER_INNER]
+        out[level] = chamfer(a, b)
+    return out
+
+
+def head_latent(cfg: Any, params: dict[str, Any]) -> torch.Tensor:
+    """The z [1, z_dim] of a data head from its stored parameters (its latent; the rest of z is zero)."""
+    z = torch.zeros(1, cfg.z_dim)
+    z[0, :LATENT_DIMS] = torch.tensor(params["latent"][:LATENT_DIMS])
+    return z
 
 
 def _median(values: Sequence[float]) -> float:
@@ -126,9 +143,15 @@ def _mean(rows: Sequence[dict[str, float]], key: str) -> float:
 
 
 def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float = 45.0, meshes: int = 4,
-                   on_progress: Progress | None = None) -> dict[str, Any]:
-    """The report section: held-out heads of a ``*_test.zip`` (with latents) rendered from their own z."""
+                   on_progress: Progress | None = None,
+                   mesh_levels: Sequence[float] | None = None) -> dict[str, Any]:
+    """The report section: held-out heads of a ``*_test.zip`` (with latents) rendered from their own z.
+
+    ``chamfer_mean`` is at the first of ``mesh_levels`` (default: the model's own ``mesh_level``); with more
+    than one, ``chamfer_by_level`` gives each.
+    """
     cfg = G.cfg
+    mesh_levels = tuple(mesh_levels) if mesh_levels else (float(cfg.mesh_level),)
     if not takes_head_latents(cfg):
         return {"skipped": f"{cfg.name} does not take head latents as z (not a distilled model)"}
     p0 = test.params(0)
@@ -141,13 +164,12 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
     views = [(y, p) for (y, p) in test.test_views if abs(y) <= max_yaw]
     rows: list[dict[str, float]] = []
     back: list[float] = []
-    chamfers: list[float] = []
+    chamfers: list[dict[float, float]] = []
     for n, h in enumerate(ids):
         idx = [test.test_view(h, y, p) for (y, p) in views]
         items = [test[i] for i in idx]
         params = test.params(idx[0])
-        z = torch.zeros(1, cfg.z_dim)
-        z[0, :LATENT_DIMS] = torch.tensor(params["latent"][:LATENT_DIMS])
+        z = head_latent(cfg, params)
         labels = torch.stack([it["label"] for it in items])
         out = render_views(G, z, labels, sampling)
         choices = {key: str(params.get(key)) for key in CHOICES}
@@ -159,7 +181,7 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
         out_back = render_views(G, z, truth.c, sampling)
         back += [view_scores(out_back, k, truth.image[k], truth.depth[k])["psnr_head"] for k in range(len(BACK_YAWS))]
         if n < meshes:
-            chamfers.append(mesh_chamfer(G, z, HeadParams.from_json(params)))
+            chamfers.append(mesh_chamfers(G, z, HeadParams.from_json(params), mesh_levels))
         if on_progress:
             on_progress("reconstruction", n + 1, len(ids))
     by_yaw = {}
@@ -176,9 +198,13 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
         "heads": len(ids), "views_per_head": len(views), "max_yaw": max_yaw,
         **{f"{k}_mean": _mean(rows, k) for k in ("psnr", "psnr_head", "ssim", "ssim_head")},
         "depth_error_median": _median([r["depth_error"] for r in rows]),
-        "chamfer_mean": _mean([{"c": c} for c in chamfers], "c"),
+        "chamfer_mean": _mean([{"c": c[mesh_levels[0]]} for c in chamfers], "c"),
+        "chamfer_level": float(mesh_levels[0]),
         "chamfer_heads": len(chamfers),
-        "chamfer_no_surface": int(sum(not np.isfinite(c) for c in chamfers)),
+        "chamfer_no_surface": int(sum(not np.isfinite(c[mesh_levels[0]]) for c in chamfers)),
+        **({"chamfer_by_level": {f"{lv:g}": {"mean": _mean([{"c": c[lv]} for c in chamfers], "c"),
+                                             "no_surface": int(sum(not np.isfinite(c[lv]) for c in chamfers))}
+                                 for lv in mesh_levels}} if len(mesh_levels) > 1 else {}),
         "back_psnr_head_mean": float(np.mean(back)) if back else float("nan"),
         "by_yaw": by_yaw,
         "by_choice": by_choice,
