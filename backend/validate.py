@@ -80,7 +80,7 @@ BOUNDS: dict[str, Bound] = {
     "orbit_frames": Bound(2, 3600, True, "48", "orbit video frames (0: none, where allowed)"),
     "mesh_resolution": Bound(32, 1024, True, "128", "server mesh/invert: grid resolution per axis"),
     "cli_mesh_resolution": Bound(64, 1024, True, "256", "aware3d mesh --res, invert/edit --mesh-res"),
-    "mesh_level": Bound(-1000.0, 1000.0, False, "the model's own (EG3D: 10)", "mesh density level"),
+    "mesh_level": Bound(-1000.0, 1000.0, False, "10", "mesh density level (default: the model's own; EG3D: 10)"),
     "faces": Bound(0, 10_000_000, True, "50000", "target mesh faces (0 keeps all)"),
     "smooth_iterations": Bound(0, 1000, True, "10", "Taubin smoothing iterations"),
     "mesh_texture_size": Bound(64, 8192, True, "1024", "baked mesh texture (pixels)"),

@@ -115,7 +115,7 @@ def test_mesh_consistency_counts_latents_without_a_surface() -> None:
     G.query = lambda planes, coords, plane_set="all", **_: {  # type: ignore[method-assign]
         "sigma": torch.full((*coords.shape[:-1], 1), -5.0),
         "rgb": torch.zeros(*coords.shape[:-1], TINY.decoder_output_dim)}
-    assert mesh_consistency(G, latents=2, seed=0) == {"latents": 2, "no_surface": 2}
+    assert mesh_consistency(G, latents=2, seed=0) == {"latents": 2, "level": 10.0, "no_surface": 2}
 
 
 def test_model_card_lists_provenance_and_metrics(tmp_path: Path) -> None:

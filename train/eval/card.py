@@ -50,7 +50,8 @@ def _format_metrics(report: dict[str, Any]) -> str:
         lines.append(f"| frontal depth range over the head (p5–p95, world units) | {g.get('depth_range', 0):.3f} |")
     m = report.get("mesh", {})
     if "iou_mean" in m:
-        lines.append(f"| mesh (density 10) vs render, {m['latents']} heads × front and 30°: silhouette IoU mean / min "
+        lines.append(f"| mesh (density {m.get('level', 10):g}) vs render, {m['latents']} heads × front and 30°: "
+                     f"silhouette IoU mean / min "
                      f"| {m['iou_mean']:.3f} / {m['iou_min']:.3f} |")
         lines.append(f"| mesh vs render depth, median error (world units): mean / worst view "
                      f"| {m['depth_error_mean']:.4f} / {m['depth_error_max']:.4f} |")
@@ -62,7 +63,8 @@ def _format_metrics(report: dict[str, Any]) -> str:
                      f"{r['psnr_head_mean']:.2f} |")
         lines.append(f"| same: SSIM whole image / head region | {r['ssim_mean']:.3f} / {r['ssim_head_mean']:.3f} |")
         lines.append(f"| same: median depth error (world units) | {r['depth_error_median']:.4f} |")
-        lines.append(f"| density-10 mesh vs true surface, Chamfer ({r['chamfer_heads']} heads, world units) | "
+        lines.append(f"| density-{r.get('chamfer_level', 10):g} mesh vs true surface, Chamfer ({r['chamfer_heads']} "
+                     f"heads, world units) | "
                      f"{r['chamfer_mean']:.4f} |")
         lines.append(f"| head seen from behind vs the truth: PSNR of the head region (dB) | "
                      f"{r['back_psnr_head_mean']:.2f} |")

@@ -120,11 +120,12 @@ def mesh_consistency(G: TriPlaneGenerator, latents: int, seed: int,
         ws = G.mapping(z, c_front[None], truncation_psi=0.7)
         try:
             views += latent_alignment(G, G.synthesize_planes(ws), ws)
-        except Aware3DError:  # nothing reaches density 10 (an untrained model)
+        except Aware3DError:  # nothing reaches the model's mesh level (an untrained model)
             no_surface += 1
         if on_progress:
             on_progress("mesh", i + 1, latents)
-    return {"latents": latents, "no_surface": no_surface, **(summarise(views) if views else {})}
+    return {"latents": latents, "level": float(G.cfg.mesh_level), "no_surface": no_surface,
+            **(summarise(views) if views else {})}
 
 
 def dataset_ground_truth_consistency(test_data: Any, yaw: float = 15.0, heads: int = 20) -> dict[str, Any]:
