@@ -30,7 +30,7 @@ from backend.errors import Aware3DError
 from backend.server import protocol as P
 from backend.server.jobs import JobContext, JobResult
 from backend.server.ops_core import load_model
-from backend.server.ops_mesh import check_mesh_output_args
+from backend.server.ops_mesh import check_mesh_output_args, requested_level
 from backend.validate import path_inside, safe_stem, sanitise_stem, within
 
 _NUM = (int, float)
@@ -177,11 +177,6 @@ def _check_mesh_args(a: dict[str, Any]) -> None:
     check_mesh_output_args(a, COLOUR_MODES)
     if a["orbit_frames"] != 0:
         within("orbit_frames", a["orbit_frames"], "orbit_frames", "0 (none) or e.g. 48")
-
-
-def _level(a: dict[str, Any]) -> float | None:
-    """The requested mesh level; None leaves the model's own (``GeneratorConfig.mesh_level``)."""
-    return None if a["level"] is None else float(a["level"])
 
 
 def _name(a: dict[str, Any], job_dir: Path) -> str:
@@ -332,7 +327,7 @@ def _first_head(ctx: JobContext, G: Any, framed: Any, settings: Any, start: Any,
     # A coarser grid than the final mesh: this head is shown for the seconds the refinement takes.
     opts = OutputOptions(name=f"{name}-encoder", novel_yaws=(), orbit_frames=0, mesh=True, mesh_format=None,
                          mesh_resolution=min(int(a["resolution"]), 64), mesh_faces=a["faces"],
-                         mesh_level=_level(a), keep_geometry=False)
+                         mesh_level=requested_level(a), keep_geometry=False)
 
     def progress(stage: str, step: int, total: int, message: str = "") -> None:
         ctx.progress("encoder", step, total, f"first head: {message or stage}")
@@ -407,7 +402,7 @@ def op_invert(ctx: JobContext) -> JobResult:
     inv = invert(G, framed.image.to(device), settings, progress=progress, start=start)
     opts = OutputOptions(name=name, novel_yaws=(), orbit_frames=a["orbit_frames"], mesh=a["mesh"],
                          mesh_format=None, mesh_resolution=a["resolution"], mesh_faces=a["faces"],
-                         mesh_level=_level(a))
+                         mesh_level=requested_level(a))
     # The mesh goes to the add-on as arrays (mesh.npz); files in other formats only when asked for.
     written = write_outputs(ctx.job_dir, inv, G, base, opts, source, None, progress)
     files: dict[str, Path] = {k: v for k, v in written.files.items() if k in

@@ -42,6 +42,11 @@ def check_mesh_output_args(a: dict[str, Any], colour_modes: tuple[str, ...] = CO
         within("mesh_level", a["level"], "level", "the density of the surface; EG3D's is 10")
 
 
+def requested_level(a: dict[str, Any]) -> float | None:
+    """The requested mesh level; None leaves the model's own (``GeneratorConfig.mesh_level``)."""
+    return None if a["level"] is None else float(a["level"])
+
+
 def check_mesh_args(a: dict[str, Any]) -> None:
     check_mesh_output_args(a)
     within("seed", a["seed"], "seed")
@@ -97,7 +102,7 @@ def op_mesh(ctx: JobContext) -> JobResult:
     latent = make_latent(G, int(a["seed"]), float(a["truncation"]))
     ctx.progress("planes", 1, 1)
     settings = MeshSettings(resolution=int(a["resolution"]), target_faces=int(a["faces"]) or None,
-                            level=None if a["level"] is None else float(a["level"]),
+                            level=requested_level(a),
                             colours=mode != "none", texture=mode == "texture",
                             texture_size=int(a["texture_size"])).validate()
     mesh = extract_mesh(GeneratorField(G, latent.planes), settings,
