@@ -72,11 +72,16 @@ def test_mesh_level_command_measures_stores_and_is_used(tmp_path: Path, test_zip
     assert aware3d_train(["mesh-level", "--model", str(model), "--test-data", str(test_zip), "--heads", "2",
                           "--levels", "10,30,150", "--write", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
-    chamfers = {float(k): v["chamfer_mean"] for k, v in report["levels"].items()}
-    assert report["heads"] == 2 and report["previous_level"] == 10.0
-    assert report["best_level"] == min(chamfers, key=lambda k: chamfers[k])
-    # Trained so that density passes 10 at the true surface, the model's best level is near it, not at 150.
+    levels = report["levels"]
+    chamfers = {float(k): v["chamfer_mean"] for k, v in levels.items()}
+    assert report["heads"] == 2 and report["previous_level"] == 10.0 and report["min_iou"] == 0.98
+    # The closest to the truth among the levels whose meshes match the renders the user sees.
+    agreeing = [lv for lv in chamfers if levels[f"{lv:g}"]["render_iou_mean"] >= 0.98]
+    assert report["best_level"] == min(agreeing, key=lambda k: chamfers[k])
+    # Trained so that density passes 10 at the true surface, the model's best level is near it; at 150 the
+    # mesh lies far inside both the truth and the render.
     assert report["best_level"] != 150.0 and chamfers[report["best_level"]] < 0.02 < chamfers[150.0]
+    assert levels["150"]["render_iou_mean"] < 0.98 <= levels[f"{report['best_level']:g}"]["render_iou_mean"]
     header = read_header(model)
     assert header.config["mesh_level"] == report["best_level"]
     assert header.provenance["mesh_level"]["best_level"] == report["best_level"]

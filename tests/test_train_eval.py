@@ -235,6 +235,18 @@ def test_eval_flags_fid_from_an_unproven_feature_network(synthetic: tuple[ZipDat
     assert "**FID / KID below are not trustworthy**" in _format_metrics(report)
 
 
+def test_card_gives_a_model_without_sr_one_image_row() -> None:
+    """A model whose image is its render has one picture, not three: one FID row, one reprojection row."""
+    from train.eval.card import _format_metrics
+
+    kinds = ("image", "raw", "direct")
+    report = {"quality": {"count": 500, **{f"{m}_{k}": 1.5 for m in ("fid", "kid") for k in kinds}},
+              "consistency": {f"reprojection_error_{k}": 0.01 for k in ("raw", "sr", "direct")} | {"yaw_deg": 20.0}}
+    with_sr, without = _format_metrics(report), _format_metrics(report, has_sr=False)
+    assert with_sr.count("| FID / KID,") == 3 and with_sr.count("| reprojection error") == 3
+    assert without.count("| FID / KID,") == 1 and "no SR" in without and without.count("| reprojection error") == 1
+
+
 def test_eval_records_the_command_as_typed(synthetic: tuple[ZipDataset, ZipDataset], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The default feature network is found in the bundled folder, but the recorded command does not name that

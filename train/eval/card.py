@@ -30,18 +30,22 @@ def sample_grid(G: Any, seeds: list[int], yaws: tuple[float, ...] = GRID_YAWS, t
     return np.concatenate(rows, axis=0)
 
 
-def _format_metrics(report: dict[str, Any]) -> str:
+def _format_metrics(report: dict[str, Any], has_sr: bool = True) -> str:
+    """The report as a table; ``has_sr`` False (a model whose image is its render) gives its image one row
+    instead of three identical ones (final, raw and direct are the same picture)."""
     lines = ["| measure | value |", "|---|---|"]
     q = report.get("quality", {})
     verdict = report.get("features_trust")
     if verdict is not None and not verdict.get("trusted"):
         lines.append(f"| **FID / KID below are not trustworthy** | {verdict.get('reason')} |")
-    for kind, label in (("image", "final image (SR)"), ("raw", "raw render"), ("direct", "direct render")):
+    kinds = ((("image", "final image (SR)"), ("raw", "raw render"), ("direct", "direct render")) if has_sr
+             else (("image", "the image (the volume render itself, no SR)"),))
+    for kind, label in kinds:
         if f"fid_{kind}" in q:
             lines.append(f"| FID / KID, {label} (feature-net space, {q.get('count')} images) | "
                          f"{q[f'fid_{kind}']:.3f} / {q[f'kid_{kind}']:.4f} |")
     c = report.get("consistency", {})
-    for kind in ("raw", "sr", "direct"):
+    for kind in (("raw", "sr", "direct") if has_sr else ("direct",)):
         v = c.get(f"reprojection_error_{kind}")
         if v is not None:
             lines.append(f"| reprojection error ±{c.get('yaw_deg')}°, {kind} (mean abs, 0–1) | {v:.4f} |")
@@ -121,6 +125,7 @@ def write_model_card(model_path: str | Path, eval_report: dict[str, Any] | None,
     p = header.provenance
     cfg = header.config
     size_mb = model_path.stat().st_size / 2**20
+    has_sr = cfg.get("superresolution", "none") != "none"
     comparison = ""
     if before_imitation and eval_report:
         kimg = before_imitation.get("model_kimg", "?")
@@ -161,7 +166,7 @@ Orbit (seed 0, yaw ±45°, pitch ±10°): [{name}_orbit.gif]({name}_orbit.gif)
 
 ## Evaluation (`aware3d-train eval`)
 
-{_format_metrics(eval_report) if eval_report else 'Not evaluated.'}
+{_format_metrics(eval_report, has_sr) if eval_report else 'Not evaluated.'}
 {comparison}
 
 <details><summary>Full report</summary>
