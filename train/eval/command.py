@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "compared with their true views (default: all)")
     e.add_argument("--reconstruction-meshes", type=int, default=4, metavar="N",
                    help="of those, heads whose density mesh is compared with the true surface (Chamfer)")
-    e.add_argument("--mesh-levels", type=_levels, metavar="L[,L...]",
+    e.add_argument("--mesh-levels", type=parse_levels, metavar="L[,L...]",
                    help="density levels those meshes are made at (default: the model's own, EG3D: 10); with "
                         "several, the report gives the Chamfer distance at each (chamfer_by_level)")
     e.add_argument("--seed", type=int, default=0)
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.set_defaults(func=run_card)
 
 
-def _levels(text: str) -> tuple[float, ...]:
+def parse_levels(text: str) -> tuple[float, ...]:
     """``--mesh-levels``: positive densities, comma-separated (argparse prints the error line)."""
     try:
         levels = tuple(float(t) for t in text.split(","))
@@ -91,7 +91,7 @@ def _levels(text: str) -> tuple[float, ...]:
     return levels
 
 
-def _open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
+def open_zip(path: Path, **kw):  # type: ignore[no-untyped-def]
     from backend.errors import Aware3DError
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
 
@@ -132,7 +132,7 @@ def run_features(args: argparse.Namespace) -> int:
 def _params_zip(path: Path):  # type: ignore[no-untyped-def]
     from backend.errors import Aware3DError
 
-    data = _open_zip(path)
+    data = open_zip(path)
     try:
         data.params(0)
     except Exception:
@@ -184,8 +184,8 @@ def run_eval(args: argparse.Namespace) -> int:
     command = shlex.join(command_line(args, "eval"))  # as typed: the default feature network stays implicit
     device = resolve_device(args.device)
     model = load_generator(args.model, device)
-    data = _open_zip(args.data)
-    test = _open_zip(args.test_data, extras=True) if args.test_data else None
+    data = open_zip(args.data)
+    test = open_zip(args.test_data, extras=True) if args.test_data else None
     if args.features is None:
         from backend.registry import bundled_models_dir
 

@@ -12,7 +12,9 @@ on the shipped model the best level for the truth alone, 40, gave a mesh visibly
 IoU 0.94) — becomes the model's ``mesh_level`` (``--write``), which ``aware3d mesh``, ``invert``, the server and the
 add-on use whenever the user names no level.
 
-Run: ``aware3d-train mesh-level --model M --test-data data/heads64v2_test.zip [--write]``.
+Run: ``aware3d-train mesh-level --model M --test-data data/heads64_tune_test.zip [--write]`` (held-out heads that
+the eval does not report on: ``aware3d-train make-dataset --count 1 --res 64 --out data/heads64_tune.zip
+--test-heads 16 --seed 4``).
 """
 
 from __future__ import annotations
@@ -48,20 +50,17 @@ def level_sweep(G: Any, test: Any, levels: Sequence[float], heads: int,
 
     from backend.errors import Aware3DError
     from backend.mesh.alignment import ALIGNMENT_SETTINGS, latent_alignment, summarise
-    from train.eval.reconstruction import head_latent, mesh_chamfers
+    from train.eval.reconstruction import head_latent, head_planes, mesh_chamfers
     from train.synthetic.params import HeadParams
 
     ids = test.test_heads[:heads]
     per_head: list[dict[float, float]] = []
     views: dict[float, list[Any]] = {lv: [] for lv in levels}
-    device = next(G.parameters()).device
     for n, h in enumerate(ids):
         params = test.params(test.test_view(h, *test.test_views[0]))
-        z = head_latent(G.cfg, params)
-        per_head.append(mesh_chamfers(G, z, HeadParams.from_json(params), levels))
+        ws, planes = head_planes(G, head_latent(G.cfg, params))  # one synthesis for every level and measure
+        per_head.append(mesh_chamfers(G, planes, HeadParams.from_json(params), levels))
         with torch.no_grad():
-            ws = G.mapping(z.to(device), torch.zeros(1, G.cfg.c_dim, device=device))
-            planes = G.synthesize_planes(ws)
             for lv in levels:  # no surface at a level: counted by the Chamfer's no_surface
                 with contextlib.suppress(Aware3DError):
                     views[lv] += latent_alignment(G, planes, ws, dataclasses.replace(ALIGNMENT_SETTINGS, level=lv))
@@ -132,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
     from backend.registry import load_generator
     from backend.validate import check_output_file
     from train.cli import command_line
-    from train.eval.command import _levels, _open_zip
+    from train.eval.command import open_zip, parse_levels
     from train.synthetic.latent import takes_head_latents
 
     try:
-        levels = _levels(args.levels)
+        levels = parse_levels(args.levels)
     except argparse.ArgumentTypeError as exc:
         raise Aware3DError(f"--levels: {exc}", "") from None
     if not 1 <= args.heads <= 1000:
@@ -148,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if not takes_head_latents(G.cfg):
         raise Aware3DError(f"{model.name} is not a distilled model: its z is not a head's latent, so its meshes "
                            "cannot be compared with true heads", "for GANs pass aware3d mesh --level instead")
-    test = _open_zip(args.test_data, extras=True)
+    test = open_zip(args.test_data, extras=True)
     if not test.test_heads or "latent" not in test.params(0):
         raise Aware3DError(f"{args.test_data} has no held-out heads with latents",
                            "make it with aware3d-train make-dataset --test-heads N (its *_test.zip)")

@@ -94,20 +94,22 @@ def view_scores(out: dict[str, torch.Tensor], i: int, image: torch.Tensor, depth
             "depth_error": float(np.median(err)) if err.size else float("nan")}
 
 
-def mesh_chamfers(G: Any, z: torch.Tensor, head: HeadParams, levels: Sequence[float],
+def head_planes(G: Any, z: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """(ws, tri-planes) of latent ``z`` [1, z_dim] (the distilled models take no camera conditioning)."""
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        ws = G.mapping(z.to(device), torch.zeros(1, G.cfg.c_dim, device=device))
+        return ws, G.synthesize_planes(ws)
+
+
+def mesh_chamfers(G: Any, planes: Any, head: HeadParams, levels: Sequence[float],
                   samples: int = 20000) -> dict[float, float]:
-    """Chamfer distance (world units) between the model's mesh of ``z`` at each density level and the true
-    surface (NaN where the model's field has no surface at that level).
+    """Chamfer distance (world units) between the model's mesh of one head's ``planes`` (:func:`head_planes`) at
+    each density level and the true surface (NaN where the model's field has no surface at that level).
 
     Several levels share one tri-plane synthesis and one truth mesh: the level a model's meshes should use is
     the one whose surface lies on the truth, and a distilled model can be asked directly (``--mesh-levels``).
     """
-    device = next(G.parameters()).device
-    zz = z.to(device)
-    c = torch.zeros(1, G.cfg.c_dim, device=device)
-    with torch.no_grad():
-        ws = G.mapping(zz, c)
-        planes = G.synthesize_planes(ws)
     truth_mesh = extract_mesh(SDFField(lambda p: head_sdf(head, p).to(p.dtype)), MESH_SETTINGS)
     b = sample_surface(truth_mesh.vertices, truth_mesh.faces, samples, seed=1)
     b = b[np.abs(b).max(axis=1) < CHAMFER_INNER]
@@ -181,7 +183,7 @@ def reconstruction(G: Any, test: Any, heads: int | None = None, max_yaw: float =
         out_back = render_views(G, z, truth.c, sampling)
         back += [view_scores(out_back, k, truth.image[k], truth.depth[k])["psnr_head"] for k in range(len(BACK_YAWS))]
         if n < meshes:
-            chamfers.append(mesh_chamfers(G, z, HeadParams.from_json(params), mesh_levels))
+            chamfers.append(mesh_chamfers(G, head_planes(G, z)[1], HeadParams.from_json(params), mesh_levels))
         if on_progress:
             on_progress("reconstruction", n + 1, len(ids))
     by_yaw = {}
