@@ -18,19 +18,38 @@ from backend.config import HEAD_LATENT_DIMS, takes_head_latents
 from backend.configs import get_config
 from backend.errors import Aware3DError
 from backend.invert.avatar import base_identity
-from backend.invert.encoder import EncoderConfig, PhotoEncoder, check_belongs, encode, load_encoder, save_encoder
+from backend.invert.encoder import (
+    EncoderConfig,
+    PhotoEncoder,
+    check_belongs,
+    encode,
+    load_encoder,
+    save_encoder,
+)
 from backend.registry import load_generator
 from train.encoder.data import (
+    IGNORE,
     MIRROR_NEGATE,
     Augmentation,
     Augmented,
+    Examples,
     MixedExamples,
     ZipExamples,
+    choice_targets,
+    encoder_choices,
     identifiable_latents,
     mirror_latents,
 )
 from train.encoder.loop import EncoderOptions, EncoderTrainer, HeadExamples
-from train.synthetic.latent import LATENT_DIMS, NAMES, UNUSED_WHEN, head_from_latent, lighting_from_latent
+from train.synthetic.latent import (
+    INDEX,
+    LATENT_DIMS,
+    NAMES,
+    UNUSED_WHEN,
+    choice_of,
+    head_from_latent,
+    lighting_from_latent,
+)
 
 EXE = str(Path(sys.executable).parent / "aware3d-train")
 
@@ -55,8 +74,11 @@ class OneBatch:
         self.cached = None
 
     def batch(self, index: int, size: int, rank: int = 0, world: int = 1):  # type: ignore[no-untyped-def]
-        if self.cached is None:
-            self.cached = self.inner.batch(0, size, rank, world)
+        if self.cached is None:  # half the heads and their mirror images (what mirror averaging expects)
+            ex = self.inner.batch(0, size // 2, rank, world)
+            self.cached = Examples(torch.cat([ex.images, ex.images.flip(-1)]),
+                                   torch.cat([ex.latents, mirror_latents(ex.latents)]),
+                                   torch.cat([ex.pose, ex.pose * torch.tensor([-1.0, 1.0])]))
         return self.cached
 
 
@@ -78,6 +100,13 @@ def test_training_fits_latents_and_poses(tmp_path: Path) -> None:
     last = trainer.loss(trainer.source.batch(0, 8))
     assert float(last["latent_mse"].detach()) < 0.5 * float(first["latent_mse"].detach())
     assert float(last["pose_l1"].detach()) < 0.5 * float(first["pose_l1"].detach())
+    assert float(last["choice_ce"].detach()) < 0.5 * float(first["choice_ce"].detach())
+    # the choices it was shown come back as the same heads' choices
+    with torch.no_grad():
+        lat, _ = trainer.encoder.eval()(trainer.source.cached.images)
+    for got, want in zip(lat.numpy(), trainer.source.cached.latents.numpy()):
+        a, b = head_from_latent(got), head_from_latent(want)
+        assert (a.hair_style, a.hair_colour, a.glasses, a.hat) == (b.hair_style, b.hair_colour, b.glasses, b.hat)
 
 
 def test_resume_is_exact(tmp_path: Path) -> None:
@@ -416,3 +445,74 @@ def test_calibration_shrinks_what_the_encoder_cannot_read_and_keeps_the_mirror(h
     assert provenance["check_before_calibration"] == {"clean": 1}
     again = subprocess.run([*cmd, str(test_zip)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "calibrated already" in again.stderr
+
+
+# --------------------------------------------------------------------------------------------------------
+# Discrete choices as classes
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_a_choice_decodes_inside_its_bin_at_every_masculinity() -> None:
+    rng = np.random.default_rng(4)
+    for c in encoder_choices():
+        name = NAMES[c.index]
+        for zm in [*rng.uniform(-3.4, 3.4, 6), -5.0, 5.0]:
+            latent = torch.zeros(c.count, LATENT_DIMS, dtype=torch.float64)
+            latent[:, INDEX["masculinity"]] = float(zm)
+            latent[:, c.index] = c.decode(torch.arange(c.count), latent)
+            assert [choice_of(z, name) for z in latent.numpy()] == list(range(c.count)), (name, zm)
+
+
+def test_class_targets_are_the_heads_choices_and_ignore_what_it_does_not_show() -> None:
+    rng = np.random.default_rng(5)
+    latents = torch.from_numpy(identifiable_latents(rng.standard_normal((300, LATENT_DIMS))))
+    choices = encoder_choices()
+    target = choice_targets(latents, choices)
+    decoded = latents.clone()
+    for k, c in enumerate(choices):
+        decoded[:, c.index] = c.decode(target[:, k].clamp_min(0), latents)
+    base = next(k for k, c in enumerate(choices) if c.index == INDEX["glasses_base"])
+    for z, back, t in zip(latents.numpy(), decoded.numpy(), target):
+        a, b = head_from_latent(z), head_from_latent(back)
+        assert (a.hair_style, a.hair_colour, a.iris_colour, a.glasses, a.hat, a.beard) == \
+            (b.hair_style, b.hair_colour, b.iris_colour, b.glasses, b.hat, b.beard)
+        assert (int(t[base]) == IGNORE) == (a.glasses == "none")
+        if a.glasses != "none":
+            assert a.glasses_base == b.glasses_base
+
+
+def test_an_encoder_with_classes_round_trips_and_stays_mirror_equivariant(tmp_path: Path) -> None:
+    cfg = EncoderConfig(latent_dim=LATENT_DIMS, resolution=32, channels=(8, 16), embedding=32, trained_on="heads",
+                        mirror_negate=MIRROR_NEGATE, mirror_average=True, choices=encoder_choices())
+    torch.manual_seed(0)
+    enc = PhotoEncoder(cfg).eval()
+    with torch.no_grad():
+        enc.head.bias.normal_()  # distinct classes win
+    back = load_encoder(save_encoder(tmp_path / "e.safetensors", enc, {"source": "test"}))
+    assert back.cfg == cfg and back.cfg.classes == sum(c.count for c in encoder_choices())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    lat, pose = back(x)
+    assert torch.equal(lat, enc(x)[0])
+    for z in lat.double().numpy():  # every choice's coordinate lies inside one of its bins, away from the edges
+        for c in encoder_choices():
+            k = choice_of(z, NAMES[c.index])
+            again = torch.from_numpy(z)[None].clone()
+            assert abs(float(c.decode(torch.tensor([k]), again)[0]) - z[c.index]) < 1e-5
+    lat_m, pose_m = back(x.flip(-1))
+    assert torch.allclose(lat_m, mirror_latents(lat), atol=1e-5) and torch.allclose(pose_m[:, 0], -pose[:, 0])
+
+
+def _choice(index: int, **changes: object) -> dict:
+    return {"index": index, "middles": [[-1.0, 1.0]], "depends_on": -1, "grid": [], **changes}
+
+
+@pytest.mark.parametrize("choices, message", [
+    ([_choice(70)], "choices must name"), ([_choice(3), _choice(3)], "choices must name"),
+    ([_choice(3, middles=[[0.0]])], "2-64 numbers"), ([_choice(3, depends_on=0)], "ascending grid"),
+    ([_choice(3, depends_on=0, grid=[1.0, 0.0], middles=[[0, 1], [0, 1]])], "ascending grid"),
+    ([_choice(MIRROR_NEGATE[0])], "mirror image"), ([{**_choice(3), "index": "x"}], r"choices\[0\].index must be an integer"),
+    ([_choice(3, colour=1)], "unknown choice fields")])
+def test_bad_choices_in_a_file_are_refused_in_one_line(choices: list, message: str) -> None:
+    cfg = EncoderConfig(latent_dim=LATENT_DIMS, mirror_negate=MIRROR_NEGATE).to_dict()
+    with pytest.raises(ValueError, match=message):
+        EncoderConfig.from_dict({**cfg, "choices": choices})

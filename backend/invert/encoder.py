@@ -35,6 +35,61 @@ POSE_SCALE = (30.0, 15.0)  # degrees per output unit for yaw and pitch (their sp
 
 
 @dataclass(frozen=True)
+class ChoiceCoordinate:
+    """A latent coordinate that encodes a discrete choice, and the latent each choice decodes to.
+
+    ``middles[g][k]``: the latent of choice ``k`` (the middle of its Gaussian bin) when the coordinate
+    ``depends_on`` has the value ``grid[g]`` (linear in between, held beyond the ends); one row and
+    ``depends_on = -1`` for a choice whose bins stay put. For the synthetic heads, hair style and beard move
+    with masculinity: a style's bin at one masculinity is another style's at the next.
+    """
+
+    index: int
+    middles: tuple[tuple[float, ...], ...]
+    depends_on: int = -1
+    grid: tuple[float, ...] = ()
+
+    FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "index": (0, 1 << 16), "middles": (-1e3, 1e3), "depends_on": (-1, 1 << 16), "grid": (-1e3, 1e3)}
+
+    @property
+    def count(self) -> int:
+        return len(self.middles[0])
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ChoiceCoordinate:
+        if isinstance(d, ChoiceCoordinate):
+            return d
+        if not isinstance(d, dict):
+            raise ValueError(f"a choice must be an object, got {type(d).__name__}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UnknownFieldsError(f"unknown choice fields: {sorted(unknown)}")
+        check_fields(cls, d, cls.FIELD_RANGES, prefix="choices.")
+        middles = tuple(tuple(float(v) for v in row) for row in d.get("middles", ()))
+        grid = tuple(float(v) for v in d.get("grid", ()))
+        depends_on = int(d.get("depends_on", -1))
+        if not middles or not 2 <= len(middles[0]) <= 64 or len({len(r) for r in middles}) != 1:
+            raise ValueError("a choice's middles must be rows of 2-64 numbers, all of one length")
+        if (depends_on < 0) != (not grid) or len(middles) != max(1, len(grid)) \
+                or any(b <= a for a, b in itertools.pairwise(grid)):
+            raise ValueError("a choice that depends on a coordinate needs an ascending grid with one row of "
+                             "middles per value (and one row without)")
+        return cls(index=int(d["index"]), middles=middles, depends_on=depends_on, grid=grid)
+
+    def decode(self, choice: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The latent [N] of ``choice`` [N] (int), reading ``depends_on`` from ``latent`` [N, latent_dim]."""
+        table = torch.tensor(self.middles, dtype=latent.dtype, device=latent.device)  # [G, K]
+        if self.depends_on < 0:
+            return table[0][choice]
+        grid = torch.tensor(self.grid, dtype=latent.dtype, device=latent.device)
+        x = latent[:, self.depends_on].clamp(grid[0], grid[-1])
+        hi = torch.searchsorted(grid, x.contiguous()).clamp(1, len(grid) - 1)
+        t = (x - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
+        return torch.lerp(table[hi - 1, choice], table[hi, choice], t)
+
+
+@dataclass(frozen=True)
 class EncoderConfig:
     target: Literal["z", "w"] = "z"          # what the latent output is: the model's z, or w
     latent_dim: int = 67
@@ -53,6 +108,11 @@ class EncoderConfig:
     # mirror-equivariant: no yaw bias left or right.
     mirror_negate: tuple[int, ...] = ()
     mirror_average: bool = False
+    # Coordinates that encode a discrete choice (hair style, glasses, ...): each gets class logits instead of a
+    # regressed value, and its latent is the middle of the most likely choice's bin. Regressing a bin's middle
+    # blurs across choices (a photo between two hair styles gets the style in between), and any value inside
+    # the bin is the same head.
+    choices: tuple[ChoiceCoordinate, ...] = ()
 
     # Bounds of the numbers a model file may give (config_fields.check_fields).
     FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
@@ -77,12 +137,27 @@ class EncoderConfig:
         for key in ("channels", "mirror_negate"):
             if key in d:
                 d[key] = tuple(d[key])
+        if "choices" in d:
+            d["choices"] = tuple(ChoiceCoordinate.from_dict(c) for c in d["choices"])
         channels, latent_dim = d.get("channels", cls.channels), d.get("latent_dim", cls.latent_dim)
         if not 1 <= len(channels) <= 16 or any(c % 8 for c in channels):
             raise ValueError("channels must be 1-16 widths, each a multiple of 8 (GroupNorm of 8 groups)")
         if any(i >= latent_dim for i in d.get("mirror_negate", ())):
             raise ValueError(f"mirror_negate names a coordinate outside the latent (0-{latent_dim - 1})")
+        choices = d.get("choices", ())
+        named = [c.index for c in choices]
+        if len(set(named)) != len(named) or any(not 0 <= i < latent_dim for i in named) \
+                or any(c.depends_on >= latent_dim or c.depends_on in named for c in choices):
+            raise ValueError(f"choices must name distinct coordinates of the latent (0-{latent_dim - 1}), each "
+                             "depending on none or on a regressed one")
+        if set(d.get("mirror_negate", ())) & (set(named) | {c.depends_on for c in choices}):
+            raise ValueError("a choice's coordinate cannot change sign in the mirror image")
         return cls(**d)
+
+    @property
+    def classes(self) -> int:
+        """The number of class logits (one per bin of every binned coordinate)."""
+        return sum(c.count for c in self.choices)
 
 
 class PhotoEncoder(nn.Module):
@@ -101,12 +176,12 @@ class PhotoEncoder(nn.Module):
                        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
         self.trunk = nn.Sequential(*layers)
         self.embed = nn.Linear(cfg.channels[-1] * 4, cfg.embedding)
-        self.head = nn.Linear(cfg.embedding, cfg.latent_dim + 2)
+        self.head = nn.Linear(cfg.embedding, cfg.latent_dim + 2 + cfg.classes)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("latent_std", torch.ones(cfg.latent_dim))
-        sign = torch.ones(cfg.latent_dim + 2)
+        sign = torch.ones(cfg.latent_dim + 2 + cfg.classes)
         sign[list(cfg.mirror_negate)] = -1
-        sign[-2] = -1  # yaw
+        sign[cfg.latent_dim] = -1  # yaw
         self.register_buffer("mirror_sign", sign, persistent=False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -120,9 +195,16 @@ class PhotoEncoder(nn.Module):
         return x
 
     def raw(self, images: torch.Tensor) -> torch.Tensor:
-        """Standardised outputs [N, latent_dim + 2] (what training compares)."""
+        """Outputs [N, latent_dim + 2 + classes] (what training compares): the standardised latent, yaw and
+        pitch in units of ``POSE_SCALE``, then the class logits of the binned coordinates."""
         h = F.adaptive_avg_pool2d(self.trunk(self.prepare(images)), 2).flatten(1)
         return self.head(F.silu(self.embed(h)))
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(standardised latent [N, latent_dim], pose [N, 2], one logits tensor per binned coordinate)."""
+        n = self.cfg.latent_dim
+        sizes = [c.count for c in self.cfg.choices]
+        return out[:, :n], out[:, n:n + 2], list(out[:, n + 2:].split(sizes, dim=1)) if sizes else []
 
     def mirrored(self, out: torch.Tensor) -> torch.Tensor:
         """Standardised outputs of the mirror image (yaw and the ``mirror_negate`` coordinates change sign).
@@ -135,9 +217,11 @@ class PhotoEncoder(nn.Module):
         out = self.raw(images)
         if self.cfg.mirror_average:
             out = 0.5 * (out + self.mirrored(self.raw(images.flip(-1))))
-        latent = out[:, :-2] * self.latent_std + self.latent_mean
-        pose = out[:, -2:] * torch.tensor(POSE_SCALE, device=out.device)
-        return latent, pose
+        standard, pose, logits = self.split(out)
+        latent = standard * self.latent_std + self.latent_mean
+        for choice, scores in zip(self.cfg.choices, logits):  # after the coordinates they depend on
+            latent[:, choice.index] = choice.decode(scores.argmax(1), latent)
+        return latent, pose * torch.tensor(POSE_SCALE, device=out.device)
 
 
 def save_encoder(path: str | Path, enc: PhotoEncoder, provenance: dict[str, Any]) -> Path:

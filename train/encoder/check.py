@@ -177,6 +177,7 @@ def calibrate(enc: PhotoEncoder, path: str | Path) -> dict[str, Any]:
     truth = data.latents.numpy()
     before = _rmse(lat - truth, 0)
     factor = np.clip((lat * truth).sum(0) / np.maximum((lat * lat).sum(0), 1e-12), 0.0, None)
+    factor[[c.index for c in enc.cfg.choices]] = 1.0  # a class decodes to its bin's middle, whatever the scale
     after = _rmse(lat * factor - truth, 0)
     enc.latent_std.mul_(torch.from_numpy(factor.astype(np.float32)).to(enc.latent_std))
     return {"data": str(path), "images": len(data), "rmse_before": round(float(np.sqrt(np.mean(before ** 2))), 4),

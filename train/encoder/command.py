@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--augment", type=float,
                    help="strength of the photo augmentation: crop shift/zoom, colour, blur, noise (default 0: none; "
                         "1: shifts up to 3 %%, zoom up to 5 %%, see train/encoder/data.py)")
+    p.add_argument("--regress-choices", action="store_true",
+                   help="distilled models: regress discrete choices (hair style, glasses, ...) as numbers, as encoders "
+                        "before 2026-12-07 did, instead of class logits over their bins")
+    p.add_argument("--class-weight", type=float, help="weight of the choices' cross-entropy (default 1)")
     p.add_argument("--channels", help="the network's stage widths, comma-separated (default 32,64,128,256)")
     p.add_argument("--embedding", type=int, help="the network's embedding size (default 512)")
     p.add_argument("--resume", action="store_true", help="continue from the newest snapshot in --out")
@@ -182,6 +186,12 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(f"data set not found: {missing[0] if missing else args.data!r}",
                                "make one with aware3d-train make-dataset")
         changes["data"] = paths
+    if args.regress_choices:
+        changes["classes"] = False
+    if args.class_weight is not None:
+        if args.class_weight < 0:
+            raise Aware3DError(f"--class-weight must be at least 0, got {args.class_weight}")
+        changes["class_weight"] = args.class_weight
     if args.fresh and not args.data:
         raise Aware3DError("--fresh is the share of fresh heads beside --data", "add --data ZIP, or leave --fresh out")
     if args.channels:

@@ -29,9 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.invert.encoder import ChoiceCoordinate
 from train.synthetic.latent import (
     INDEX,
     LATENT_DIMS,
+    MASCULINITY_CHOICES,
+    NAMES,
+    choice_middles,
+    choice_of,
+    choice_probabilities,
     head_from_latent,
     latent_from_params,
     lighting_from_latent,
@@ -62,6 +68,36 @@ def identifiable_latents(latents: np.ndarray) -> np.ndarray:
             c[list(_NO_HAT)] = 0.0
         out[i] = c
     return out
+
+
+IGNORE = -100  # class target of a choice the head does not show (cross_entropy's ignore_index)
+# Masculinity coordinate values at which the choices that move with it are tabulated (step 0.125).
+MASCULINITY_GRID = tuple(round(-3.5 + 0.125 * k, 3) for k in range(57))
+
+
+def encoder_choices() -> tuple[ChoiceCoordinate, ...]:
+    """Every discrete coordinate of the head latent as a choice the encoder classifies, in latent order."""
+    out = []
+    for name in NAMES:
+        if name not in choice_probabilities():
+            continue
+        if name in MASCULINITY_CHOICES:
+            out.append(ChoiceCoordinate(INDEX[name], choice_middles(name, MASCULINITY_GRID), INDEX["masculinity"],
+                                        MASCULINITY_GRID))
+        else:
+            out.append(ChoiceCoordinate(INDEX[name], choice_middles(name, (0.0,))))
+    return tuple(out)
+
+
+def choice_targets(latents: torch.Tensor, choices: Sequence[ChoiceCoordinate]) -> torch.Tensor:
+    """The choice each coordinate of ``choices`` makes in each of ``latents`` [N, >= LATENT_DIMS] (int64
+    [N, len(choices)]); ``IGNORE`` where the head does not show it (the frame colour without glasses)."""
+    z = latents.detach().cpu().double().numpy()
+    out = np.array([[choice_of(row, NAMES[c.index]) for c in choices] for row in z], dtype=np.int64)
+    for k, c in enumerate(choices):
+        if c.index == INDEX["glasses_base"]:
+            out[[choice_of(row, "glasses") == 0 for row in z], k] = IGNORE  # glasses "none"
+    return torch.from_numpy(out.reshape(len(z), len(choices))).to(latents.device)
 
 
 def mirror_latents(latents: np.ndarray | torch.Tensor) -> Any:

@@ -33,6 +33,7 @@ from backend.render.renderer import SamplingSettings
 from backend.sampling import camera_label
 from train.distill.targets import Prefetching, camera_angles
 from train.encoder.data import (
+    IGNORE,
     MIRROR_NEGATE,
     Augmented,
     Examples,
@@ -40,6 +41,8 @@ from train.encoder.data import (
     MixedExamples,
     ZipExamples,
     _close,
+    choice_targets,
+    encoder_choices,
 )
 from train.gan import distributed
 from train.gan.logs import TrainingLog
@@ -67,6 +70,10 @@ class EncoderOptions:
     fresh: float = 0.0
     mirror: float = 0.5
     augment: float = 0.0
+    # Distilled models: discrete choices (hair style, glasses, ...) as class logits over their Gaussian bins
+    # (cross-entropy, weighted by class_weight) instead of a regressed bin middle.
+    classes: bool = True
+    class_weight: float = 1.0
     # channels and embedding of the network (see EncoderConfig)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 512
@@ -130,7 +137,8 @@ class EncoderTrainer:
         cfg = EncoderConfig(target="z" if distilled else "w", latent_dim=LATENT_DIMS if distilled else G.cfg.w_dim,
                             resolution=G.cfg.img_resolution, channels=tuple(opts.channels), embedding=opts.embedding,
                             generator=generator, trained_on="heads" if distilled else "generator",
-                            mirror_negate=MIRROR_NEGATE if distilled else (), mirror_average=distilled)
+                            mirror_negate=MIRROR_NEGATE if distilled else (), mirror_average=distilled,
+                            choices=encoder_choices() if distilled and opts.classes else ())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(opts.seed)
             self.encoder = PhotoEncoder(cfg).to(self.device)
@@ -168,10 +176,27 @@ class EncoderTrainer:
 
     def loss(self, ex: Examples) -> dict[str, torch.Tensor]:
         enc = self.encoder
-        out = enc.raw(ex.images.to(self.device))
-        latent = (ex.latents.to(self.device) - enc.latent_mean) / enc.latent_std
+        standard, pose_out, logits = enc.split(enc.raw(ex.images.to(self.device)))
+        latents = ex.latents.to(self.device)
+        latent = (latents - enc.latent_mean) / enc.latent_std
         pose = ex.pose.to(self.device) / torch.tensor(POSE_SCALE, device=self.device)
-        return {"latent_mse": F.mse_loss(out[:, :-2], latent), "pose_l1": (out[:, -2:] - pose).abs().mean()}
+        terms = {"pose_l1": (pose_out - pose).abs().mean()}
+        regressed = self._regressed
+        terms["latent_mse"] = F.mse_loss(standard[:, regressed], latent[:, regressed])
+        if logits:
+            target = choice_targets(latents, enc.cfg.choices)
+            shown = (target != IGNORE).sum(0).clamp_min(1)  # a batch may hold no head with glasses: 0, not NaN
+            terms["choice_ce"] = torch.stack([
+                F.cross_entropy(lg, target[:, k], ignore_index=IGNORE, reduction="sum") / shown[k]
+                for k, lg in enumerate(logits)]).mean()
+        return terms
+
+    @property
+    def _regressed(self) -> torch.Tensor:
+        """Indices of the latent coordinates the encoder regresses (those without class logits)."""
+        binned = {c.index for c in self.encoder.cfg.choices}
+        return torch.tensor([i for i in range(self.encoder.cfg.latent_dim) if i not in binned],
+                            device=self.device)
 
     def train_step(self) -> dict[str, float]:
         o = self.opts
@@ -179,7 +204,7 @@ class EncoderTrainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         terms = self.loss(ex)
-        loss = terms["latent_mse"] + o.pose_weight * terms["pose_l1"]
+        loss = terms["latent_mse"] + o.pose_weight * terms["pose_l1"] + o.class_weight * terms.get("choice_ce", 0)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = list(self.encoder.parameters())

@@ -28,7 +28,7 @@ absent (documented in ``UNUSED_WHEN``). The camera is not part of ``z``: it is t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -206,6 +206,20 @@ def _bg_bottom_inv(top: Sequence[float], bottom: Sequence[float]) -> np.ndarray:
 _BIN_MASCULINITY = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
+def choice_probabilities() -> dict[str, Callable[[float], tuple[float, ...]]]:
+    """Every discrete coordinate's choice probabilities as a function of masculinity (most ignore it)."""
+    def fixed(p: Sequence[float]) -> Callable[[float], tuple[float, ...]]:
+        return lambda _masc: tuple(float(x) for x in p)
+
+    return {"iris_colour": fixed(_IRIS_P), "hair_style": hair_style_p, "hair_colour": fixed(_HAIR_COLOUR_P),
+            "glasses": fixed(GLASSES_P), "glasses_base": fixed((1, 1, 1, 1)), "hat": fixed(HAT_P),
+            "beard": beard_p, "bg_same": fixed((BG_SAME_P, 1 - BG_SAME_P))}
+
+
+# The discrete coordinates whose bins move with masculinity.
+MASCULINITY_CHOICES = ("hair_style", "beard")
+
+
 def latent_bins() -> tuple[tuple[int, tuple[float, ...]], ...]:
     """The Gaussian-bin edges (in z) of every discrete coordinate, for a generator's mapping network.
 
@@ -218,19 +232,32 @@ def latent_bins() -> tuple[tuple[int, tuple[float, ...]], ...]:
     def edges(p: Sequence[float]) -> list[float]:
         return [phi_inv(float(c)) for c in _cumulative(p)[1:-1]]
 
-    fixed = {"iris_colour": _IRIS_P, "hair_colour": _HAIR_COLOUR_P, "glasses": GLASSES_P,
-             "glasses_base": (1, 1, 1, 1), "hat": HAT_P, "bg_same": (BG_SAME_P, 1 - BG_SAME_P)}
-    varying = {"hair_style": hair_style_p, "beard": beard_p}
+    probs = choice_probabilities()
     out: list[tuple[int, tuple[float, ...]]] = []
     for name in NAMES:
-        if name in fixed:
-            e = edges(fixed[name])
-        elif name in varying:
-            e = [x for m in _BIN_MASCULINITY for x in edges(varying[name](m))]
-        else:
+        if name not in probs:
             continue
+        masc = _BIN_MASCULINITY if name in MASCULINITY_CHOICES else (0.5,)
+        e = [x for m in masc for x in edges(probs[name](m))]
         out.append((INDEX[name], tuple(sorted({round(x, 9) for x in e}))))
     return tuple(out)
+
+
+def choice_of(z: np.ndarray | Sequence[float], name: str) -> int:
+    """The choice (index into its options) that discrete coordinate ``name`` of latent ``z`` makes."""
+    masc = phi(float(z[INDEX["masculinity"]]))
+    return choice(float(z[INDEX[name]]), choice_probabilities()[name](masc))
+
+
+def choice_middles(name: str, masculinity_z: Sequence[float]) -> tuple[tuple[float, ...], ...]:
+    """The latent of each choice of ``name`` (the middle of its bin) at each masculinity coordinate value:
+    [len(masculinity_z)][choices], what an encoder that predicts the choice decodes it to."""
+    p = choice_probabilities()[name]
+    rows = []
+    for zm in masculinity_z:
+        probs = p(phi(float(zm)))
+        rows.append(tuple(round(choice_inv(k, probs), 9) for k in range(len(probs))))
+    return tuple(rows)
 
 
 def hair_style_p(masc: float) -> tuple[float, ...]:
