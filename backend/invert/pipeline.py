@@ -88,19 +88,24 @@ def preset(name: str, **overrides: Any) -> InvertSettings:
     return replace(s, **overrides) if overrides else s
 
 
+FAST_PATCH = 32  # window side of a fast refinement's steps (render.window_size: whole views when it cannot)
+
+
 def refine_budget(s: InvertSettings, refine: str) -> InvertSettings:
     """``s`` with the budgets of a refinement level from an encoder start.
 
     ``fast``: at most 30 pivot steps, no stage 1 (an encoder's start is close enough that the untuned
     generator at the pivot supplies the pseudo views' geometry and fills), at most 4 pseudo views and 30
-    stage-2 steps — about a quarter of the default pipeline's renders. ``full`` and ``none`` keep ``s``'s
-    budgets (``none`` runs none of them)."""
+    stage-2 steps — about a quarter of the default pipeline's renders — and, for models that render their
+    image directly, each step renders a random 32² window of its views (``FAST_PATCH``: 2.5× faster for
+    0.08 dB at ±30° on the bundled model, docs/invert.md). ``full`` and ``none`` keep ``s``'s budgets
+    (``none`` runs none of them)."""
     if refine not in REFINES:
         raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
     if refine == "fast":
-        s = replace(s, project=replace(s.project, steps=min(s.project.steps, 30)),
+        s = replace(s, project=replace(s.project, steps=min(s.project.steps, 30), patch=FAST_PATCH),
                     stage1=replace(s.stage1, steps=0), pseudo=replace(s.pseudo, views=min(s.pseudo.views, 4)),
-                    stage2=replace(s.stage2, steps=min(s.stage2.steps, 30)))
+                    stage2=replace(s.stage2, steps=min(s.stage2.steps, 30), patch=FAST_PATCH))
     return replace(s, refine=refine)
 
 

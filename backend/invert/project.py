@@ -25,7 +25,7 @@ import torch
 from backend.generator import TriPlaneGenerator
 from backend.invert.geometry import orbit_labels
 from backend.invert.losses import LossWeights, downsample, reconstruction_loss
-from backend.invert.render import render_views
+from backend.invert.render import draw_windows, render_views, window_size
 from backend.sampling import conditioning_label
 
 Progress = Callable[[str, int, int, str], None]
@@ -49,6 +49,9 @@ class ProjectSettings:
     camera_lr: float = 0.5  # degrees per step at the peak of the schedule
     camera_limit: float = 20.0  # the refinement may move the pose at most this far (degrees)
     w_avg_samples: int = 512
+    # Render only a random patch × patch window of the view per step (0: the whole view); models that render
+    # their image directly only (render.window_size).
+    patch: int = 0
 
 
 @dataclass
@@ -134,6 +137,8 @@ def project_latent(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     losses: list[float] = []
     G.requires_grad_(False)
+    res = G.cfg.neural_rendering_resolution
+    size = window_size(G, settings.patch)
     for step in range(settings.steps):
         t = step / max(settings.steps, 1)
         scale = lr_schedule(t, 1.0, settings.rampup, settings.rampdown)
@@ -144,8 +149,14 @@ def project_latent(
         noise = torch.randn(w_opt.shape, generator=gen).to(device) * noise_scale
         ws = (w_opt + noise).expand(1, n_ws, -1) if settings.space == "w" else w_opt + noise
         label = orbit_labels(G.cfg, cam[0:1], cam[1:2]).to(device)
-        out = render_views(G, ws, label, seed=seed * 100_003 + step)
-        loss = image_loss(out, target, settings.loss, settings.raw_weight, weight)
+        if size:
+            window = draw_windows(res, size, 1, gen)[0]
+            out = render_views(G, ws, label, seed=seed * 100_003 + step, windows=[window])
+            loss = image_loss(out, window.crop(target, res), settings.loss, settings.raw_weight,
+                              None if weight is None else window.crop(weight, res))
+        else:
+            out = render_views(G, ws, label, seed=seed * 100_003 + step)
+            loss = image_loss(out, target, settings.loss, settings.raw_weight, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
