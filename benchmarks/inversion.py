@@ -32,6 +32,9 @@ the pitch at which the head's own latent best matches the framed input under the
 (pose method ``own_latent_photometric``, a 1° grid over ±8°) — how far from the truth a photometric camera fit
 lands even with a perfect latent on this model.
 
+``--window-ablation``: the fast refinement again with whole views in every step (``encoder_fast_whole``),
+against its default 32² windows (``backend.invert.render.Window``): what the windows cost in quality.
+
 Scores (final images, exact sampling): input-view PSNR/SSIM; novel-view PSNR/SSIM against the ground truth at
 yaw ±15°, ±30°, ±45° relative to the input (rendered relative to the *estimated* pose, i.e. the error of the
 pose estimate counts); depth error (raw render at the image resolution, distance along unit rays, inside the
@@ -74,11 +77,12 @@ from benchmarks.record import Run
 
 NOVEL = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
 METHODS = ("pivot", "pivot_w", "single_view", "full", "encoder", "encoder_fast", "encoder_full", "own_latent",
-           "encoder_fast_camera", "encoder_full_camera")
+           "encoder_fast_camera", "encoder_full_camera", "encoder_fast_whole")
 PHOTOMETRIC_PITCHES = tuple(float(p) for p in range(-8, 9))
 # Seconds per photo of each method (the stages it runs; the front end is shared and reported on its own).
 METHOD_SECONDS = {"single_view": "single_view_pipeline", "full": "full_pipeline", "encoder": "encoder",
-                  "encoder_fast": "encoder_fast_pipeline", "encoder_full": "encoder_full_pipeline"}
+                  "encoder_fast": "encoder_fast_pipeline", "encoder_full": "encoder_full_pipeline",
+                  "encoder_fast_whole": "encoder_fast_whole_pipeline"}
 
 
 def gt_view(ds: Any, head: int, yaw: float, pitch: float = 0.0) -> dict[str, torch.Tensor]:
@@ -168,8 +172,12 @@ def run_encoder(G: Any, ds: Any, head: int, target: torch.Tensor, args: argparse
     variants = [(level, "") for level in args.refine]
     if args.camera_ablation:
         variants += [(level, "_camera") for level in args.refine]
+    if args.window_ablation and "fast" in args.refine:
+        variants.append(("fast", "_whole"))
     for level, suffix in variants:
-        s = replace(refine_budget(settings, level), refine_given_pose=bool(suffix))
+        s = replace(refine_budget(settings, level), refine_given_pose=suffix == "_camera")
+        if suffix == "_whole":  # every step renders the whole views, as before fast refinement used windows
+            s = replace(s, project=replace(s.project, patch=0), stage2=replace(s.stage2, patch=0))
         inv = invert(G, target, s, start=start)
         name = f"encoder_{level}{suffix}"
         sec[f"{name}_pipeline"] = sum(inv.timings.values())
@@ -427,6 +435,7 @@ def encoder_claims(out: dict[str, Any], records: list[dict[str, Any]]) -> dict[s
     return {"encoder_minus_single_view": gap("encoder", "single_view"),
             "encoder_fast_minus_full": gap("encoder_fast", "full"),
             "encoder_full_minus_full": gap("encoder_full", "full"),
+            "encoder_fast_windows_minus_whole": gap("encoder_fast", "encoder_fast_whole"),
             "own_latent_minus_encoder": gap("own_latent", "encoder"),
             **({"camera_ablation": {f"encoder_{lv}_minus_camera_refined": gap(f"encoder_{lv}",
                                                                              f"encoder_{lv}_camera")
@@ -466,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera-ablation", action="store_true",
                    help="also refine the encoder's camera jointly with the latent, and find the pitch at which "
                         "each head's own latent best matches its input (the evidence for keeping the camera)")
+    p.add_argument("--window-ablation", action="store_true",
+                   help="also run the fast refinement with whole views in every step (encoder_fast_whole) instead "
+                        "of its 32² windows")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)

@@ -510,9 +510,51 @@ def _choice(index: int, **changes: object) -> dict:
     ([_choice(70)], "choices must name"), ([_choice(3), _choice(3)], "choices must name"),
     ([_choice(3, middles=[[0.0]])], "2-64 numbers"), ([_choice(3, depends_on=0)], "ascending grid"),
     ([_choice(3, depends_on=0, grid=[1.0, 0.0], middles=[[0, 1], [0, 1]])], "ascending grid"),
-    ([_choice(MIRROR_NEGATE[0])], "mirror image"), ([{**_choice(3), "index": "x"}], r"choices\[0\].index must be an integer"),
+    ([_choice(MIRROR_NEGATE[0])], "mirror image"),
+    ([{**_choice(3), "index": "x"}], r"choices\[0\].index must be an integer"),
     ([_choice(3, colour=1)], "unknown choice fields")])
 def test_bad_choices_in_a_file_are_refused_in_one_line(choices: list, message: str) -> None:
     cfg = EncoderConfig(latent_dim=LATENT_DIMS, mirror_negate=MIRROR_NEGATE).to_dict()
     with pytest.raises(ValueError, match=message):
         EncoderConfig.from_dict({**cfg, "choices": choices})
+
+
+# --------------------------------------------------------------------------------------------------------
+# The photo's own thumbnail, and starting from a trained encoder
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_the_thumbnail_hands_the_photos_colour_to_the_embedding(tmp_path: Path) -> None:
+    cfg = EncoderConfig(latent_dim=LATENT_DIMS, resolution=32, channels=(8, 16), embedding=32, thumbnail=4)
+    torch.manual_seed(0)
+    enc = PhotoEncoder(cfg).eval()
+    assert enc.embed.in_features == 16 * 4 + 3 * 16
+    back = load_encoder(save_encoder(tmp_path / "e.safetensors", enc, {"source": "test"}))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert back.cfg.thumbnail == 4 and torch.equal(back(x)[0], enc(x)[0])
+    with torch.no_grad():  # only the thumbnail's inputs: the output follows the picture's mean colour
+        enc.embed.weight[:, : 16 * 4] = 0
+        assert not torch.allclose(enc.raw(x * 0 + 0.5), enc.raw(x * 0 - 0.5))
+    with pytest.raises(ValueError, match="thumbnail must be between"):
+        EncoderConfig.from_dict({**cfg.to_dict(), "thumbnail": 64})
+
+
+def test_training_can_start_from_an_encoder_without_the_thumbnail(tmp_path: Path) -> None:
+    G = _distilled()
+    small = {"channels": (8, 16), "embedding": 16, "log_steps": 1000, "snap_steps": 1000}
+    first = EncoderTrainer(EncoderOptions(steps=2, batch=4, thumbnail=0, **small), G, {}, tmp_path / "a", log=False)
+    first.source = OneBatch(G.cfg.img_resolution)
+    first.run()
+    source = first.export(tmp_path / "a.safetensors")
+    grown = EncoderTrainer(EncoderOptions(steps=2, batch=4, thumbnail=4, init_from=str(source), **small), G, {},
+                           tmp_path / "b", log=False)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():  # the added inputs start at zero: the same answers as the source
+        assert torch.allclose(grown.encoder.eval()(x)[0], load_encoder(source)(x)[0], atol=1e-5)
+    other = EncoderOptions(steps=2, batch=4, init_from=str(source), **{**small, "channels": (16, 16)})
+    with pytest.raises(ValueError, match="does not fit this encoder"):
+        EncoderTrainer(other, G, {}, tmp_path / "c", log=False)
+    save_encoder(tmp_path / "cal.safetensors", load_encoder(source), {"calibration": {}})
+    with pytest.raises(ValueError, match="calibrated"):
+        EncoderTrainer(dataclasses.replace(other, init_from=str(tmp_path / "cal.safetensors"), channels=(8, 16)),
+                       G, {}, tmp_path / "d", log=False)

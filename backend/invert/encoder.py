@@ -96,6 +96,11 @@ class EncoderConfig:
     resolution: int = 64                     # input size (the framed photo is resized to it)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 512
+    # Side of a thumbnail of the photo itself (area average, RGB) that joins the network's pooled features
+    # before the embedding (0: none). Why: the GroupNorm layers normalise away most of the absolute colour
+    # and brightness, which backdrop, skin and clothes colours are; the thumbnail hands them to the
+    # embedding directly.
+    thumbnail: int = 0
     # The generator: name and config, and for a GAN encoder the state_sha256 of the weights it belongs to.
     generator: dict[str, Any] = field(default_factory=dict)
     # Where the examples came from: "heads" (synthetic data heads and their true latents: valid for every model
@@ -117,6 +122,7 @@ class EncoderConfig:
     # Bounds of the numbers a model file may give (config_fields.check_fields).
     FIELD_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "latent_dim": (1, 1 << 16), "resolution": (8, 4096), "channels": (8, 4096), "embedding": (1, 1 << 16),
+        "thumbnail": (0, 32),
         "mirror_negate": (0, 1 << 16),
     }
 
@@ -175,7 +181,7 @@ class PhotoEncoder(nn.Module):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
                        nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU()]
         self.trunk = nn.Sequential(*layers)
-        self.embed = nn.Linear(cfg.channels[-1] * 4, cfg.embedding)
+        self.embed = nn.Linear(cfg.channels[-1] * 4 + 3 * cfg.thumbnail**2, cfg.embedding)
         self.head = nn.Linear(cfg.embedding, cfg.latent_dim + 2 + cfg.classes)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
         self.register_buffer("latent_std", torch.ones(cfg.latent_dim))
@@ -197,7 +203,10 @@ class PhotoEncoder(nn.Module):
     def raw(self, images: torch.Tensor) -> torch.Tensor:
         """Outputs [N, latent_dim + 2 + classes] (what training compares): the standardised latent, yaw and
         pitch in units of ``POSE_SCALE``, then the class logits of the binned coordinates."""
-        h = F.adaptive_avg_pool2d(self.trunk(self.prepare(images)), 2).flatten(1)
+        x = self.prepare(images)
+        h = F.adaptive_avg_pool2d(self.trunk(x), 2).flatten(1)
+        if self.cfg.thumbnail:
+            h = torch.cat([h, F.adaptive_avg_pool2d(x, self.cfg.thumbnail).flatten(1)], 1)
         return self.head(F.silu(self.embed(h)))
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--class-weight", type=float, help="weight of the choices' cross-entropy (default 1)")
     p.add_argument("--channels", help="the network's stage widths, comma-separated (default 32,64,128,256)")
     p.add_argument("--embedding", type=int, help="the network's embedding size (default 512)")
+    p.add_argument("--thumbnail", type=int,
+                   help="side of the photo's own RGB thumbnail fed to the embedding beside the network's features "
+                        "(default 8; 0: none, as encoders before 2026-12-07)")
+    p.add_argument("--init-from", type=Path, metavar="FILE",
+                   help="start from this encoder's weights (an uncalibrated export of the same network, with or "
+                        "without the thumbnail)")
     p.add_argument("--resume", action="store_true", help="continue from the newest snapshot in --out")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--render-workers", type=int, default=1, metavar="N",
@@ -186,6 +192,14 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(f"data set not found: {missing[0] if missing else args.data!r}",
                                "make one with aware3d-train make-dataset")
         changes["data"] = paths
+    if args.thumbnail is not None:
+        if not 0 <= args.thumbnail <= 32:
+            raise Aware3DError(f"--thumbnail must be 0-32, got {args.thumbnail}")
+        changes["thumbnail"] = args.thumbnail
+    if args.init_from is not None:
+        if not args.init_from.is_file():
+            raise Aware3DError(f"encoder file not found: {args.init_from}", "give a trained encoder's export")
+        changes["init_from"] = str(args.init_from)
     if args.regress_choices:
         changes["classes"] = False
     if args.class_weight is not None:

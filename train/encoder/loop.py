@@ -74,9 +74,12 @@ class EncoderOptions:
     # (cross-entropy, weighted by class_weight) instead of a regressed bin middle.
     classes: bool = True
     class_weight: float = 1.0
-    # channels and embedding of the network (see EncoderConfig)
+    # channels, embedding and thumbnail of the network (see EncoderConfig)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     embedding: int = 512
+    thumbnail: int = 8
+    # an encoder file to start from (init_weights_from: same network, or one that adds the thumbnail)
+    init_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +105,34 @@ class GeneratorExamples:
         out = G.render(G.synthesize_planes(ws), ws, c, sampling=SamplingSettings(seed=index))
         return Examples(out["image"].clamp(-1, 1).cpu(), ws[:, 0].cpu(),
                         torch.tensor(angles[local], dtype=torch.float32))
+
+
+def init_weights_from(enc: PhotoEncoder, path: str | Path) -> None:
+    """Start ``enc`` from a trained encoder file: every tensor of the same shape is copied; embedding inputs
+    the source lacks (a thumbnail added) start at zero, so the start computes what the source computed.
+
+    Why: an encoder trained for an hour is the best start for the same network with one more input; the
+    added inputs then learn only what the source could not read. A calibrated file is refused: its scaled
+    outputs would be trained on as if they were the raw ones."""
+    from backend.checkpoints.model_file import load_tensors, read_header_of_kind
+
+    header = read_header_of_kind(path, "encoder", "a photo encoder", "start from an encoder's training export")
+    if "calibration" in header.provenance:
+        raise ValueError(f"{path} is calibrated: start from the run's uncalibrated export (its latest.safetensors)")
+    source = load_tensors(path)
+    with torch.no_grad():
+        for name, mine in enc.state_dict().items():
+            theirs = source.get(name)
+            if theirs is not None and theirs.shape == mine.shape:
+                mine.copy_(theirs)
+            elif theirs is not None and name == "embed.weight" and theirs.shape[0] == mine.shape[0] \
+                    and theirs.shape[1] < mine.shape[1]:
+                mine.zero_()
+                mine[:, : theirs.shape[1]] = theirs
+            else:
+                have = "missing" if theirs is None else f"{tuple(theirs.shape)}"
+                raise ValueError(f"{path} does not fit this encoder: {name} is {have} there, "
+                                 f"{tuple(mine.shape)} here (same channels, embedding and choices needed)")
 
 
 def w_statistics(G: Any, samples: int = 2048, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,13 +167,16 @@ class EncoderTrainer:
                          "z_dim": LATENT_DIMS, "trained_with": generator.get("name")}
         cfg = EncoderConfig(target="z" if distilled else "w", latent_dim=LATENT_DIMS if distilled else G.cfg.w_dim,
                             resolution=G.cfg.img_resolution, channels=tuple(opts.channels), embedding=opts.embedding,
+                            thumbnail=opts.thumbnail,
                             generator=generator, trained_on="heads" if distilled else "generator",
                             mirror_negate=MIRROR_NEGATE if distilled else (), mirror_average=distilled,
                             choices=encoder_choices() if distilled and opts.classes else ())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(opts.seed)
             self.encoder = PhotoEncoder(cfg).to(self.device)
-        if not distilled:
+        if opts.init_from:
+            init_weights_from(self.encoder, opts.init_from)
+        elif not distilled:
             mean, std = w_statistics(G, seed=opts.seed)
             self.encoder.latent_mean.copy_(mean)
             self.encoder.latent_std.copy_(std)
