@@ -162,12 +162,13 @@ class EncoderConfig:
 
     @property
     def classes(self) -> int:
-        """The number of class logits (one per bin of every binned coordinate)."""
+        """The number of class logits (one per option of every choice)."""
         return sum(c.count for c in self.choices)
 
 
 class PhotoEncoder(nn.Module):
-    """Residual-free CNN (stride-2 stages, GroupNorm, SiLU) → embedding → latent and (yaw, pitch).
+    """Residual-free CNN (stride-2 stages, GroupNorm, SiLU), with the photo's thumbnail beside its pooled
+    features → embedding → latent, (yaw, pitch) and the choices' class logits.
 
     ``latent_mean``/``latent_std`` (buffers) un-standardise the latent output: zeros and ones for z (already
     standard normal), the mapping network's w statistics for a GAN.
@@ -202,7 +203,7 @@ class PhotoEncoder(nn.Module):
 
     def raw(self, images: torch.Tensor) -> torch.Tensor:
         """Outputs [N, latent_dim + 2 + classes] (what training compares): the standardised latent, yaw and
-        pitch in units of ``POSE_SCALE``, then the class logits of the binned coordinates."""
+        pitch in units of ``POSE_SCALE``, then the class logits of the choices."""
         x = self.prepare(images)
         h = F.adaptive_avg_pool2d(self.trunk(x), 2).flatten(1)
         if self.cfg.thumbnail:
@@ -210,7 +211,7 @@ class PhotoEncoder(nn.Module):
         return self.head(F.silu(self.embed(h)))
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """(standardised latent [N, latent_dim], pose [N, 2], one logits tensor per binned coordinate)."""
+        """(standardised latent [N, latent_dim], pose [N, 2], one logits tensor per choice)."""
         n = self.cfg.latent_dim
         sizes = [c.count for c in self.cfg.choices]
         return out[:, :n], out[:, n:n + 2], list(out[:, n + 2:].split(sizes, dim=1)) if sizes else []

@@ -97,9 +97,9 @@ def refine_budget(s: InvertSettings, refine: str) -> InvertSettings:
     ``fast``: at most 30 pivot steps, no stage 1 (an encoder's start is close enough that the untuned
     generator at the pivot supplies the pseudo views' geometry and fills), at most 4 pseudo views and 30
     stage-2 steps — about a quarter of the default pipeline's renders — and, for models that render their
-    image directly, each step renders a random 32² window of its views (``FAST_PATCH``: 2.5× faster for
-    0.08 dB at ±30° on the bundled model, docs/invert.md). ``full`` and ``none`` keep ``s``'s budgets
-    (``none`` runs none of them)."""
+    image directly, each step renders a random 32² window of its views (``FAST_PATCH``: 2.3× faster for
+    0.03 dB at ±30° on 8 held-out heads with the bundled model, docs/invert.md). ``full`` and ``none`` keep
+    ``s``'s budgets (``none`` runs none of them)."""
     if refine not in REFINES:
         raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
     if refine == "fast":

@@ -77,9 +77,9 @@ MASCULINITY_GRID = tuple(round(-3.5 + 0.125 * k, 3) for k in range(57))
 
 def encoder_choices() -> tuple[ChoiceCoordinate, ...]:
     """Every discrete coordinate of the head latent as a choice the encoder classifies, in latent order."""
-    out = []
+    out, probabilities = [], choice_probabilities()
     for name in NAMES:
-        if name not in choice_probabilities():
+        if name not in probabilities:
             continue
         if name in MASCULINITY_CHOICES:
             out.append(ChoiceCoordinate(INDEX[name], choice_middles(name, MASCULINITY_GRID), INDEX["masculinity"],
