@@ -149,14 +149,11 @@ def project_latent(
         noise = torch.randn(w_opt.shape, generator=gen).to(device) * noise_scale
         ws = (w_opt + noise).expand(1, n_ws, -1) if settings.space == "w" else w_opt + noise
         label = orbit_labels(G.cfg, cam[0:1], cam[1:2]).to(device)
-        if size:
-            window = draw_windows(res, size, 1, gen)[0]
-            out = render_views(G, ws, label, seed=seed * 100_003 + step, windows=[window])
-            loss = image_loss(out, window.crop(target, res), settings.loss, settings.raw_weight,
-                              None if weight is None else window.crop(weight, res))
-        else:
-            out = render_views(G, ws, label, seed=seed * 100_003 + step)
-            loss = image_loss(out, target, settings.loss, settings.raw_weight, weight)
+        window = draw_windows(res, size, 1, gen)[0] if size else None
+        out = render_views(G, ws, label, seed=seed * 100_003 + step, windows=None if window is None else [window])
+        seen, seen_weight = (target, weight) if window is None else \
+            (window.crop(target, res), None if weight is None else window.crop(weight, res))
+        loss = image_loss(out, seen, settings.loss, settings.raw_weight, seen_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
