@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.devices import hardware_description, resolve_device
 from backend.views import rgbd
-from backend.views.generate import load_view_models, resolve_view_model
-from backend.views.warp import aggregate
+from backend.views.backdrop import fit_backdrop
+from backend.views.generate import condition_for, load_view_models, resolve_view_model
 from benchmarks.record import Run
 
 
@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         views = [models.first_view(rgbd.orbit(0, 0, size), seed=r)]
         sync()
         first_s.append(time.perf_counter() - t0)
+        carried = fit_backdrop(views[0])
         for i, yaw in enumerate(yaws):
             t0 = time.perf_counter()
-            cond = aggregate(views, rgbd.orbit(yaw, 0, size))
+            cond = condition_for(views, rgbd.orbit(yaw, 0, size), carried)
             t1 = time.perf_counter()
             views.append(models.next_view(cond, seed=r * 100 + i))
             sync()

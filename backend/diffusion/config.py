@@ -10,6 +10,7 @@ from backend.config_fields import UnknownFieldsError, check_fields
 
 KINDS = ("uncond", "cond", "depth")
 COND_CHANNELS = 6  # rgb mask, masked rgb (3), masked depth, depth mask (IVID's G_c input order)
+BACKDROP_CHANNELS = 3  # the trajectory's backdrop colour, carried from the first view (backend.views.backdrop)
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class UNetConfig:
     ``kind`` sets the channels: ``uncond`` maps noisy RGBD (4) to ε (4); ``cond`` adds IVID's 6
     condition channels; ``depth`` is a time-free regressor from RGB (3) to a disparity map (1) that the
     monocular depth network uses.
+
+    ``backdrop`` (``cond`` only) adds 3 channels: the backdrop colour of the trajectory's first view at
+    every pixel, so a model trained with it paints the same backdrop in every view instead of a new guess.
     """
 
     kind: str = "uncond"
@@ -39,6 +43,7 @@ class UNetConfig:
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    backdrop: bool = False
 
     # Bounds of the numbers a model file may give (config_fields.check_fields): far beyond the bundled
     # presets, small enough that no layer of a network built from a file is absurdly large.
@@ -56,13 +61,22 @@ class UNetConfig:
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
         if self.resolution % (2 ** (len(self.channel_mults) - 1)):
             raise ValueError(f"resolution {self.resolution} is not divisible by 2^{len(self.channel_mults) - 1}")
+        if self.backdrop and self.kind != "cond":
+            raise ValueError("backdrop channels are for kind 'cond' only")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"channels {self.base_channels * m} are not divisible by groups {self.groups}")
 
     @property
     def in_channels(self) -> int:
-        return {"uncond": 4, "cond": 4 + COND_CHANNELS, "depth": 3}[self.kind]
+        return {"uncond": 4, "cond": 4 + self.cond_channels, "depth": 3}[self.kind]
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the condition appended to the noisy RGBD (0 for ``uncond`` and ``depth``)."""
+        if self.kind != "cond":
+            return 0
+        return COND_CHANNELS + (BACKDROP_CHANNELS if self.backdrop else 0)
 
     @property
     def out_channels(self) -> int:

@@ -6,7 +6,8 @@ previous views warped into its camera (``backend.views.warp.aggregate``). At eve
 predicted clean view is pulled towards the condition - 10 % of the colour inside the colour mask, 20 % of
 the depth inside the depth mask - and new content is kept from appearing in front of known surfaces
 (depth code at least the stretched-triangle depth, half-way). Visible pixels are thus regenerated, not
-copied: the model may refine what earlier views saw.
+copied: the model may refine what earlier views saw. A G_c trained with backdrop channels is also given the
+first view's backdrop (``backend.views.backdrop``), so the backdrop stays the same along the trajectory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from backend.diffusion.schedule import NoiseSchedule
 from backend.diffusion.unet import UNet
 from backend.errors import Aware3DError
 from backend.views import rgbd
+from backend.views.backdrop import Backdrop, fit_backdrop
 from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import aggregate
 
@@ -46,9 +48,9 @@ def eps_denoiser(net: UNet, schedule: NoiseSchedule, cond: torch.Tensor | None =
     return denoise
 
 
-def condition_tensor(cond: Condition, generator: torch.Generator) -> torch.Tensor:
-    """G_c's 6 condition channels [1, 6, H, W], holes filled with N(0, 1) noise (IVID §4.4)."""
-    x = torch.from_numpy(cond.to_network())
+def condition_tensor(cond: Condition, generator: torch.Generator, backdrop: bool = False) -> torch.Tensor:
+    """G_c's condition channels [1, 6 (+3 backdrop), H, W], holes filled with N(0, 1) noise (IVID §4.4)."""
+    x = torch.from_numpy(cond.to_network(backdrop))
     noise = torch.randn(x[1:5].shape, generator=generator)
     rm = torch.from_numpy(cond.rgb_mask)[None]
     dm = torch.from_numpy(cond.depth_mask)
@@ -121,7 +123,7 @@ class ViewModels:
         net = self.cond
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
-        c = condition_tensor(cond, g).to(self.device)
+        c = condition_tensor(cond, g, net.cfg.backdrop).to(self.device)
         hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull) if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
         with torch.inference_mode():
@@ -152,7 +154,8 @@ def _resize_condition(cond: Condition, size: int) -> Condition:
     ix = ((np.arange(size) + 0.5) * w / size).astype(int)
     pick = np.ix_(iy, ix)
     return Condition(cond.rgb[pick], cond.z[pick], cond.rgb_mask[pick], cond.depth_mask[pick],
-                     cond.z_convex[pick], cond.camera.resized(size, size))
+                     cond.z_convex[pick], cond.camera.resized(size, size),
+                     None if cond.backdrop is None else cond.backdrop[pick])
 
 
 def resolve_view_model(kind: str, name_or_path: str | os.PathLike[str] | None = None) -> Path:
@@ -200,18 +203,28 @@ def parse_pull(text: str) -> tuple[float, float]:
     return rgb, depth
 
 
+def condition_for(views: list[RGBDView], camera: Camera, carried: Backdrop | None) -> Condition:
+    """What G_c is given for ``camera``: the previous views aggregated, and the trajectory's backdrop."""
+    cond = aggregate(views, camera)
+    if carried is not None:
+        cond.backdrop = carried.image(camera.width, camera.height)
+    return cond
+
+
 def generate_views(models: ViewModels, cams: list[Camera], seed: int = 0, first: RGBDView | None = None,
                    progress: ViewProgress | None = None) -> list[RGBDView]:
     """Views for ``cams`` in order: the first from ``first`` (e.g. a GAN render or a photo's RGBD) or G_u,
-    each later one from G_c conditioned on all previous views."""
+    each later one from G_c conditioned on all previous views and the first view's backdrop."""
     out: list[RGBDView] = []
     total = len(cams)
+    carried: Backdrop | None = None
     for i, cam in enumerate(cams):
         cam = cam.resized(models.resolution, models.resolution)
         if i == 0:
             view = first if first is not None else models.first_view(cam, seed)
+            carried = fit_backdrop(view)
         else:
-            view = models.next_view(aggregate(out, cam), seed * 1000 + i)
+            view = models.next_view(condition_for(out, cam, carried), seed * 1000 + i)
         out.append(view)
         if progress is not None:
             progress(i + 1, total, f"view {i + 1}/{total}", view)

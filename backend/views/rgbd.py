@@ -136,6 +136,8 @@ class Condition:
     whose colour is trusted, ``depth_mask`` those whose depth is (a superset: colours near depth edges are
     dropped, IVID §3.3); ``z_convex`` is a lower bound for new content's depth (stretched triangles
     included; ``far`` where nothing is known) so new content does not appear in front of known foreground.
+    ``backdrop`` [H, W, 3] is the trajectory's backdrop colour at every pixel (``backend.views.backdrop``),
+    None when unknown (a mesh's condition, or a first view without visible backdrop).
     """
 
     rgb: np.ndarray
@@ -144,12 +146,20 @@ class Condition:
     depth_mask: np.ndarray
     z_convex: np.ndarray
     camera: Camera
+    backdrop: np.ndarray | None = None
 
-    def to_network(self) -> np.ndarray:
-        """[6, H, W] float32: rgb mask, masked rgb (3), masked depth code, depth mask (IVID's G_c order)."""
+    def to_network(self, backdrop: bool = False) -> np.ndarray:
+        """[6, H, W] float32: rgb mask, masked rgb (3), masked depth code, depth mask (IVID's G_c order);
+        with ``backdrop`` 3 more: the backdrop colour in [−1, 1] (0, mid grey, when unknown)."""
         near, far = self.camera.depth_range()
         rm = self.rgb_mask.astype(np.float32)
         dm = self.depth_mask.astype(np.float32)
         rgb = (np.asarray(self.rgb, dtype=np.float32).transpose(2, 0, 1) * 2.0 - 1.0) * rm[None]
         d = encode_depth(self.z, near, far) * dm
-        return np.concatenate([rm[None], rgb, d[None], dm[None]], axis=0)
+        parts = [rm[None], rgb, d[None], dm[None]]
+        if backdrop:
+            if self.backdrop is None:
+                parts.append(np.zeros((3, *rm.shape), np.float32))
+            else:
+                parts.append(np.asarray(self.backdrop, dtype=np.float32).transpose(2, 0, 1) * 2.0 - 1.0)
+        return np.concatenate(parts, axis=0)

@@ -28,7 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--snap", type=int, default=100, help="steps between snapshots")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-xflip", action="store_true", help="do not add mirrored copies of the data")
-    p.add_argument("--init-from", type=Path, help="cond only: start from a trained uncond model file")
+    p.add_argument("--init-from", type=Path,
+                   help="cond only: start from a trained model file (uncond, or cond without backdrop channels)")
+    p.add_argument("--true-pairs", type=float, default=0.0, metavar="P",
+                   help="cond only: share of examples that are true multi-view pairs of newly rendered synthetic "
+                        "heads (the rest: IVID's forward-backward warps of the zip's images); default 0")
+    p.add_argument("--backdrop", action="store_true",
+                   help="cond only: give the model the first view's backdrop (3 more input channels)")
     p.add_argument("--depth-model", type=Path, help="monocular depth model for zips without depth maps")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -52,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
             raise Aware3DError(f"--{name.replace('_', '-')}: file not found: {path}")
     if args.steps < 1 or args.batch < 1 or args.snap < 1:
         raise Aware3DError("--steps, --batch and --snap must be positive")
+    if not 0.0 <= args.true_pairs <= 1.0:
+        raise Aware3DError(f"--true-pairs must be between 0 and 1, got {args.true_pairs}")
+    if args.kind != "cond" and (args.true_pairs > 0 or args.backdrop):
+        raise Aware3DError("--true-pairs and --backdrop are for --kind cond")
     from train.gan.distributed import check_run_folder
 
     check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
@@ -63,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, lr=args.lr, ema=args.ema, seed=args.seed, xflip=not args.no_xflip,
         snap_every=args.snap, init_from=str(args.init_from) if args.init_from else None,
         depth_model=str(args.depth_model) if args.depth_model else None, threads=args.threads,
-        device=args.device, command=words)
+        device=args.device, true_pairs=args.true_pairs, backdrop=args.backdrop, command=words)
     trainer = DiffusionTrainer(opts, resume=args.resume)
     summary = trainer.train(progress=not args.quiet)
     if args.export and trainer.info.is_main:
@@ -88,6 +98,12 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH", help="per-step pull (see aware3d views)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--fid", type=int, default=0, metavar="N",
+                   help="also sample N first views with G_u and report their FID against --fid-data (default 0: off)")
+    p.add_argument("--fid-data", type=Path, help="zip of real images for --fid (e.g. data/heads64v2_val.zip)")
+    p.add_argument("--first-model", default=None, help="unconditional model for --fid (default: aware3d-views-uncond)")
+    p.add_argument("--features", type=Path,
+                   help="feature network for --fid (default: the bundled aware3d-features64)")
     p.add_argument("--out", required=True, type=Path, help="report .json")
     p.set_defaults(func=run_eval)
 
@@ -116,11 +132,26 @@ def run_eval(args: argparse.Namespace) -> int:
                            "use the *_test.zip that make-dataset --test-heads writes")
     if args.heads < 1:
         raise Aware3DError("--heads must be at least 1")
-    models = load_view_models(args.views_model, steps=args.steps)
+    if args.fid < 0 or (args.fid > 0 and args.fid_data is None):
+        raise Aware3DError("--fid N needs N >= 0 and --fid-data ZIP (real images to compare with)")
+    if args.fid > 0 and not args.fid_data.is_file():
+        raise Aware3DError(f"--fid-data: file not found: {args.fid_data}")
+    models = load_view_models(args.views_model, args.first_model, steps=args.steps, need_uncond=args.fid > 0)
     models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     with progress(total=min(args.heads, len(test.test_heads)), desc="eval-views", unit="head") as bar:
         report = evaluate_views(models, test, args.heads, args.seed, progress=lambda *_: bar.update(1))
     report["model"] = str(resolve_view_model("cond", args.views_model))
+    if args.fid > 0:
+        from backend.registry import bundled_models_dir
+        from train.diffusion.evaluate import unconditional_fid
+        from train.eval.features import load_feature_net
+
+        net = load_feature_net(args.features or bundled_models_dir() / "aware3d-features64.safetensors")
+        with progress(total=args.fid, desc="G_u FID", unit="view") as bar:
+            report["uncond_fid"] = unconditional_fid(models, ZipDataset(args.fid_data), net, args.fid, args.seed,
+                                                     progress=lambda *_: bar.update(1))
+        report["uncond_fid"]["model"] = str(resolve_view_model("uncond", args.first_model))
+        report["uncond_fid"]["real"] = args.fid_data.name
     report["pull"] = {"rgb": models.rgb_pull, "depth": models.depth_pull}
     report["test_data"] = args.test_data.name
     report["command"] = shlex.join(command_line(args, "eval-views"))  # benchmarks/results cite it

@@ -5,7 +5,10 @@ Depth comes from the zip's ground-truth ``.depth.npy`` (our synthetic heads), or
 - from a monocular depth network (``backend.depth``), the way IVID uses MiDaS. Conditions are made by
 IVID's forward-backward warp (spec §4.2) to a novel camera near the source one, then augmented (§4.3):
 pre-warp noise, with p = 0.8 the colour replaced by the blurred original, and an extra erosion of the
-colour mask. Everything is a function of (seed, step, index), so a resumed run sees the same examples.
+colour mask. With ``true_pairs`` > 0, that share of G_c's examples are true multi-view pairs of new
+rendered heads instead (``train.diffusion.pairs``); with ``backdrop`` the condition carries the source's
+backdrop (``backend.views.backdrop``; dropped for 10 % of examples, so a missing backdrop is handled).
+Everything is a function of (seed, step, index), so a resumed run sees the same examples.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from scipy import ndimage
 
 from backend import cameras
 from backend.views import rgbd
+from backend.views.backdrop import backdrop_image
 from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import forward_backward_warp
 from train.data.zip_dataset import ZipDataset, ZipDatasetError
+from train.diffusion.pairs import PairSettings, camera_from_label, true_pair, view_from_render
+
+BACKDROP_DROP = 0.1  # share of examples whose backdrop channels are left empty
 
 
 @dataclass(frozen=True)
@@ -51,18 +58,13 @@ def camera_angles(cam2world: np.ndarray, center: np.ndarray | None = None) -> tu
 def view_from_item(item: dict[str, Any], depth_fn: Any = None) -> RGBDView:
     """An RGBD view from a ZipDataset item (extras on). Flipped items get the mirrored camera."""
     label = item["label"].numpy()
-    c2w = label[:16].reshape(4, 4)
-    k = label[16:25].reshape(3, 3)
-    res = int(item["image"].shape[-1])
-    cam = Camera(c2w, k, res, res, np.asarray(cameras.FFHQ_PIVOT))
     rgb = item["image"].numpy().transpose(1, 2, 0).astype(np.float32) / 255.0
     if "depth" in item:
-        z = rgbd.ray_depth_to_z(item["depth"].numpy(), cam)
-    elif depth_fn is not None:
-        z = depth_fn(rgb, cam)
-    else:
+        return view_from_render(rgb, item["depth"].numpy(), label)
+    if depth_fn is None:
         raise ZipDatasetError("the data set has no depth maps; pass a depth model (--depth-model)")
-    return RGBDView(rgb, rgbd.backdrop(z, cam), cam)
+    cam = camera_from_label(label, rgb.shape[1], rgb.shape[0])
+    return RGBDView(rgb, rgbd.backdrop(depth_fn(rgb, cam), cam), cam)
 
 
 def novel_camera(source: Camera, rng: np.random.Generator, aug: WarpAugment) -> Camera:
@@ -98,9 +100,10 @@ def make_condition(view: RGBDView, rng: np.random.Generator, aug: WarpAugment) -
     return Condition(rgb, z, rgb_mask, mask, z, view.camera)
 
 
-def condition_input(cond: Condition, rng: np.random.Generator | torch.Generator | None = None) -> np.ndarray:
-    """The network's 6 condition channels, hole pixels filled with N(0, 1) noise (IVID §4.4)."""
-    x = cond.to_network()
+def condition_input(cond: Condition, rng: np.random.Generator | torch.Generator | None = None,
+                    backdrop: bool = False) -> np.ndarray:
+    """The network's condition channels, hole pixels filled with N(0, 1) noise (IVID §4.4)."""
+    x = cond.to_network(backdrop)
     shape = x[1:5].shape
     if isinstance(rng, np.random.Generator):
         noise = rng.standard_normal(shape).astype(np.float32)
@@ -115,7 +118,8 @@ class RGBDExamples(torch.utils.data.Dataset):
     """``examples[i]`` -> dict(target [4, H, W], and for G_c cond [6, H, W]) for a given epoch seed."""
 
     def __init__(self, data: ZipDataset, kind: str, aug: WarpAugment | None = None, seed: int = 0,
-                 depth_fn: Any = None) -> None:
+                 depth_fn: Any = None, true_pairs: float = 0.0, backdrop: bool = False,
+                 pairs: PairSettings | None = None) -> None:
         if kind not in ("uncond", "cond"):
             raise ValueError(f"kind must be 'uncond' or 'cond', got {kind!r}")
         if not data.has_depth and depth_fn is None:
@@ -127,18 +131,32 @@ class RGBDExamples(torch.utils.data.Dataset):
         self.aug = aug or WarpAugment()
         self.seed = seed
         self.depth_fn = depth_fn
+        self.true_pairs, self.backdrop, self.pairs = true_pairs, backdrop, pairs or PairSettings()
         self.step = 0
 
     def __len__(self) -> int:
         return len(self.data)
 
     def example(self, idx: int, step: int) -> dict[str, torch.Tensor]:
+        if self.kind == "cond" and self.true_pairs > 0:
+            extra = np.random.default_rng([self.seed, step, idx, 1])  # its own stream: other examples unchanged
+            if extra.random() < self.true_pairs:
+                target, cond = true_pair(extra, self.data.resolution, self.pairs, _blur)
+                return self._with_condition(target, cond, extra)
         view = view_from_item(self.data[idx], self.depth_fn)
-        out = {"target": torch.from_numpy(rgbd.to_network(view))}
-        if self.kind == "cond":
-            rng = np.random.default_rng([self.seed, step, idx])
-            out["cond"] = torch.from_numpy(condition_input(make_condition(view, rng, self.aug), rng))
-        return out
+        if self.kind != "cond":
+            return {"target": torch.from_numpy(rgbd.to_network(view))}
+        rng = np.random.default_rng([self.seed, step, idx])
+        cond = make_condition(view, rng, self.aug)
+        if self.backdrop:  # screen-space: the view's own backdrop is the warped one's
+            cond.backdrop = backdrop_image(view, view.camera.width, view.camera.height)
+        return self._with_condition(view, cond, rng)
+
+    def _with_condition(self, target: RGBDView, cond: Condition, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if self.backdrop and rng.random() < BACKDROP_DROP:
+            cond.backdrop = None
+        return {"target": torch.from_numpy(rgbd.to_network(target)),
+                "cond": torch.from_numpy(condition_input(cond, rng, self.backdrop))}
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return self.example(idx, self.step)

@@ -9,7 +9,10 @@ view, so its colour is a guess), PSNR separately on the part the first view saw 
 on the rest (where a generative model may legitimately differ), and depth AbsRel on the head. The baseline warps
 the true first view straight to the target and fills the holes with the nearest known colour.
 Consistency: each generated view is warped into its neighbour on the trajectory and compared on
-co-visible pixels (depth agreeing within 2 %).
+co-visible pixels (depth agreeing within 2 %). A G_c with backdrop channels is given the first view's backdrop
+(as ``aware3d views`` does); for every model, the backdrop's drift is reported: the mean CIE76 ΔE between each
+generated view's backdrop pixels and the first view's backdrop there, its largest value along the trajectory.
+``unconditional_fid`` measures G_u's first views in the feature network's space (FID against a data zip).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from backend.views import rgbd
-from backend.views.generate import ViewModels
+from backend.views.backdrop import Backdrop, backdrop_mask, fit_backdrop
+from backend.views.generate import ViewModels, condition_for
 from backend.views.rgbd import Condition, RGBDView
 from backend.views.warp import aggregate
 from train.data.zip_dataset import ZipDataset
@@ -74,6 +78,18 @@ def consistency(a: RGBDView, b: RGBDView, tol: float = 0.02) -> dict[str, float]
     return {"psnr": psnr(c.rgb, b.rgb, co), "covisible": float(co.mean())}
 
 
+def backdrop_drift(view: RGBDView, carried: Backdrop | None) -> float:
+    """Mean ΔE (CIE76) between ``view``'s backdrop pixels and the trajectory's backdrop (nan if none)."""
+    from skimage.color import rgb2lab
+
+    mask = backdrop_mask(view)
+    if carried is None or not mask.any():
+        return math.nan
+    ref = carried.image(view.camera.width, view.camera.height)
+    d = rgb2lab(np.clip(view.rgb, 0, 1)) - rgb2lab(ref)
+    return float(np.sqrt((d**2).sum(-1))[mask].mean())
+
+
 def _mean(values: list[float]) -> float:
     v = [x for x in values if not math.isnan(x)]
     return round(float(np.mean(v)), 3) if v else math.nan
@@ -84,6 +100,7 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
     """Run the protocol on the first ``heads`` test heads; per-yaw means for the model and the baseline."""
     rows: dict[str, dict[str, list[float]]] = {}
     cons: list[dict[str, float]] = []
+    drift: list[float] = []
     ids = test.test_heads[:heads]
     t0 = time.time()
     n_generated = 0
@@ -94,12 +111,16 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
         first = true_view(0.0)
         views = [first]
         by_yaw = {0.0: first}
+        carried = fit_backdrop(first)
+        worst = math.nan
         for i, yaw in enumerate(EVAL_YAWS):
             cam = rgbd.orbit(yaw, 0.0, models.resolution)
-            view = models.next_view(aggregate(views, cam), seed * 100_000 + head * 100 + i)
+            view = models.next_view(condition_for(views, cam, carried), seed * 100_000 + head * 100 + i)
             views.append(view)
             by_yaw[yaw] = view
             n_generated += 1
+            worst = np.nanmax([worst, backdrop_drift(view, carried)])
+        drift.append(float(worst))
         for yaw in REPORT_YAWS:
             truth = true_view(yaw)
             direct = aggregate([first], truth.camera)
@@ -132,4 +153,31 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
     return {"heads": len(ids), "per_yaw": table, "summary": summary,
             "consistency": {"psnr": _mean([c["psnr"] for c in cons]),
                             "covisible": _mean([c["covisible"] for c in cons]), "pairs": len(cons)},
+            "backdrop_delta_e": {"mean_of_max": _mean(drift),
+                                 "max": round(float(np.nanmax(drift)), 3) if not all(map(math.isnan, drift))
+                                 else math.nan},
             "seconds_per_view": round((time.time() - t0) / max(n_generated, 1), 3), "steps": models.steps}
+
+
+def unconditional_fid(models: ViewModels, real: Any, net: Any, count: int, seed: int = 0,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """FID of ``count`` G_u first views (25-step DDIM unless set otherwise) against ``count`` images of
+    ``real`` (a ZipDataset), both in the feature network ``net``'s space."""
+    import torch
+
+    from train.eval.metrics import frechet_distance
+    from train.eval.report import embed
+
+    rng = np.random.RandomState(seed)
+    idx = rng.choice(len(real), min(count, len(real)), replace=False)
+    real_images = torch.stack([real[int(i)][0] for i in idx])
+    fake = []
+    cam = rgbd.orbit(0.0, 0.0, models.resolution)
+    for k in range(len(idx)):
+        view = models.first_view(cam, seed * 1_000_003 + k)
+        fake.append(torch.from_numpy((view.rgb * 255.0 + 0.5).astype(np.uint8).transpose(2, 0, 1)))
+        if progress is not None:
+            progress(k + 1, len(idx))
+    with torch.no_grad():
+        fid = frechet_distance(embed(net, real_images), embed(net, torch.stack(fake)))
+    return {"count": len(idx), "fid": round(fid, 3), "steps": models.steps}

@@ -33,6 +33,7 @@ from train.gan.snapshot import (
     list_snapshots,
     load_training_state,
     save_snapshot,
+    stored_options,
 )
 
 
@@ -64,27 +65,39 @@ class DiffusionTrainer:
         self.out = Path(options.out)
         snaps = list_snapshots(self.out) if resume else []
         self.opts = options
+        if snaps:  # before any tensor is loaded: a different network would fail with a shape error
+            saved = DiffusionOptions.from_dict(stored_options(self.out) or {})
+            for key in ("kind", "preset", "data", "backdrop"):
+                if getattr(saved, key) != getattr(options, key):
+                    raise Aware3DError(f"--{key} {getattr(options, key)} differs from the run being resumed "
+                                       f"({getattr(saved, key)})", "use the same settings or a new --out")
         if options.kind not in ("uncond", "cond"):
             raise Aware3DError(f"--kind must be uncond or cond, got {options.kind!r}")
         if options.preset not in PRESETS:
             raise Aware3DError(f"unknown preset {options.preset!r}", f"choose one of {', '.join(PRESETS)}")
         if options.batch % self.info.world_size:
             raise Aware3DError(f"--batch {options.batch} is not divisible by {self.info.world_size} processes")
-        cfg = PRESETS[options.preset].replace(kind=options.kind)
+        cfg = PRESETS[options.preset].replace(kind=options.kind, backdrop=options.backdrop)
         try:
             data = ZipDataset(options.data, resolution=cfg.resolution, xflip=options.xflip, extras=True)
         except ZipDatasetError as exc:
             raise Aware3DError(str(exc), f"make a {cfg.resolution} px data set with aware3d-train make-dataset") \
                 from None
         self.examples = RGBDExamples(data, options.kind, seed=options.seed,
-                                     depth_fn=_depth_fn(options.depth_model, self.device))
+                                     depth_fn=_depth_fn(options.depth_model, self.device),
+                                     true_pairs=options.true_pairs, backdrop=options.backdrop)
         self.cfg = cfg
         torch.manual_seed(options.seed)  # the initial weights are part of the run
         self.net = UNet(cfg).to(self.device)
         if options.init_from and not snaps:
             if options.kind != "cond":
-                raise Aware3DError("--init-from is for --kind cond (start G_c from a trained G_u)")
-            widen_input(self.net, load_net(options.init_from, expect="uncond").net.state_dict())
+                raise Aware3DError("--init-from is for --kind cond (start G_c from a trained G_u or G_c)")
+            source = load_net(options.init_from).net
+            if source.cfg.kind not in ("uncond", "cond") or source.cfg.cond_channels > cfg.cond_channels:
+                raise Aware3DError(f"--init-from {options.init_from}: a {source.cfg.kind!r} network with "
+                                   f"{source.cfg.in_channels} inputs cannot start this G_c "
+                                   f"({cfg.in_channels} inputs)", "give a G_u, or a G_c without --backdrop")
+            widen_input(self.net, source.state_dict())
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=options.lr, weight_decay=0.0)
         self.schedule = NoiseSchedule.from_config(cfg)
@@ -94,11 +107,6 @@ class DiffusionTrainer:
         if snaps:
             meta = load_training_state(snaps[-1], {"net": self.net, "ema": self.ema}, {"opt": self.opt},
                                        self.device)
-            saved = DiffusionOptions.from_dict(meta["options"])
-            for key in ("kind", "preset", "data"):
-                if getattr(saved, key) != getattr(options, key):
-                    raise Aware3DError(f"--{key} {getattr(options, key)} differs from the run being resumed "
-                                       f"({getattr(saved, key)})", "use the same settings or a new --out")
             self.step, self.wall = int(meta["step"]), float(meta["wall_time"])
             self.metrics = dict(meta.get("metrics", {}))
         if self.info.is_main:

@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""True multi-view pairs for G_c and the backdrop carried along a trajectory ([views])."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.diffusion.config import PRESETS
+from backend.diffusion.model_file import load_net, save_net
+from backend.diffusion.unet import UNet
+from backend.errors import Aware3DError
+from backend.views import rgbd
+from backend.views.backdrop import fit_backdrop
+from backend.views.generate import ViewModels, condition_for, generate_views
+from backend.views.rgbd import Condition, RGBDView
+from train.cli import main as aware3d_train
+from train.data.zip_dataset import ZipDataset
+from train.diffusion.data import RGBDExamples, view_from_item
+from train.diffusion.loop import DiffusionTrainer
+from train.diffusion.options import DiffusionOptions
+from train.diffusion.pairs import PairSettings, true_pair
+
+RES = 16
+
+
+@pytest.fixture(scope="module")
+def zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from train.synthetic.writer import build_dataset
+
+    d = tmp_path_factory.mktemp("pairzip")
+    summary = build_dataset(d / "heads.zip", count=8, res=RES, seed=11, test_heads=1, workers=1, progress=False)
+    return {"train": d / "heads.zip", "test": Path(summary["test_out"])}
+
+
+def _test_view(zips: dict[str, Path], yaw: float = 30.0) -> RGBDView:
+    test = ZipDataset(zips["test"], extras=True)
+    return view_from_item(test[test.test_view(test.test_heads[0], yaw, 0.0)])
+
+
+def test_backdrop_fit_draws_the_data_gradient_behind_the_head_too(zips: dict[str, Path]) -> None:
+    view = _test_view(zips)
+    far = view.camera.depth_range()[1]
+    back = view.z >= far - 1e-4
+    assert back.any() and (~back).any()
+    fit = fit_backdrop(view)
+    assert fit is not None
+    drawn = fit.image(RES, RES)
+    # the synthetic backdrop is a vertical gradient: every pixel of a row has the row's backdrop colour,
+    # including the pixels the head hides
+    for row in range(RES):
+        if back[row].sum() >= 2:
+            colour = view.rgb[row][back[row]].mean(0)
+            assert np.abs(drawn[row] - colour).max() < 3 / 255
+    # the fit is resolution-free: drawn at 4x it samples the same gradient
+    big = fit.image(4 * RES, 4 * RES)
+    np.testing.assert_allclose(big[1::4, 1::4].mean(), drawn.mean(), atol=2e-3)
+
+
+def test_no_backdrop_no_fit() -> None:
+    cam = rgbd.orbit(0, 0, RES)
+    near, far = cam.depth_range()
+    view = RGBDView(np.full((RES, RES, 3), 0.4, np.float32), np.full((RES, RES), near + 0.3, np.float32), cam)
+    assert fit_backdrop(view) is None
+
+
+def _condition(backdrop: np.ndarray | None) -> Condition:
+    cam = rgbd.orbit(0, 0, RES)
+    z = np.full((RES, RES), cam.depth_range()[1], np.float32)
+    known = np.zeros((RES, RES), bool)
+    return Condition(np.zeros((RES, RES, 3), np.float32), z, known, known.copy(), z.copy(), cam, backdrop)
+
+
+def test_condition_channels_with_and_without_backdrop() -> None:
+    colour = np.zeros((RES, RES, 3), np.float32)
+    colour[..., 0] = 1.0
+    assert _condition(colour).to_network().shape == (6, RES, RES)  # IVID's 6 channels unchanged
+    x = _condition(colour).to_network(backdrop=True)
+    assert x.shape == (9, RES, RES)
+    np.testing.assert_array_equal(x[6], 1.0)
+    np.testing.assert_array_equal(x[7], -1.0)
+    np.testing.assert_array_equal(_condition(None).to_network(backdrop=True)[6:], 0.0)  # unknown: mid grey
+
+
+def test_true_pair_warps_other_views_of_the_same_head_into_the_target() -> None:
+    s = PairSettings(max_sources=3)
+    target, cond = true_pair(np.random.default_rng(4), 32, s)
+    target2, cond2 = true_pair(np.random.default_rng(4), 32, s)
+    np.testing.assert_array_equal(target.rgb, target2.rgb)  # a function of the generator
+    np.testing.assert_array_equal(cond.rgb_mask, cond2.rgb_mask)
+    assert 0.05 < cond.rgb_mask.mean() < 0.9  # part of the target is seen by the sources, part is not
+    known = cond.depth_mask
+    # known depth is the target's own (the sources show the same head)
+    assert np.median(np.abs(cond.z[known] - target.z[known]) / target.z[known]) < 0.01
+    # seen colours are the target's colours (up to resampling and view-dependent shading)
+    assert np.median(np.abs(cond.rgb[cond.rgb_mask] - target.rgb[cond.rgb_mask])) < 0.06
+    # the carried backdrop is the target's backdrop
+    back = target.z >= target.camera.depth_range()[1] - 1e-4
+    assert cond.backdrop is not None and np.abs(cond.backdrop[back] - target.rgb[back]).max() < 3 / 255
+
+
+def test_examples_with_true_pairs_and_backdrop(zips: dict[str, Path]) -> None:
+    data = ZipDataset(zips["train"], extras=True, xflip=True)
+    plain = RGBDExamples(data, "cond", seed=3)
+    same = RGBDExamples(data, "cond", seed=3, true_pairs=0.0, backdrop=False)
+    for k in range(3):  # without the new options the examples are exactly what they were
+        np.testing.assert_array_equal(plain.example(k, 5)["cond"], same.example(k, 5)["cond"])
+    pairs = RGBDExamples(data, "cond", seed=3, true_pairs=1.0, backdrop=True)
+    e = pairs.example(1, 5)
+    assert e["cond"].shape == (9, RES, RES) and e["target"].shape == (4, RES, RES)
+    np.testing.assert_array_equal(pairs.example(1, 5)["cond"], e["cond"])
+    warps = RGBDExamples(data, "cond", seed=3, backdrop=True)
+    filled = [warps.example(k, 5)["cond"][6:] for k in range(8)]
+    assert any(np.abs(f).sum() > 0 for f in filled)  # the view's own backdrop, dropped now and then
+
+
+def _opts(zips: dict[str, Path], out: Path, steps: int, **kw: object) -> DiffusionOptions:
+    return DiffusionOptions(data=str(zips["train"]), out=str(out), kind="cond", preset="tiny", steps=steps, batch=4,
+                            snap_every=2, warmup=1, threads=1, device="cpu", **kw)  # type: ignore[arg-type]
+
+
+def test_a_backdrop_gc_starts_from_a_trained_gc_and_resumes(zips: dict[str, Path], tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = UNet(PRESETS["tiny"].replace(kind="cond"))
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_net(tmp_path / "old.safetensors", old)
+    opts = _opts(zips, tmp_path / "run", 2, backdrop=True, true_pairs=0.5, init_from=str(tmp_path / "old.safetensors"))
+    trainer = DiffusionTrainer(opts)
+    assert trainer.net.cfg.in_channels == 13
+    x, t = torch.randn(2, 10, RES, RES), torch.tensor([10, 500])
+    wide = torch.cat([x, torch.randn(2, 3, RES, RES)], 1)
+    with torch.no_grad():  # the new channels start at zero weight: the model starts as the old one
+        torch.testing.assert_close(trainer.net(wide, t), old(x, t))
+    trainer.train(progress=False)
+    exported = load_net(tmp_path / "run" / "cond-latest.safetensors", expect="cond")
+    assert exported.net.cfg.backdrop and exported.net.cfg.in_channels == 13
+    with pytest.raises(Aware3DError, match="backdrop"):
+        DiffusionTrainer(_opts(zips, tmp_path / "run", 4, true_pairs=0.5), resume=True)
+    resumed = DiffusionTrainer(_opts(zips, tmp_path / "run", 4, backdrop=True, true_pairs=0.5), resume=True)
+    assert resumed.step == 2
+
+
+def test_generated_views_are_given_the_first_views_backdrop(zips: dict[str, Path]) -> None:
+    torch.manual_seed(2)
+    net = UNet(PRESETS["tiny"].replace(kind="cond", backdrop=True)).eval()
+    models = ViewModels(net, steps=2)
+    first = _test_view(zips, 0.0)
+    seen: list[Condition] = []
+    real_next = models.next_view
+
+    def spy(cond: Condition, seed: int, progress: object = None) -> RGBDView:
+        seen.append(cond)
+        return real_next(cond, seed)
+
+    models.next_view = spy  # type: ignore[method-assign]
+    cams = [rgbd.orbit(y, 0, RES) for y in (0.0, 20.0, -20.0)]
+    views = generate_views(models, cams, seed=1, first=first)
+    assert len(views) == 3 and len(seen) == 2
+    expected = fit_backdrop(first)
+    assert expected is not None
+    for cond in seen:
+        assert cond.backdrop is not None
+        np.testing.assert_allclose(cond.backdrop, expected.image(RES, RES))
+    assert condition_for(views[:1], cams[1], None).backdrop is None
+
+
+def test_eval_views_reports_backdrop_drift_and_uncond_fid(zips: dict[str, Path], tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    paths = {}
+    for kind, extra in (("cond", {"backdrop": True}), ("uncond", {})):
+        net = UNet(PRESETS["tiny"].replace(kind=kind, **extra))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        paths[kind] = tmp_path / f"{kind}.safetensors"
+        save_net(paths[kind], net)
+    out = tmp_path / "report.json"
+    assert aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--views-model", str(paths["cond"]),
+                          "--first-model", str(paths["uncond"]), "--fid", "6", "--fid-data", str(zips["train"]),
+                          "--heads", "1", "--steps", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["backdrop_delta_e"]["max"] >= 0
+    assert report["uncond_fid"]["count"] == 6 and np.isfinite(report["uncond_fid"]["fid"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kind", "cond", "--true-pairs", "2"], "--true-pairs must be between 0 and 1"),
+    (["--kind", "uncond", "--backdrop"], "for --kind cond"),
+])
+def test_pair_options_are_checked(zips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  argv: list[str], message: str) -> None:
+    rc = aware3d_train(["diffusion", "--data", str(zips["train"]), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                        *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_eval_views_fid_needs_real_images(zips: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--fid", "4", "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--fid-data" in err and len(err.splitlines()) == 1
