@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_backdrop_fit_draws_the_data_gradient_behind_the_head_too(zips: dict[str
 
 def test_no_backdrop_no_fit() -> None:
     cam = rgbd.orbit(0, 0, RES)
-    near, far = cam.depth_range()
+    near = cam.depth_range()[0]
     view = RGBDView(np.full((RES, RES, 3), 0.4, np.float32), np.full((RES, RES), near + 0.3, np.float32), cam)
     assert fit_backdrop(view) is None
 
@@ -203,6 +204,22 @@ def test_pair_options_are_checked(zips: dict[str, Path], tmp_path: Path, capsys:
 
 def test_eval_views_fid_needs_real_images(zips: dict[str, Path], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--fid", "4", "--out", str(tmp_path / "r.json")])
+    rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--fid", "4",
+                        "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--fid-data" in err and len(err.splitlines()) == 1
+
+
+def test_init_from_continues_a_gu_and_refuses_what_does_not_fit(zips: dict[str, Path], tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    gu = UNet(PRESETS["tiny"].replace(kind="uncond"))
+    save_net(tmp_path / "gu.safetensors", gu)
+    trainer = DiffusionTrainer(replace(_opts(zips, tmp_path / "u", 1), kind="uncond",
+                                       init_from=str(tmp_path / "gu.safetensors")))
+    for a, b in zip(trainer.net.state_dict().values(), gu.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    gc = UNet(PRESETS["tiny"].replace(kind="cond"))
+    save_net(tmp_path / "gc.safetensors", gc)
+    with pytest.raises(Aware3DError, match="cannot start"):  # a G_u cannot start from a G_c (more inputs)
+        DiffusionTrainer(replace(_opts(zips, tmp_path / "v", 1), kind="uncond",
+                                 init_from=str(tmp_path / "gc.safetensors")))

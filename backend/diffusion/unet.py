@@ -153,9 +153,9 @@ class UNet(nn.Module):
 
 
 def widen_input(cond_model: UNet, uncond_state: dict[str, torch.Tensor]) -> None:
-    """Initialise a ``cond`` UNet from a trained network with fewer inputs (IVID: G_c from G_u; here also
-    a G_c gaining backdrop channels): the shared weights are copied and the stem's extra input channels
-    start at zero, so the new model starts as the old one."""
+    """Initialise a UNet from a trained network of the same shape with no more inputs (IVID: G_c from G_u;
+    here also a G_c gaining backdrop channels, or a G_u continued): the shared weights are copied and the
+    stem's extra input channels start at zero, so the new model starts as the old one."""
     own = cond_model.state_dict()
     for k, v in uncond_state.items():
         if k not in own:

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-xflip", action="store_true", help="do not add mirrored copies of the data")
     p.add_argument("--init-from", type=Path,
-                   help="cond only: start from a trained model file (uncond, or cond without backdrop channels)")
+                   help="start from a trained model file's weights (a new run): G_u from a G_u; G_c from a G_u or "
+                        "G_c with no more inputs (new input channels start at zero weight)")
     p.add_argument("--true-pairs", type=float, default=0.0, metavar="P",
                    help="cond only: share of examples that are true multi-view pairs of newly rendered synthetic "
                         "heads (the rest: IVID's forward-backward warps of the zip's images); default 0")

@@ -90,14 +90,17 @@ class DiffusionTrainer:
         torch.manual_seed(options.seed)  # the initial weights are part of the run
         self.net = UNet(cfg).to(self.device)
         if options.init_from and not snaps:
-            if options.kind != "cond":
-                raise Aware3DError("--init-from is for --kind cond (start G_c from a trained G_u or G_c)")
             source = load_net(options.init_from).net
-            if source.cfg.kind not in ("uncond", "cond") or source.cfg.cond_channels > cfg.cond_channels:
+            if source.cfg.kind not in ("uncond", "cond") or source.cfg.in_channels > cfg.in_channels:
                 raise Aware3DError(f"--init-from {options.init_from}: a {source.cfg.kind!r} network with "
                                    f"{source.cfg.in_channels} inputs cannot start this G_c "
-                                   f"({cfg.in_channels} inputs)", "give a G_u, or a G_c without --backdrop")
-            widen_input(self.net, source.state_dict())
+                                   f"({cfg.in_channels} inputs)",
+                                   "G_u starts from a G_u; G_c from a G_u, a G_c, or (with --backdrop) either")
+            try:
+                widen_input(self.net, source.state_dict())
+            except ValueError as exc:
+                raise Aware3DError(f"--init-from {options.init_from}: {exc}", "use a model of the same preset") \
+                    from None
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=options.lr, weight_decay=0.0)
         self.schedule = NoiseSchedule.from_config(cfg)

@@ -22,7 +22,7 @@ class DiffusionOptions:
     xflip: bool = True
     snap_every: int = 250  # steps between snapshots (and exports of the EMA net)
     keep_snapshots: int = 2
-    init_from: str | None = None  # cond only: start from a trained uncond model (IVID's finetune_ckpt) or cond one
+    init_from: str | None = None  # weights to start from: G_c from G_u (IVID's finetune_ckpt) or G_c; G_u from G_u
     true_pairs: float = 0.0  # cond only: share of true multi-view pairs (train.diffusion.pairs)
     backdrop: bool = False  # cond only: the model gets the first view's backdrop (UNetConfig.backdrop)
     depth_model: str | None = None  # for zips without depth: a monocular depth network
