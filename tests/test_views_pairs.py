@@ -223,3 +223,31 @@ def test_init_from_continues_a_gu_and_refuses_what_does_not_fit(zips: dict[str, 
     with pytest.raises(Aware3DError, match="cannot start"):  # a G_u cannot start from a G_c (more inputs)
         DiffusionTrainer(replace(_opts(zips, tmp_path / "v", 1), kind="uncond",
                                  init_from=str(tmp_path / "gc.safetensors")))
+
+
+def test_sigterm_saves_a_snapshot_of_a_diffusion_run(zips: dict[str, Path], tmp_path: Path) -> None:
+    """``kill`` on a running ``aware3d-train diffusion`` keeps the steps done since the last snapshot."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from train.gan.snapshot import list_snapshots
+
+    run = tmp_path / "run"
+    exe = str(Path(sys.executable).parent / "aware3d-train")
+    proc = subprocess.Popen([exe, "diffusion", "--data", str(zips["train"]), "--kind", "cond", "--preset", "tiny",
+                             "--out", str(run), "--steps", "100000", "--batch", "2", "--snap", "100000",
+                             "--threads", "1", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first progress line: step 10
+        if line.startswith("step ") or time.time() > deadline:
+            break
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: snapshot saved at step" in err
+    assert list_snapshots(run), "no snapshot on SIGTERM (the snapshot interval was never reached)"
+    assert DiffusionTrainer(_opts(zips, run, 100000), resume=True).step >= 10

@@ -185,31 +185,39 @@ class DiffusionTrainer:
         start_step = self.step
         t0 = time.time()
         wall0 = self.wall
-        avg = math.nan
         try:
-            while self.step < self.opts.steps:
-                loss = self.train_step()
-                loss = distributed.average_scalars({"loss": loss}, self.info)["loss"]
-                avg = loss if math.isnan(avg) else 0.98 * avg + 0.02 * loss
-                self.wall = wall0 + time.time() - t0
-                self.metrics = {"loss_ema": round(avg, 5)}
-                if self.info.is_main and progress and (self.step % 10 == 0 or self.step == self.opts.steps):
-                    rate = (self.step - start_step) / max(time.time() - t0, 1e-9)
-                    eta = (self.opts.steps - self.step) / max(rate, 1e-9)
-                    print(f"step {self.step}/{self.opts.steps}  loss {avg:.4f}  {rate:.2f} step/s  "
-                          f"ETA {format_duration(eta)}", file=sys.stderr, flush=True)
-                if self.step % 50 == 0:
-                    self.log.scalars(self.step / 1000, {"loss": avg})
-                if self.step % self.opts.snap_every == 0:
-                    self.save()
-                    distributed.barrier(self.info)
+            with distributed.sigterm_as_interrupt():  # ``kill`` keeps the work since the last snapshot
+                self._run(start_step, t0, wall0, progress)
         except KeyboardInterrupt:
             self.save()
+            if self.info.is_main:
+                print(f"interrupted: snapshot saved at step {self.step}; continue with --resume", file=sys.stderr)
             distributed.shutdown(self.info, synchronize=False)
             raise
         if self.step % self.opts.snap_every:
             self.save()
         self.log.close()
         distributed.shutdown(self.info)
-        return {"steps": self.step, "wall_time_s": round(self.wall, 1), "loss": avg,
+        return {"steps": self.step, "wall_time_s": round(self.wall, 1), "loss": self.metrics.get("loss_ema"),
                 "export": str(self.out / f"{self.opts.kind}-latest.safetensors")}
+
+    def _run(self, start_step: int, t0: float, wall0: float, progress: bool) -> None:
+        """Steps until ``options.steps`` with progress lines, log scalars and periodic snapshots."""
+        avg = math.nan
+        while self.step < self.opts.steps:
+            loss = self.train_step()
+            loss = distributed.average_scalars({"loss": loss}, self.info)["loss"]
+            avg = loss if math.isnan(avg) else 0.98 * avg + 0.02 * loss
+            self.wall = wall0 + time.time() - t0
+            self.metrics = {"loss_ema": round(avg, 5)}
+            if self.info.is_main and progress and (self.step % 10 == 0 or self.step == self.opts.steps):
+                rate = (self.step - start_step) / max(time.time() - t0, 1e-9)
+                eta = (self.opts.steps - self.step) / max(rate, 1e-9)
+                print(f"step {self.step}/{self.opts.steps}  loss {avg:.4f}  {rate:.2f} step/s  "
+                      f"ETA {format_duration(eta)}", file=sys.stderr, flush=True)
+            if self.step % 50 == 0:
+                self.log.scalars(self.step / 1000, {"loss": avg})
+            if self.step % self.opts.snap_every == 0:
+                self.save()
+                distributed.barrier(self.info)
+

@@ -11,6 +11,8 @@ rendered, so we can train on exactly that: the head drawn from a first camera ne
 
 The source cameras follow the trajectories of ``aware3d views``: a first view near frontal, further views
 mostly between it and the target (generation goes outward from the first view), sometimes on the other side.
+A share of the targets (``around``) lies anywhere around the head, so that G_c learns what the back of a head
+looks like (texturing's ring cameras ask for it; a model trained only on frontal targets paints a face there).
 Source colours are blurred with probability ``blur_p`` (generated views are softer than renders).
 Every example is a function of its random generator, so a resumed run sees the same examples.
 """
@@ -37,6 +39,7 @@ class PairSettings:
     first_yaw_std: float = 10.0
     first_pitch_std: float = 5.0
     other_side_p: float = 0.3  # a further source on the other side of the first view
+    around: float = 0.2  # share of targets from any yaw (the back of the head: texturing's ring cameras)
     blur_p: float = 0.5
     supersample: int = 3  # as ``aggregate`` at sampling time
 
@@ -95,6 +98,8 @@ def true_pair(rng: np.random.Generator, res: int, settings: PairSettings | None 
     latent = rng.standard_normal(LATENT_DIMS)
     target_angles = (float(rng.uniform(-s.target_yaw, s.target_yaw)),
                      float(np.clip(rng.normal(0.0, s.target_pitch_std), -25, 25)))
+    if rng.random() < s.around:
+        target_angles = (float(rng.uniform(-180.0, 180.0)), target_angles[1])
     angles = source_angles(rng, target_angles, s)
     *sources, target = rendered_views(latent, [*angles, target_angles], res)
     if blur is not None:
