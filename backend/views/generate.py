@@ -129,7 +129,9 @@ class ViewModels:
         with torch.inference_mode():
             x = ddim_sample(eps_denoiser(net, sched, c), sched, shape, self.steps, generator=g,
                             device=self.device, x0_hook=hook, progress=progress)
-        return rgbd.from_network(x[0].cpu().numpy(), cond.camera)
+        view = rgbd.from_network(x[0].cpu().numpy(), cond.camera)
+        view.copied = cond.rgb_mask.copy()
+        return view
 
     def as_generator(self, seed: int = 0) -> ViewGenerator:
         """A ``Condition -> RGBDView`` callable (what texturing uses); each call gets the next seed."""

@@ -78,11 +78,16 @@ def orbit(yaw_deg: float, pitch_deg: float, size: int, radius: float = cameras.F
 
 @dataclass
 class RGBDView:
-    """One view: colour [H, W, 3] in [0, 1], camera-space depth z [H, W] (finite: backdrop at ``far``)."""
+    """One view: colour [H, W, 3] in [0, 1], camera-space depth z [H, W] (finite: backdrop at ``far``).
+
+    ``copied`` [H, W] marks pixels whose colour came from earlier views (a generated view's condition):
+    aggregation prefers the view that saw a surface first over a resampled copy of it (``warp.aggregate``).
+    """
 
     rgb: np.ndarray
     z: np.ndarray
     camera: Camera
+    copied: np.ndarray | None = None
 
 
 def encode_depth(z: np.ndarray, near: float, far: float) -> np.ndarray:

@@ -25,6 +25,7 @@ ANGLE_SHARPNESS = 20.0  # w = exp(-20 θ): nearly winner-take-all between source
 MIN_WEIGHT = 1e-4
 ERODED_FACTOR = 1e-8
 FALLBACK_FACTOR = 1e-16  # edge and padding triangles count only where nothing else covers a pixel
+COPY_FACTOR = 1e-3  # a pixel a generated view copied from earlier views, against the original's weight
 
 
 @dataclass
@@ -160,7 +161,9 @@ def aggregate(views: list[RGBDView], target: Camera, supersample: int = 3, cut_t
     Each view is meshed (skirted, edges marked), rendered into the target with its own z-buffer, and
     blended per sub-pixel with weight ``exp(−20·θ)`` (θ = how obliquely the *source* camera saw the
     surface), eroded vertices ×1e−8, edge and padding triangles ×1e−16. Depth averages the regular
-    contributions.
+    contributions. Pixels a generated view copied from earlier ones (``RGBDView.copied``) weigh ×1e−3: each
+    surface point is taken from the view that first saw it unless that view saw it far more obliquely, so
+    what the first view saw is not resampled once more with every step of a trajectory.
     """
     auto_erode, auto_mask = erosion_sizes(min(target.width, target.height))
     erode_rgb = auto_erode if erode_rgb is None else erode_rgb
@@ -181,6 +184,8 @@ def aggregate(views: list[RGBDView], target: Camera, supersample: int = 3, cut_t
         theta = np.arccos(np.clip((m.normals * to_cam).sum(1), -1.0, 1.0))
         vw = np.maximum(np.exp(-ANGLE_SHARPNESS * theta), MIN_WEIGHT)
         vw = np.where(m.eroded, vw * ERODED_FACTOR, vw)
+        if view.copied is not None:  # resampling a resampled copy blurs: the original view wins
+            vw = np.where(np.pad(view.copied, 1, mode="edge").reshape(-1), vw * COPY_FACTOR, vw)
         attrs = np.concatenate([m.colours, np.log(vw)[:, None], m.eroded[:, None].astype(np.float64)], axis=1)
         drawn = m.kind != BACKGROUND
         if not drawn.any():  # a view of nothing but backdrop says nothing about the target
