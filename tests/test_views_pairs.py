@@ -274,3 +274,21 @@ def test_aggregation_takes_a_surface_from_the_view_that_saw_it_not_from_a_copy(z
     # is where the first view saw the surface far more obliquely than the side view, by design)
     assert err(preferred) < 0.4 * err(blended)
     np.testing.assert_array_equal(preferred.depth_mask, blended.depth_mask)  # only the weights changed
+
+
+def test_sampling_paints_the_carried_backdrop_where_the_view_is_backdrop() -> None:
+    from backend.views.generate import refine_hook
+
+    colour = np.zeros((RES, RES, 3), np.float32)
+    colour[..., 2] = 1.0  # blue backdrop
+    cond = _condition(colour)
+    x0 = torch.zeros(1, 4, RES, RES)
+    x0[:, 3, :, : RES // 2] = 1.0  # left half: backdrop (far plane); right half: a surface
+    out = refine_hook(cond, "cpu", 1.0, 1.0)(x0, 10, False)
+    np.testing.assert_allclose(out[0, :3, :, : RES // 2].numpy(), np.array([-1.0, -1.0, 1.0])[:, None, None]
+                               * np.ones((1, RES, RES // 2)), atol=1e-5)
+    np.testing.assert_array_equal(out[0, :3, :, RES // 2:].numpy(), 0.0)  # a surface keeps its colour
+    plain = refine_hook(_condition(None), "cpu", 1.0, 1.0)(x0, 10, False)
+    np.testing.assert_array_equal(plain[0, :3].numpy(), 0.0)  # no backdrop carried: nothing painted
+    off = refine_hook(cond, "cpu", 1.0, 1.0, backdrop_pull=0.0)(x0, 10, False)
+    np.testing.assert_array_equal(off[0, :3].numpy(), 0.0)

@@ -36,6 +36,7 @@ ViewProgress = Callable[[int, int, str, RGBDView | None], None]  # (done, total,
 RGB_PULL = 0.1
 DEPTH_PULL = 0.2
 CONVEX_MIX = 0.5
+BACKDROP_FROM = 0.97  # depth code from which x0 counts as backdrop (fully at 1.0, the far plane)
 
 
 def eps_denoiser(net: UNet, schedule: NoiseSchedule, cond: torch.Tensor | None = None) -> Denoiser:
@@ -60,9 +61,16 @@ def condition_tensor(cond: Condition, generator: torch.Generator, backdrop: bool
 
 
 def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = RGB_PULL,
-                depth_pull: float = DEPTH_PULL) -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
+                depth_pull: float = DEPTH_PULL, backdrop_pull: float = 1.0
+                ) -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
     """The per-step x0 adjustment of IVID §3.4 for one condition (``rgb_pull``/``depth_pull``: the share
-    of the condition mixed into x0 inside its masks; IVID's 0.1 / 0.2 by default, 1 = copy)."""
+    of the condition mixed into x0 inside its masks; IVID's 0.1 / 0.2 by default, 1 = copy).
+
+    With a carried backdrop, x0's colour is also pulled (``backdrop_pull``; 1 = replaced) towards it wherever
+    x0's depth says backdrop (code above ``BACKDROP_FROM``) and no colour is known: the backdrop is known, as
+    the warped colours are. Measured on 3 held-out heads (900-step G_c, pull 1,1): the backdrop's drift along
+    a trajectory ΔE 19.9 → 1.2, the whole image +0.7 dB at ±30° and ±60°, the head −0.1 / −0.03 dB.
+    """
     near, far = cond.camera.depth_range()
     c = torch.from_numpy(cond.to_network()).to(device)
     cond_rgb, cond_d = c[1:4], c[4]
@@ -70,10 +78,17 @@ def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = R
     dm = torch.from_numpy(cond.depth_mask).to(device)
     convex = torch.from_numpy(rgbd.encode_depth(cond.z_convex, near, far)).to(device)
 
+    backdrop = None if cond.backdrop is None else \
+        torch.from_numpy(np.asarray(cond.backdrop, np.float32).transpose(2, 0, 1) * 2 - 1).to(device)
+
     def hook(x0: torch.Tensor, t: int, last: bool) -> torch.Tensor:
         x0 = x0.clone()
         if not last or rgb_pull >= 1.0:
             x0[:, :3] = torch.where(rm, (1 - rgb_pull) * x0[:, :3] + rgb_pull * cond_rgb, x0[:, :3])
+        if backdrop is not None and backdrop_pull > 0:  # where x0 is backdrop, it is the trajectory's backdrop
+            share = backdrop_pull * ((x0[:, 3:4] - BACKDROP_FROM) / (1 - BACKDROP_FROM)).clamp(0, 1)
+            share = share * ~rm
+            x0[:, :3] = (1 - share) * x0[:, :3] + share * backdrop
         d = x0[:, 3]
         d = torch.where(dm, (1 - depth_pull) * d + depth_pull * cond_d,
                         CONVEX_MIX * torch.maximum(d, convex) + (1 - CONVEX_MIX) * d)
@@ -94,6 +109,7 @@ class ViewModels:
     refine: bool = True
     rgb_pull: float = RGB_PULL
     depth_pull: float = DEPTH_PULL
+    backdrop_pull: float = 1.0
 
     @property
     def resolution(self) -> int:
@@ -124,7 +140,8 @@ class ViewModels:
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
         c = condition_tensor(cond, g, net.cfg.backdrop).to(self.device)
-        hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull) if self.refine else None
+        hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull, self.backdrop_pull) \
+            if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
         with torch.inference_mode():
             x = ddim_sample(eps_denoiser(net, sched, c), sched, shape, self.steps, generator=g,
