@@ -95,8 +95,8 @@ def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
     except (TypeError, ValueError):
         return "?"
     for name, preset in presets.items():
-        if preset.replace(kind=unet.kind, resolution=unet.resolution) == unet:
-            return name
+        if preset.replace(kind=unet.kind, resolution=unet.resolution, backdrop=unet.backdrop) == unet:
+            return f"{name}+backdrop" if unet.backdrop else name
     return f"unet {unet.base_channels}x{'/'.join(map(str, unet.channel_mults))}"
 
 

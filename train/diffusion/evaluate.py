@@ -119,8 +119,10 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
             views.append(view)
             by_yaw[yaw] = view
             n_generated += 1
-            worst = np.nanmax([worst, backdrop_drift(view, carried)])
-        drift.append(float(worst))
+            d = backdrop_drift(view, carried)
+            if not math.isnan(d):
+                worst = d if math.isnan(worst) else max(worst, d)
+        drift.append(worst)
         for yaw in REPORT_YAWS:
             truth = true_view(yaw)
             direct = aggregate([first], truth.camera)
@@ -154,8 +156,7 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
             "consistency": {"psnr": _mean([c["psnr"] for c in cons]),
                             "covisible": _mean([c["covisible"] for c in cons]), "pairs": len(cons)},
             "backdrop_delta_e": {"mean_of_max": _mean(drift),
-                                 "max": round(float(np.nanmax(drift)), 3) if not all(map(math.isnan, drift))
-                                 else math.nan},
+                                 "max": round(max((d for d in drift if not math.isnan(d)), default=math.nan), 3)},
             "seconds_per_view": round((time.time() - t0) / max(n_generated, 1), 3), "steps": models.steps}
 
 
