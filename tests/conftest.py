@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Generator
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,14 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     """Keep tests away from the real user model folder."""
     if "AWARE3D_MODELS" not in os.environ:
         monkeypatch.setenv("AWARE3D_MODELS", str(tmp_path_factory.mktemp("user_models")))
+
+
+@pytest.fixture(scope="session")
+def tiny_head_zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 16-px synthetic-head zip (12 images, depth and latents) and its 1-head test split, built once: the
+    diffusion training and view tests share it (building one takes seconds)."""
+    from train.synthetic.writer import build_dataset
+
+    d = tmp_path_factory.mktemp("tinyheads")
+    summary = build_dataset(d / "heads.zip", count=12, res=16, seed=7, test_heads=1, workers=1, progress=False)
+    return {"train": d / "heads.zip", "test": Path(summary["test_out"])}

@@ -30,12 +30,8 @@ RES = 16
 
 
 @pytest.fixture(scope="module")
-def zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from train.synthetic.writer import build_dataset
-
-    d = tmp_path_factory.mktemp("pairzip")
-    summary = build_dataset(d / "heads.zip", count=8, res=RES, seed=11, test_heads=1, workers=1, progress=False)
-    return {"train": d / "heads.zip", "test": Path(summary["test_out"])}
+def zips(tiny_head_zips: dict[str, Path]) -> dict[str, Path]:
+    return tiny_head_zips
 
 
 def _test_view(zips: dict[str, Path], yaw: float = 30.0) -> RGBDView:

@@ -25,12 +25,8 @@ RES = 16
 
 
 @pytest.fixture(scope="module")
-def zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from train.synthetic.writer import build_dataset
-
-    d = tmp_path_factory.mktemp("diffzip")
-    summary = build_dataset(d / "heads.zip", count=12, res=RES, seed=7, test_heads=1, workers=1, progress=False)
-    return {"train": d / "heads.zip", "test": Path(summary["test_out"])}
+def zips(tiny_head_zips: dict[str, Path]) -> dict[str, Path]:
+    return tiny_head_zips
 
 
 @pytest.fixture(scope="module")

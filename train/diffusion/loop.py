@@ -93,7 +93,7 @@ class DiffusionTrainer:
             source = load_net(options.init_from).net
             if source.cfg.kind not in ("uncond", "cond") or source.cfg.in_channels > cfg.in_channels:
                 raise Aware3DError(f"--init-from {options.init_from}: a {source.cfg.kind!r} network with "
-                                   f"{source.cfg.in_channels} inputs cannot start this G_c "
+                                   f"{source.cfg.in_channels} inputs cannot start this {options.kind} network "
                                    f"({cfg.in_channels} inputs)",
                                    "G_u starts from a G_u; G_c from a G_u, a G_c, or (with --backdrop) either")
             try:

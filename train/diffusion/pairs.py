@@ -19,10 +19,12 @@ Every example is a function of its random generator, so a resumed run sees the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from backend import cameras
 from backend.views import rgbd
 from backend.views.backdrop import backdrop_image
 from backend.views.rgbd import Condition, RGBDView
@@ -75,8 +77,6 @@ def rendered_views(latent: np.ndarray, angles: list[tuple[float, float]], res: i
 
 def camera_from_label(label: np.ndarray, width: int, height: int) -> rgbd.Camera:
     """The camera of an EG3D 25-number label (cam2world, normalised K) looking at the FFHQ pivot."""
-    from backend import cameras
-
     label = np.asarray(label, dtype=np.float64)
     return rgbd.Camera(label[:16].reshape(4, 4), label[16:25].reshape(3, 3), width, height,
                        np.asarray(cameras.FFHQ_PIVOT))
@@ -89,7 +89,7 @@ def view_from_render(rgb: np.ndarray, ray_depth: np.ndarray, label: np.ndarray) 
 
 
 def true_pair(rng: np.random.Generator, res: int, settings: PairSettings | None = None,
-              blur: object = None) -> tuple[RGBDView, Condition]:
+              blur: Callable[[np.ndarray, float], np.ndarray] | None = None) -> tuple[RGBDView, Condition]:
     """(target view, condition) for a new random head: sources aggregated into the target's camera, the
     backdrop carried from the first source. ``blur(rgb, sigma)`` softens a source's colours."""
     from train.synthetic.latent import LATENT_DIMS
