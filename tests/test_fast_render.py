@@ -4,6 +4,10 @@ Tolerances: |fast − reference| ≤ 1e-4 + 1e-5·|reference| for a query's dens
 render's features, depth, opacity and distortion (float32 rounding of reordered sums: the fast path folds
 the 1/3 plane mean into the bilinear weights, sums 12 rows in one pass and forms colours from per-sample
 weights; the relative part covers raw densities in the hundreds), and ≥ 60 dB PSNR on the [−1, 1] features.
+A render's depth gets 1e-4·|depth| as its relative part: the fine samples are drawn by the inverse CDF of
+the coarse weights, so the weights' rounding moves them, and a half-transparent ray's expected depth moves
+with them (1.7e-4 at depth 3.13 on an AVX2 CPU, where the reordered sums round differently than with
+AVX-512; within 3e-5 there).
 Gradients: the fast kernels are inference-only, so with autograd recording they must run the reference
 (same values and gradients, bit for bit). Planes and the
 decoder's density row are scaled up from the random initialisation so that rays really terminate (a
@@ -33,14 +37,17 @@ from backend.sampling import camera_label, conditioning_label
 
 ATOL = 1e-4
 RTOL = 1e-5  # raw densities reach the hundreds here: float32 spacing there is ~1e-5
+DEPTH_RTOL = 1e-4  # a render's depth: the importance samples move with the coarse weights' rounding
+DEPTHS = ("image_depth", "depth")
 MIN_PSNR = 60.0
 
 
 def assert_close(fast: torch.Tensor, ref: torch.Tensor, what: object = "") -> None:
-    """``|fast − ref| ≤ ATOL + RTOL·|ref|`` everywhere (inf == inf allowed, as in far-clamped depths)."""
+    """``|fast − ref| ≤ ATOL + RTOL·|ref|`` everywhere (inf == inf allowed, as in far-clamped depths);
+    ``DEPTH_RTOL`` for a render's depth (``what`` names it)."""
     assert fast.shape == ref.shape, what
     err = (fast - ref).abs().nan_to_num(0.0)
-    bound = ATOL + RTOL * ref.abs()
+    bound = ATOL + (DEPTH_RTOL if what in DEPTHS else RTOL) * ref.abs()
     assert bool((err <= bound).all()), (what, float((err - bound).max()))
 
 
