@@ -22,12 +22,13 @@ BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "models" / "aware3d-v
 #   AbsRel 0.024 / 0.018, consistency 26.08 dB, backdrop drift ΔE 1.3 (largest 2.6). Margins: PSNR 1 dB below
 #   the card, AbsRel 0.01 above it, consistency 1 dB below, ΔE at most 5.
 # - texturing the bundled GAN's seed-1 mesh from 8 ring cameras at the default 25 steps and pull 1,1: per camera
-#   44.6-55.3 dB, mean 51.2 dB (the card's command). Margin 1 dB.
+#   43.2-54.8 dB, mean 50.5 dB (the card's command, on the 57.0-kimg GAN shipped in the ninth session; 44.6-55.3,
+#   mean 51.2 on the 38.1-kimg one). Margin 1 dB.
 MIN_SEEN_PSNR = {"±30": 24.33 - 1.0, "±60": 23.48 - 1.0}
 MAX_DEPTH_ABSREL = {"±30": 0.024 + 0.01, "±60": 0.018 + 0.01}
 MIN_CONSISTENCY_PSNR = 26.08 - 1.0
 MAX_BACKDROP_DELTA_E = 5.0
-MIN_TEXTURE_PSNR, MIN_TEXTURE_PSNR_MEAN = 44.6 - 1.0, 51.2 - 1.0
+MIN_TEXTURE_PSNR, MIN_TEXTURE_PSNR_MEAN = 43.2 - 1.0, 50.5 - 1.0
 
 needs_model = pytest.mark.skipif(not BUNDLED.is_file(), reason="no bundled aware3d-views-cond model")
 
