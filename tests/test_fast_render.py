@@ -6,8 +6,8 @@ the 1/3 plane mean into the bilinear weights, sums 12 rows in one pass and forms
 weights; the relative part covers raw densities in the hundreds), and ≥ 60 dB PSNR on the [−1, 1] features.
 A render's depth gets 1e-4·|depth| as its relative part: the fine samples are drawn by the inverse CDF of
 the coarse weights, so the weights' rounding moves them, and a half-transparent ray's expected depth moves
-with them (1.7e-4 at depth 3.13 on an AVX2 CPU, where the reordered sums round differently than with
-AVX-512; within 3e-5 there).
+with them (1.7e-4 at depth 3.13 on an AVX2-only CPU, where the reordered sums round differently; the
+AVX-512 machines of earlier sessions stayed within the old 1e-4 + 1e-5·|depth|).
 Gradients: the fast kernels are inference-only, so with autograd recording they must run the reference
 (same values and gradients, bit for bit). Planes and the
 decoder's density row are scaled up from the random initialisation so that rays really terminate (a
