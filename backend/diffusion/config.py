@@ -10,6 +10,7 @@ from backend.config_fields import UnknownFieldsError, check_fields
 
 KINDS = ("uncond", "cond", "depth")
 COND_CHANNELS = 6  # rgb mask, masked rgb (3), masked depth, depth mask (IVID's G_c input order)
+HOLE_FILLS = ("noise", "nearest")
 BACKDROP_CHANNELS = 3  # the trajectory's backdrop colour, carried from the first view (backend.views.backdrop)
 
 
@@ -44,6 +45,11 @@ class UNetConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     backdrop: bool = False
+    # What fills the condition's holes (``cond`` only): "noise", IVID's N(0, 1) (§4.4), or "nearest", each
+    # hole pixel the colour / depth code of the nearest pixel whose colour / depth is known. The masks still
+    # say which pixels are known; with "nearest" the network starts every hole from the plain warp + fill
+    # baseline (backend.views.holes) instead of from nothing.
+    hole_fill: str = "noise"
 
     # Bounds of the numbers a model file may give (config_fields.check_fields): far beyond the bundled
     # presets, small enough that no layer of a network built from a file is absurdly large.
@@ -63,6 +69,8 @@ class UNetConfig:
             raise ValueError(f"resolution {self.resolution} is not divisible by 2^{len(self.channel_mults) - 1}")
         if self.backdrop and self.kind != "cond":
             raise ValueError("backdrop channels are for kind 'cond' only")
+        if self.hole_fill not in HOLE_FILLS:
+            raise ValueError(f"hole_fill must be one of {', '.join(HOLE_FILLS)}, got {self.hole_fill!r}")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"channels {self.base_channels * m} are not divisible by groups {self.groups}")

@@ -12,24 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from backend.errors import Aware3DError
+from backend.views.holes import fill_nearest
 from backend.views.rgbd import Condition, RGBDView, backdrop
 
 ViewGenerator = Callable[[Condition], RGBDView]
 
 GENERATORS: tuple[str, ...] = ("auto", "projection", "diffusion")
-
-
-def fill_nearest(image: np.ndarray, known: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Every unknown pixel takes the value of its nearest known pixel (``default`` when none is known)."""
-    if known.all():
-        return image.copy()
-    if not known.any():
-        return np.full_like(image, default)
-    _, (rows, cols) = ndimage.distance_transform_edt(~known, return_indices=True)
-    return image[rows, cols]
 
 
 def projection_generator(condition: Condition) -> RGBDView:

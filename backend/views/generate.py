@@ -27,6 +27,7 @@ from backend.diffusion.unet import UNet
 from backend.errors import Aware3DError
 from backend.views import rgbd
 from backend.views.backdrop import Backdrop, fit_backdrop
+from backend.views.holes import network_condition
 from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import aggregate
 
@@ -49,15 +50,12 @@ def eps_denoiser(net: UNet, schedule: NoiseSchedule, cond: torch.Tensor | None =
     return denoise
 
 
-def condition_tensor(cond: Condition, generator: torch.Generator, backdrop: bool = False) -> torch.Tensor:
-    """G_c's condition channels [1, 6 (+3 backdrop), H, W], holes filled with N(0, 1) noise (IVID §4.4)."""
-    x = torch.from_numpy(cond.to_network(backdrop))
-    noise = torch.randn(x[1:5].shape, generator=generator)
-    rm = torch.from_numpy(cond.rgb_mask)[None]
-    dm = torch.from_numpy(cond.depth_mask)
-    x[1:4] = torch.where(rm, x[1:4], noise[:3])
-    x[4] = torch.where(dm, x[4], noise[3])
-    return x[None]
+def condition_tensor(cond: Condition, generator: torch.Generator, backdrop: bool = False,
+                     hole_fill: str = "noise") -> torch.Tensor:
+    """G_c's condition channels [1, 6 (+3 backdrop), H, W], holes filled as the network was trained
+    (``backend.views.holes``)."""
+    noise = torch.randn((4, *cond.rgb_mask.shape), generator=generator).numpy()
+    return torch.from_numpy(network_condition(cond, noise, backdrop, hole_fill))[None]
 
 
 def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = RGB_PULL,
@@ -139,7 +137,7 @@ class ViewModels:
         net = self.cond
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
-        c = condition_tensor(cond, g, net.cfg.backdrop).to(self.device)
+        c = condition_tensor(cond, g, net.cfg.backdrop, net.cfg.hole_fill).to(self.device)
         hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull, self.backdrop_pull) \
             if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)

@@ -8,6 +8,8 @@ import json
 import shlex
 from pathlib import Path
 
+from backend.diffusion.config import HOLE_FILLS
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "heads (the rest: IVID's forward-backward warps of the zip's images); default 0")
     p.add_argument("--backdrop", action="store_true",
                    help="cond only: give the model the first view's backdrop (3 more input channels)")
+    p.add_argument("--hole-fill", choices=HOLE_FILLS, default="noise",
+                   help="cond only: what fills the condition's holes: noise (IVID) or nearest (the nearest known "
+                        "colour and depth; the masks still say what is known); stored in the model")
     p.add_argument("--depth-model", type=Path, help="monocular depth model for zips without depth maps")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -61,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError("--steps, --batch and --snap must be positive")
     if not 0.0 <= args.true_pairs <= 1.0:
         raise Aware3DError(f"--true-pairs must be between 0 and 1, got {args.true_pairs}")
-    if args.kind != "cond" and (args.true_pairs > 0 or args.backdrop):
-        raise Aware3DError("--true-pairs and --backdrop are for --kind cond")
+    if args.kind != "cond" and (args.true_pairs > 0 or args.backdrop or args.hole_fill != "noise"):
+        raise Aware3DError("--true-pairs, --backdrop and --hole-fill are for --kind cond")
     from train.gan.distributed import check_run_folder
 
     check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
@@ -74,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, lr=args.lr, ema=args.ema, seed=args.seed, xflip=not args.no_xflip,
         snap_every=args.snap, init_from=str(args.init_from) if args.init_from else None,
         depth_model=str(args.depth_model) if args.depth_model else None, threads=args.threads,
-        device=args.device, true_pairs=args.true_pairs, backdrop=args.backdrop, command=words)
+        device=args.device, true_pairs=args.true_pairs, backdrop=args.backdrop,
+        hole_fill=args.hole_fill, command=words)
     trainer = DiffusionTrainer(opts, resume=args.resume)
     summary = trainer.train(progress=not args.quiet)
     if args.export and trainer.info.is_main:

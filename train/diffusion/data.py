@@ -24,6 +24,7 @@ from scipy import ndimage
 from backend import cameras
 from backend.views import rgbd
 from backend.views.backdrop import backdrop_image
+from backend.views.holes import network_condition
 from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import forward_backward_warp
 from train.data.zip_dataset import ZipDataset, ZipDatasetError
@@ -101,17 +102,14 @@ def make_condition(view: RGBDView, rng: np.random.Generator, aug: WarpAugment) -
 
 
 def condition_input(cond: Condition, rng: np.random.Generator | torch.Generator | None = None,
-                    backdrop: bool = False) -> np.ndarray:
-    """The network's condition channels, hole pixels filled with N(0, 1) noise (IVID §4.4)."""
-    x = cond.to_network(backdrop)
-    shape = x[1:5].shape
+                    backdrop: bool = False, hole_fill: str = "noise") -> np.ndarray:
+    """The network's condition channels, holes filled as ``hole_fill`` says (``backend.views.holes``)."""
+    shape = (4, *cond.rgb_mask.shape)
     if isinstance(rng, np.random.Generator):
         noise = rng.standard_normal(shape).astype(np.float32)
     else:
         noise = torch.randn(shape, generator=rng).numpy()
-    x[1:4] = np.where(cond.rgb_mask[None], x[1:4], noise[:3])
-    x[4] = np.where(cond.depth_mask, x[4], noise[3])
-    return x
+    return network_condition(cond, noise, backdrop, hole_fill)
 
 
 class RGBDExamples(torch.utils.data.Dataset):
@@ -119,7 +117,7 @@ class RGBDExamples(torch.utils.data.Dataset):
 
     def __init__(self, data: ZipDataset, kind: str, aug: WarpAugment | None = None, seed: int = 0,
                  depth_fn: Any = None, true_pairs: float = 0.0, backdrop: bool = False,
-                 pairs: PairSettings | None = None) -> None:
+                 pairs: PairSettings | None = None, hole_fill: str = "noise") -> None:
         if kind not in ("uncond", "cond"):
             raise ValueError(f"kind must be 'uncond' or 'cond', got {kind!r}")
         if not data.has_depth and depth_fn is None:
@@ -132,6 +130,7 @@ class RGBDExamples(torch.utils.data.Dataset):
         self.seed = seed
         self.depth_fn = depth_fn
         self.true_pairs, self.backdrop, self.pairs = true_pairs, backdrop, pairs or PairSettings()
+        self.hole_fill = hole_fill
         self.step = 0
 
     def __len__(self) -> int:
@@ -156,7 +155,7 @@ class RGBDExamples(torch.utils.data.Dataset):
         if self.backdrop and rng.random() < BACKDROP_DROP:
             cond.backdrop = None
         return {"target": torch.from_numpy(rgbd.to_network(target)),
-                "cond": torch.from_numpy(condition_input(cond, rng, self.backdrop))}
+                "cond": torch.from_numpy(condition_input(cond, rng, self.backdrop, self.hole_fill))}
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return self.example(idx, self.step)

@@ -67,17 +67,21 @@ class DiffusionTrainer:
         self.opts = options
         if snaps:  # before any tensor is loaded: a different network would fail with a shape error
             saved = DiffusionOptions.from_dict(stored_options(self.out) or {})
-            for key in ("kind", "preset", "data", "backdrop"):
+            for key in ("kind", "preset", "data", "backdrop", "hole_fill"):
                 if getattr(saved, key) != getattr(options, key):
-                    raise Aware3DError(f"--{key} {getattr(options, key)} differs from the run being resumed "
-                                       f"({getattr(saved, key)})", "use the same settings or a new --out")
+                    raise Aware3DError(f"--{key.replace('_', '-')} {getattr(options, key)} differs from the run "
+                                       f"being resumed ({getattr(saved, key)})", "use the same settings or a new --out")
         if options.kind not in ("uncond", "cond"):
             raise Aware3DError(f"--kind must be uncond or cond, got {options.kind!r}")
         if options.preset not in PRESETS:
             raise Aware3DError(f"unknown preset {options.preset!r}", f"choose one of {', '.join(PRESETS)}")
         if options.batch % self.info.world_size:
             raise Aware3DError(f"--batch {options.batch} is not divisible by {self.info.world_size} processes")
-        cfg = PRESETS[options.preset].replace(kind=options.kind, backdrop=options.backdrop)
+        try:
+            cfg = PRESETS[options.preset].replace(kind=options.kind, backdrop=options.backdrop,
+                                                  hole_fill=options.hole_fill)
+        except ValueError as exc:
+            raise Aware3DError(str(exc)) from None
         try:
             data = ZipDataset(options.data, resolution=cfg.resolution, xflip=options.xflip, extras=True)
         except ZipDatasetError as exc:
@@ -85,7 +89,8 @@ class DiffusionTrainer:
                 from None
         self.examples = RGBDExamples(data, options.kind, seed=options.seed,
                                      depth_fn=_depth_fn(options.depth_model, self.device),
-                                     true_pairs=options.true_pairs, backdrop=options.backdrop)
+                                     true_pairs=options.true_pairs, backdrop=options.backdrop,
+                                     hole_fill=options.hole_fill)
         self.cfg = cfg
         torch.manual_seed(options.seed)  # the initial weights are part of the run
         self.net = UNet(cfg).to(self.device)

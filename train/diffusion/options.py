@@ -25,6 +25,7 @@ class DiffusionOptions:
     init_from: str | None = None  # weights to start from: G_c from G_u (IVID's finetune_ckpt) or G_c; G_u from G_u
     true_pairs: float = 0.0  # cond only: share of true multi-view pairs (train.diffusion.pairs)
     backdrop: bool = False  # cond only: the model gets the first view's backdrop (UNetConfig.backdrop)
+    hole_fill: str = "noise"  # cond only: what fills the condition's holes (UNetConfig.hole_fill)
     depth_model: str | None = None  # for zips without depth: a monocular depth network
     threads: int | None = None
     device: str = "auto"
