@@ -14,6 +14,8 @@ The outputs are compared: PSNR of the [−1, 1] features and of the colour, max 
 
 ``--thumbnails N`` also times N preview renders (``G.render(..., run_sr=False, resolution=--res)``) of N
 latents whose planes are already computed (a gallery page after its tri-planes), per kernel.
+``--pose-previews N`` times the preview path of one latent from scratch: its tri-planes once, then N preview
+renders from N yaws spread over ±45° (a turntable or a pose search), per kernel.
 
 ``volume_stage(G, planes, ws, c, resolution, kernels)`` is the function other benchmarks call to time this
 stage (``benchmarks/render.py`` for the whole pipeline).
@@ -125,6 +127,19 @@ def thumbnails(G: TriPlaneGenerator, latents: list[Any], c: torch.Tensor, res: i
     return time.perf_counter() - t
 
 
+def pose_previews(G: TriPlaneGenerator, lat: Any, cams: list[torch.Tensor], res: int, kernels: str) -> float:
+    """Seconds for one latent's tri-planes and one preview render per camera (no SR)."""
+    _sync(cams[0].device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        planes = G.synthesize_planes(lat.ws, kernels=kernels)  # type: ignore[arg-type]
+        for i, c in enumerate(cams):
+            G.render(planes, lat.ws, c, resolution=res, run_sr=False,
+                     sampling=SamplingSettings(seed=i, kernels=kernels))  # type: ignore[arg-type]
+    _sync(cams[0].device)
+    return time.perf_counter() - t
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     record = Run(__file__, argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--yaw", type=float, default=20.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--thumbnails", type=int, default=0, help="also time this many preview renders")
+    p.add_argument("--pose-previews", type=int, default=0,
+                   help="also time one latent's tri-planes plus this many preview renders from different yaws")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--profile", choices=list(KERNELS), help="print a torch.profiler table of one render")
@@ -191,6 +208,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["thumbnails"] = {"count": args.thumbnails, "resolution": res,
                                 "seconds": {k: summary(thumbs[k]) for k in kernels},
                                 "speedup_best": round(min(thumbs["reference"]) / min(thumbs["fast"]), 2)}
+    if args.pose_previews:
+        n = args.pose_previews
+        yaws = [-45.0 + 90.0 * i / (n - 1) for i in range(n)] if n > 1 else [0.0]
+        cams = [torch.from_numpy(camera_label(G.cfg, y, 0.0))[None].to(device) for y in yaws]
+        for k in kernels:
+            pose_previews(G, lat, cams[:1], res, k)  # warm-up
+        poses: dict[str, list[float]] = {k: [] for k in kernels}
+        for _ in range(args.repeat):
+            for k in kernels:
+                poses[k].append(pose_previews(G, lat, cams, res, k))
+        result["pose_previews"] = {"count": args.pose_previews, "resolution": res, "planes_included": True,
+                                   "seconds": {k: summary(poses[k]) for k in kernels},
+                                   "speedup_best": round(min(poses["reference"]) / min(poses["fast"]), 2)}
     result = record.finish(result, args.out, device)
     print(json.dumps(result, indent=2))
     return result
