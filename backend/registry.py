@@ -95,8 +95,10 @@ def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
     except (TypeError, ValueError):
         return "?"
     for name, preset in presets.items():
-        if preset.replace(kind=unet.kind, resolution=unet.resolution, backdrop=unet.backdrop) == unet:
-            return f"{name}+backdrop" if unet.backdrop else name
+        if preset.replace(kind=unet.kind, resolution=unet.resolution, backdrop=unet.backdrop,
+                          hole_fill=unet.hole_fill) == unet:
+            return name + ("+backdrop" if unet.backdrop else "") + \
+                ("+nearest-fill" if unet.hole_fill == "nearest" else "")
     return f"unet {unet.base_channels}x{'/'.join(map(str, unet.channel_mults))}"
 
 
