@@ -97,8 +97,8 @@ def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
     for name, preset in presets.items():
         if preset.replace(kind=unet.kind, resolution=unet.resolution, backdrop=unet.backdrop,
                           hole_fill=unet.hole_fill) == unet:
-            return name + ("+backdrop" if unet.backdrop else "") + \
-                ("+nearest-fill" if unet.hole_fill == "nearest" else "")
+            suffix = ("+backdrop" if unet.backdrop else "") + ("+nearest-fill" if unet.hole_fill == "nearest" else "")
+            return name + suffix
     return f"unet {unet.base_channels}x{'/'.join(map(str, unet.channel_mults))}"
 
 

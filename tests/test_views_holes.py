@@ -92,6 +92,8 @@ def test_training_and_sampling_build_the_same_condition() -> None:
 def test_config_validates_and_stores_the_fill(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="hole_fill"):
         UNetConfig(kind="cond", hole_fill="zeros")
+    with pytest.raises(ValueError, match="kind 'cond' only"):  # G_u has no condition to fill
+        UNetConfig(kind="uncond", hole_fill="nearest")
     cfg = PRESETS["tiny"].replace(kind="cond", hole_fill="nearest")
     save_net(tmp_path / "g.safetensors", UNet(cfg))
     assert load_net(tmp_path / "g.safetensors", expect="cond").net.cfg.hole_fill == "nearest"

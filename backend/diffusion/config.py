@@ -71,6 +71,8 @@ class UNetConfig:
             raise ValueError("backdrop channels are for kind 'cond' only")
         if self.hole_fill not in HOLE_FILLS:
             raise ValueError(f"hole_fill must be one of {', '.join(HOLE_FILLS)}, got {self.hole_fill!r}")
+        if self.hole_fill != "noise" and self.kind != "cond":
+            raise ValueError("a hole fill other than noise is for kind 'cond' only (only G_c has a condition)")
         for m in self.channel_mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"channels {self.base_channels * m} are not divisible by groups {self.groups}")

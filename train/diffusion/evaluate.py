@@ -24,12 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from backend.views import rgbd
 from backend.views.backdrop import Backdrop, backdrop_mask, fit_backdrop
 from backend.views.generate import ViewModels, condition_for
+from backend.views.holes import fill_nearest
 from backend.views.rgbd import Condition, RGBDView
 from backend.views.warp import aggregate
 from train.data.zip_dataset import ZipDataset
@@ -57,10 +57,8 @@ def nearest_fill(cond: Condition) -> RGBDView:
     known = cond.rgb_mask if cond.rgb_mask.any() else cond.depth_mask
     if not known.any():
         return RGBDView(np.zeros_like(cond.rgb), cond.z.copy(), cond.camera)
-    _, (iy, ix) = ndimage.distance_transform_edt(~known, return_indices=True)
     dk = cond.depth_mask if cond.depth_mask.any() else known
-    _, (jy, jx) = ndimage.distance_transform_edt(~dk, return_indices=True)
-    return RGBDView(cond.rgb[iy, ix], cond.z[jy, jx], cond.camera)
+    return RGBDView(fill_nearest(cond.rgb, known), fill_nearest(cond.z, dk), cond.camera)
 
 
 def depth_absrel(pred: RGBDView, true: RGBDView) -> float:
