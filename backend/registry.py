@@ -96,8 +96,9 @@ def _unet_preset(cfg: dict[str, Any], presets: dict[str, Any]) -> str:
         return "?"
     for name, preset in presets.items():
         if preset.replace(kind=unet.kind, resolution=unet.resolution, backdrop=unet.backdrop,
-                          hole_fill=unet.hole_fill) == unet:
-            suffix = ("+backdrop" if unet.backdrop else "") + ("+nearest-fill" if unet.hole_fill == "nearest" else "")
+                          hole_fill=unet.hole_fill, shape=unet.shape) == unet:
+            suffix = ("+backdrop" if unet.backdrop else "") + ("+nearest-fill" if unet.hole_fill == "nearest" else "") \
+                + ("+shape" if unet.shape else "")
             return name + suffix
     return f"unet {unet.base_channels}x{'/'.join(map(str, unet.channel_mults))}"
 

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from backend.cli.common import add_device_arg, add_threads_arg, progress, use_threads
 
 
@@ -32,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per view (default 25)")
     p.add_argument("--ddpm", action="store_true", help="first view by the full 1000-step DDPM (IVID's G_u sampler)")
     p.add_argument("--no-refine", action="store_true", help="no per-step pull towards the warped condition")
+    p.add_argument("--no-shape", action="store_true",
+                   help="with --first gan: do not give a shape-aware conditional model the GAN's geometry of each "
+                        "view (it then guesses the silhouette from the previous views, as IVID)")
     p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH",
                    help="share of the warped colour and depth mixed into every step's clean estimate inside "
                         "their masks (IVID: 0.1,0.2; 1 copies what earlier views saw)")
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     size = models.resolution
     cams = [rgbd.orbit(y, p, size) for y, p in angles]
     first = None
+    shapes = None
     extra: dict[str, object] = {"seed": args.seed, "trajectory": args.trajectory, "steps": args.steps,
                                 "first": args.first}
     if args.first == "gan":
@@ -75,12 +81,16 @@ def run(args: argparse.Namespace) -> int:
         latent = make_latent(model.generator, args.seed, args.truncation)
         first = gan_view(model.generator, latent, angles[0][0], angles[0][1], size)
         extra["model"] = model.name
+        if models.cond.cfg.shape and not args.no_shape:  # the GAN's head is the one being turned: its depth
+            def shapes(i: int, cam: rgbd.Camera) -> np.ndarray:
+                return gan_view(model.generator, latent, angles[i][0], angles[i][1], size).z
+        extra["shape"] = shapes is not None
     elif args.ddpm:
         first = models.first_view(cams[0], args.seed, ddpm=True)
     print(f"{len(cams)} views at {size}px, {args.steps} DDIM steps, on {device} (loaded in "
           f"{time.time() - t0:.1f}s)", file=sys.stderr)
     with progress(total=len(cams), desc="views", unit="view") as bar:
-        views = generate_views(models, cams, args.seed, first, progress=lambda *_: bar.update(1))
+        views = generate_views(models, cams, args.seed, first, progress=lambda *_: bar.update(1), shapes=shapes)
     extra["seconds"] = round(time.time() - t0, 2)
     paths = save_views(views, angles, args.out, extra)
     print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)

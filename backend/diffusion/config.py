@@ -12,6 +12,7 @@ KINDS = ("uncond", "cond", "depth")
 COND_CHANNELS = 6  # rgb mask, masked rgb (3), masked depth, depth mask (IVID's G_c input order)
 HOLE_FILLS = ("noise", "nearest")
 BACKDROP_CHANNELS = 3  # the trajectory's backdrop colour, carried from the first view (backend.views.backdrop)
+SHAPE_CHANNELS = 3  # the target view's known geometry: given (0/1), surface mask, depth code (rgbd.Condition)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class UNetConfig:
 
     ``backdrop`` (``cond`` only) adds 3 channels: the backdrop colour of the trajectory's first view at
     every pixel, so a model trained with it paints the same backdrop in every view instead of a new guess.
+
+    ``shape`` (``cond`` only) adds 3 channels: the target view's geometry where it is known beforehand (a
+    mesh being textured, the GAN whose head is turned, a test head's truth), so the model paints inside the
+    true silhouette instead of guessing where the head ends (``rgbd.Condition.shape_z``).
     """
 
     kind: str = "uncond"
@@ -50,6 +55,7 @@ class UNetConfig:
     # say which pixels are known; with "nearest" the network starts every hole from the plain warp + fill
     # baseline (backend.views.holes) instead of from nothing.
     hole_fill: str = "noise"
+    shape: bool = False
 
     # Bounds of the numbers a model file may give (config_fields.check_fields): far beyond the bundled
     # presets, small enough that no layer of a network built from a file is absurdly large.
@@ -69,6 +75,8 @@ class UNetConfig:
             raise ValueError(f"resolution {self.resolution} is not divisible by 2^{len(self.channel_mults) - 1}")
         if self.backdrop and self.kind != "cond":
             raise ValueError("backdrop channels are for kind 'cond' only")
+        if self.shape and self.kind != "cond":
+            raise ValueError("shape channels are for kind 'cond' only")
         if self.hole_fill not in HOLE_FILLS:
             raise ValueError(f"hole_fill must be one of {', '.join(HOLE_FILLS)}, got {self.hole_fill!r}")
         if self.hole_fill != "noise" and self.kind != "cond":
@@ -86,7 +94,7 @@ class UNetConfig:
         """Channels of the condition appended to the noisy RGBD (0 for ``uncond`` and ``depth``)."""
         if self.kind != "cond":
             return 0
-        return COND_CHANNELS + (BACKDROP_CHANNELS if self.backdrop else 0)
+        return COND_CHANNELS + (BACKDROP_CHANNELS if self.backdrop else 0) + (SHAPE_CHANNELS if self.shape else 0)
 
     @property
     def out_channels(self) -> int:

@@ -190,11 +190,12 @@ def make_condition(geometry: ViewGeometry, rgb: np.ndarray) -> Condition:
     covered; the background is *not* known depth - G_c is trained with the backdrop generated afresh in
     every view (``backend.views.warp``) - and silhouette pixels mix both. ``z_convex`` is the rendered
     depth everywhere, far on the background, so the per-step depth bound keeps new content inside the
-    mesh's silhouette (the mesh is exact geometry, not a convex hull of warped pixels).
+    mesh's silhouette (the mesh is exact geometry, not a convex hull of warped pixels). The same depth is
+    the view's known geometry (``shape_z``) for a G_c trained with shape channels.
     """
     cov = geometry.render.coverage
     depth_mask = cov >= 1.0 - 1e-6
     rgb = np.where(geometry.seen[..., None], rgb, 0.0).astype(np.float32)
     z = geometry.z.astype(np.float32)
     return Condition(rgb=rgb, z=z.copy(), rgb_mask=geometry.seen.copy(), depth_mask=depth_mask,
-                     z_convex=z.copy(), camera=geometry.camera)
+                     z_convex=z.copy(), camera=geometry.camera, shape_z=z.copy())

@@ -8,13 +8,16 @@ the depth inside the depth mask - and new content is kept from appearing in fron
 (depth code at least the stretched-triangle depth, half-way). Visible pixels are thus regenerated, not
 copied: the model may refine what earlier views saw. A G_c trained with backdrop channels is also given the
 first view's backdrop (``backend.views.backdrop``), so the backdrop stays the same along the trajectory.
+A G_c trained with shape channels is also given the target view's own geometry where the caller knows it
+(``Condition.shape_z``: the GAN head being turned, the mesh being textured): its depth is then the given one
+and it paints inside the true silhouette.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from backend.views.rgbd import Camera, Condition, RGBDView
 from backend.views.warp import aggregate
 
 ViewGenerator = Callable[[Condition], RGBDView]
+ShapeSource = Callable[[int, Camera], "np.ndarray | None"]  # (view index, camera) -> the view's z, if known
 ViewProgress = Callable[[int, int, str, RGBDView | None], None]  # (done, total, message, latest view)
 
 RGB_PULL = 0.1
@@ -51,11 +55,11 @@ def eps_denoiser(net: UNet, schedule: NoiseSchedule, cond: torch.Tensor | None =
 
 
 def condition_tensor(cond: Condition, generator: torch.Generator, backdrop: bool = False,
-                     hole_fill: str = "noise") -> torch.Tensor:
-    """G_c's condition channels [1, 6 (+3 backdrop), H, W], holes filled as the network was trained
-    (``backend.views.holes``)."""
+                     hole_fill: str = "noise", shape: bool = False) -> torch.Tensor:
+    """G_c's condition channels [1, 6 (+3 backdrop) (+3 shape), H, W], holes filled as the network was
+    trained (``backend.views.holes``)."""
     noise = torch.randn((4, *cond.rgb_mask.shape), generator=generator).numpy()
-    return torch.from_numpy(network_condition(cond, noise, backdrop, hole_fill))[None]
+    return torch.from_numpy(network_condition(cond, noise, backdrop, hole_fill, shape))[None]
 
 
 def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = RGB_PULL,
@@ -68,8 +72,11 @@ def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = R
     x0's depth says backdrop (code above ``BACKDROP_FROM``) and no colour is known: the backdrop is known, as
     the warped colours are. Measured on 3 held-out heads (900-step G_c, pull 1,1): the backdrop's drift along
     a trajectory ΔE 19.9 → 1.2, the whole image +0.7 dB at ±30° and ±60°, the head −0.1 / −0.03 dB.
+    A given target geometry (``cond.shape_z``) is the view's depth at every step.
     """
     near, far = cond.camera.depth_range()
+    shape_code = None if cond.shape_z is None else \
+        torch.from_numpy(rgbd.encode_depth(cond.shape_z, near, far)).to(device)
     c = torch.from_numpy(cond.to_network()).to(device)
     cond_rgb, cond_d = c[1:4], c[4]
     rm = torch.from_numpy(cond.rgb_mask).to(device)
@@ -83,14 +90,16 @@ def refine_hook(cond: Condition, device: torch.device | str, rgb_pull: float = R
         x0 = x0.clone()
         if not last or rgb_pull >= 1.0:
             x0[:, :3] = torch.where(rm, (1 - rgb_pull) * x0[:, :3] + rgb_pull * cond_rgb, x0[:, :3])
+        if shape_code is not None:  # the depth is known: set it first, so the backdrop pull follows it
+            x0[:, 3] = shape_code
         if backdrop is not None and backdrop_pull > 0:  # where x0 is backdrop, it is the trajectory's backdrop
             share = backdrop_pull * ((x0[:, 3:4] - BACKDROP_FROM) / (1 - BACKDROP_FROM)).clamp(0, 1)
             share = share * ~rm
             x0[:, :3] = (1 - share) * x0[:, :3] + share * backdrop
-        d = x0[:, 3]
-        d = torch.where(dm, (1 - depth_pull) * d + depth_pull * cond_d,
-                        CONVEX_MIX * torch.maximum(d, convex) + (1 - CONVEX_MIX) * d)
-        x0[:, 3] = d
+        if shape_code is None:
+            d = x0[:, 3]
+            x0[:, 3] = torch.where(dm, (1 - depth_pull) * d + depth_pull * cond_d,
+                                   CONVEX_MIX * torch.maximum(d, convex) + (1 - CONVEX_MIX) * d)
         return x0
 
     return hook
@@ -133,11 +142,14 @@ class ViewModels:
 
     def next_view(self, cond: Condition, seed: int,
                   progress: Callable[[int, int], None] | None = None) -> RGBDView:
-        """Sample the view ``cond`` describes with G_c."""
+        """Sample the view ``cond`` describes with G_c (a given ``cond.shape_z`` is used only by a G_c trained
+        with shape channels: older models keep their own depth)."""
         net = self.cond
+        if not net.cfg.shape and cond.shape_z is not None:
+            cond = replace(cond, shape_z=None)
         sched = NoiseSchedule.from_config(net.cfg)
         g = torch.Generator().manual_seed(int(seed))
-        c = condition_tensor(cond, g, net.cfg.backdrop, net.cfg.hole_fill).to(self.device)
+        c = condition_tensor(cond, g, net.cfg.backdrop, net.cfg.hole_fill, net.cfg.shape).to(self.device)
         hook = refine_hook(cond, self.device, self.rgb_pull, self.depth_pull, self.backdrop_pull) \
             if self.refine else None
         shape = (1, 4, net.cfg.resolution, net.cfg.resolution)
@@ -145,6 +157,8 @@ class ViewModels:
             x = ddim_sample(eps_denoiser(net, sched, c), sched, shape, self.steps, generator=g,
                             device=self.device, x0_hook=hook, progress=progress)
         view = rgbd.from_network(x[0].cpu().numpy(), cond.camera)
+        if cond.shape_z is not None:
+            view.z = rgbd.backdrop(cond.shape_z, cond.camera)
         view.copied = cond.rgb_mask.copy()
         return view
 
@@ -172,7 +186,8 @@ def _resize_condition(cond: Condition, size: int) -> Condition:
     pick = np.ix_(iy, ix)
     return Condition(cond.rgb[pick], cond.z[pick], cond.rgb_mask[pick], cond.depth_mask[pick],
                      cond.z_convex[pick], cond.camera.resized(size, size),
-                     None if cond.backdrop is None else cond.backdrop[pick])
+                     None if cond.backdrop is None else cond.backdrop[pick],
+                     None if cond.shape_z is None else cond.shape_z[pick])
 
 
 def resolve_view_model(kind: str, name_or_path: str | os.PathLike[str] | None = None) -> Path:
@@ -220,18 +235,25 @@ def parse_pull(text: str) -> tuple[float, float]:
     return rgb, depth
 
 
-def condition_for(views: list[RGBDView], camera: Camera, carried: Backdrop | None) -> Condition:
-    """What G_c is given for ``camera``: the previous views aggregated, and the trajectory's backdrop."""
+def condition_for(views: list[RGBDView], camera: Camera, carried: Backdrop | None,
+                  shape_z: np.ndarray | None = None) -> Condition:
+    """What G_c is given for ``camera``: the previous views aggregated, the trajectory's backdrop and, when
+    known, the view's own geometry (camera-space z at the camera's size, far on the backdrop)."""
     cond = aggregate(views, camera)
     if carried is not None:
         cond.backdrop = carried.image(camera.width, camera.height)
+    if shape_z is not None:
+        if shape_z.shape != (camera.height, camera.width):
+            raise ValueError(f"shape_z is {shape_z.shape}, the camera {camera.height}x{camera.width}")
+        cond.shape_z = rgbd.backdrop(shape_z, camera)
     return cond
 
 
 def generate_views(models: ViewModels, cams: list[Camera], seed: int = 0, first: RGBDView | None = None,
-                   progress: ViewProgress | None = None) -> list[RGBDView]:
+                   progress: ViewProgress | None = None, shapes: ShapeSource | None = None) -> list[RGBDView]:
     """Views for ``cams`` in order: the first from ``first`` (e.g. a GAN render or a photo's RGBD) or G_u,
-    each later one from G_c conditioned on all previous views and the first view's backdrop."""
+    each later one from G_c conditioned on all previous views, the first view's backdrop and, for a G_c with
+    shape channels, ``shapes(i, camera)`` (the view's geometry, e.g. the GAN's depth; None: unknown)."""
     out: list[RGBDView] = []
     total = len(cams)
     carried: Backdrop | None = None
@@ -241,7 +263,8 @@ def generate_views(models: ViewModels, cams: list[Camera], seed: int = 0, first:
             view = first if first is not None else models.first_view(cam, seed)
             carried = fit_backdrop(view)
         else:
-            view = models.next_view(condition_for(out, cam, carried), seed * 1000 + i)
+            shape_z = shapes(i, cam) if shapes is not None and models.cond.cfg.shape else None
+            view = models.next_view(condition_for(out, cam, carried, shape_z), seed * 1000 + i)
         out.append(view)
         if progress is not None:
             progress(i + 1, total, f"view {i + 1}/{total}", view)

@@ -29,15 +29,17 @@ def fill_nearest(image: np.ndarray, known: np.ndarray, default: float = 0.5) -> 
 
 
 def network_condition(cond: Condition, noise: np.ndarray, backdrop: bool = False,
-                      hole_fill: str = "noise") -> np.ndarray:
-    """G_c's condition channels [6 (+3 backdrop), H, W] with the holes filled.
+                      hole_fill: str = "noise", shape: bool = False) -> np.ndarray:
+    """G_c's condition channels [6 (+3 backdrop) (+3 shape), H, W] with the holes filled.
 
     ``noise`` [4, H, W] (standard normal; colour then depth code) fills them for ``"noise"``, and for
     ``"nearest"`` wherever nothing at all is known (so a condition with no colour is what the network saw in
     training either way). The caller draws it, so training (numpy streams) and sampling (torch generators)
-    keep their own reproducible random numbers.
+    keep their own reproducible random numbers. With ``"nearest"``, a given target geometry
+    (``cond.shape_z``) and a carried backdrop, holes off the surface take the backdrop's colour: the fill
+    is then the warp + fill baseline drawn inside the true silhouette.
     """
-    x = cond.to_network(backdrop)
+    x = cond.to_network(backdrop, shape)
     rm = np.asarray(cond.rgb_mask, bool)
     dm = np.asarray(cond.depth_mask, bool)
     if hole_fill == "nearest":
@@ -45,6 +47,9 @@ def network_condition(cond: Condition, noise: np.ndarray, backdrop: bool = False
             x[1:4] = fill_nearest(x[1:4].transpose(1, 2, 0), rm).transpose(2, 0, 1)
         else:
             x[1:4] = noise[:3]
+        if shape and cond.shape_z is not None and cond.backdrop is not None:
+            off = ~cond.surface() & ~rm
+            x[1:4] = np.where(off[None], np.asarray(cond.backdrop, np.float32).transpose(2, 0, 1) * 2 - 1, x[1:4])
         x[4] = fill_nearest(x[4], dm) if dm.any() else noise[3]
         return x
     if hole_fill != "noise":

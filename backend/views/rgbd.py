@@ -143,6 +143,9 @@ class Condition:
     included; ``far`` where nothing is known) so new content does not appear in front of known foreground.
     ``backdrop`` [H, W, 3] is the trajectory's backdrop colour at every pixel (``backend.views.backdrop``),
     None when unknown (a mesh's condition, or a first view without visible backdrop).
+    ``shape_z`` [H, W] is the target view's own geometry when it is known before the view is generated
+    (camera-space z, far on the backdrop): the mesh being textured, the GAN head being turned, a test head's
+    truth. None when only the previous views are known (IVID's setting).
     """
 
     rgb: np.ndarray
@@ -152,10 +155,12 @@ class Condition:
     z_convex: np.ndarray
     camera: Camera
     backdrop: np.ndarray | None = None
+    shape_z: np.ndarray | None = None
 
-    def to_network(self, backdrop: bool = False) -> np.ndarray:
+    def to_network(self, backdrop: bool = False, shape: bool = False) -> np.ndarray:
         """[6, H, W] float32: rgb mask, masked rgb (3), masked depth code, depth mask (IVID's G_c order);
-        with ``backdrop`` 3 more: the backdrop colour in [−1, 1] (0, mid grey, when unknown)."""
+        with ``backdrop`` 3 more: the backdrop colour in [−1, 1] (0, mid grey, when unknown); with ``shape``
+        3 more: 1 where the target's geometry is given, its surface mask, its depth code (all 0 when unknown)."""
         near, far = self.camera.depth_range()
         rm = self.rgb_mask.astype(np.float32)
         dm = self.depth_mask.astype(np.float32)
@@ -167,4 +172,18 @@ class Condition:
                 parts.append(np.zeros((3, *rm.shape), np.float32))
             else:
                 parts.append(np.asarray(self.backdrop, dtype=np.float32).transpose(2, 0, 1) * 2.0 - 1.0)
+        if shape:
+            if self.shape_z is None:
+                parts.append(np.zeros((3, *rm.shape), np.float32))
+            else:
+                code = encode_depth(self.shape_z, near, far)
+                parts += [np.ones((1, *rm.shape), np.float32), self.surface()[None].astype(np.float32), code[None]]
         return np.concatenate(parts, axis=0)
+
+    def surface(self) -> np.ndarray:
+        """[H, W] bool: where the given target geometry has a surface (all False without one)."""
+        if self.shape_z is None:
+            return np.zeros(self.rgb_mask.shape, bool)
+        far = self.camera.depth_range()[1]
+        z = np.asarray(self.shape_z, dtype=np.float64)
+        return np.isfinite(z) & (z < far - 1e-3)

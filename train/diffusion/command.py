@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hole-fill", choices=HOLE_FILLS, default="noise",
                    help="cond only: what fills the condition's holes: noise (IVID) or nearest (the nearest known "
                         "colour and depth; the masks still say what is known); stored in the model")
+    p.add_argument("--shape", action="store_true",
+                   help="cond only: give the model the target view's own geometry when it is known (a mesh being "
+                        "textured, the GAN head being turned; 3 more input channels; trained with the true depth)")
     p.add_argument("--depth-model", type=Path, help="monocular depth model for zips without depth maps")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -66,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise Aware3DError("--steps, --batch and --snap must be positive")
     if not 0.0 <= args.true_pairs <= 1.0:
         raise Aware3DError(f"--true-pairs must be between 0 and 1, got {args.true_pairs}")
-    if args.kind != "cond" and (args.true_pairs > 0 or args.backdrop or args.hole_fill != "noise"):
-        raise Aware3DError("--true-pairs, --backdrop and --hole-fill are for --kind cond")
+    if args.kind != "cond" and (args.true_pairs > 0 or args.backdrop or args.hole_fill != "noise" or args.shape):
+        raise Aware3DError("--true-pairs, --backdrop, --hole-fill and --shape are for --kind cond")
     from train.gan.distributed import check_run_folder
 
     check_run_folder(args.out)  # a file, a read-only folder: one line now, not after the first snapshot's work
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         snap_every=args.snap, init_from=str(args.init_from) if args.init_from else None,
         depth_model=str(args.depth_model) if args.depth_model else None, threads=args.threads,
         device=args.device, true_pairs=args.true_pairs, backdrop=args.backdrop,
-        hole_fill=args.hole_fill, command=words)
+        hole_fill=args.hole_fill, shape=args.shape, command=words)
     trainer = DiffusionTrainer(opts, resume=args.resume)
     summary = trainer.train(progress=not args.quiet)
     if args.export and trainer.info.is_main:
@@ -96,14 +99,17 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         "eval-views", help="measure generated novel views against ground truth on held-out heads",
         description="Given each held-out head's true frontal view, generate yaw ±15…±60 with the conditional "
                     "model and compare ±30°/±60° with the true views (PSNR/SSIM, seen/unseen parts, depth "
-                    "AbsRel), against warping + nearest-colour fill; plus reprojection consistency between "
-                    "neighbouring generated views. JSON to --out.")
+                    "AbsRel), against warping + nearest-colour fill (and the same fill inside the true silhouette); "
+                    "plus reprojection consistency between neighbouring generated views. A model trained with "
+                    "--shape is given each view's true geometry unless --no-shape. JSON to --out.")
     p.add_argument("--test-data", required=True, type=Path, help="held-out test zip (*_test.zip)")
     p.add_argument("--views-model", default=None, help="conditional model (default: aware3d-views-cond)")
     p.add_argument("--heads", type=int, default=10, help="number of test heads (default 10)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per view")
     p.add_argument("--pull", default="0.1,0.2", metavar="RGB,DEPTH", help="per-step pull (see aware3d views)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-shape", action="store_true",
+                   help="do not give a G_c with shape channels the true geometry of each view (IVID's setting)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--fid", type=int, default=0, metavar="N",
                    help="also sample N first views with G_u and report their FID against --fid-data (default 0: off)")
@@ -146,7 +152,8 @@ def run_eval(args: argparse.Namespace) -> int:
     models = load_view_models(args.views_model, args.first_model, steps=args.steps, need_uncond=args.fid > 0)
     models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     with progress(total=min(args.heads, len(test.test_heads)), desc="eval-views", unit="head") as bar:
-        report = evaluate_views(models, test, args.heads, args.seed, progress=lambda *_: bar.update(1))
+        report = evaluate_views(models, test, args.heads, args.seed, progress=lambda *_: bar.update(1),
+                                shape=not args.no_shape)
     report["model"] = str(resolve_view_model("cond", args.views_model))
     if args.fid > 0:
         from backend.registry import bundled_models_dir

@@ -7,7 +7,8 @@ IVID's forward-backward warp (spec §4.2) to a novel camera near the source one,
 pre-warp noise, with p = 0.8 the colour replaced by the blurred original, and an extra erosion of the
 colour mask. With ``true_pairs`` > 0, that share of G_c's examples are true multi-view pairs of new
 rendered heads instead (``train.diffusion.pairs``); with ``backdrop`` the condition carries the source's
-backdrop (``backend.views.backdrop``; dropped for 10 % of examples, so a missing backdrop is handled).
+backdrop (``backend.views.backdrop``; dropped for 10 % of examples, so a missing backdrop is handled); with
+``shape`` it carries the target view's true geometry (dropped for 15 %: IVID's setting, no geometry known).
 Everything is a function of (seed, step, index), so a resumed run sees the same examples.
 """
 
@@ -31,6 +32,7 @@ from train.data.zip_dataset import ZipDataset, ZipDatasetError
 from train.diffusion.pairs import PairSettings, camera_from_label, true_pair, view_from_render
 
 BACKDROP_DROP = 0.1  # share of examples whose backdrop channels are left empty
+SHAPE_DROP = 0.15  # share of examples whose shape channels are left empty
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,14 @@ def make_condition(view: RGBDView, rng: np.random.Generator, aug: WarpAugment) -
 
 
 def condition_input(cond: Condition, rng: np.random.Generator | torch.Generator | None = None,
-                    backdrop: bool = False, hole_fill: str = "noise") -> np.ndarray:
+                    backdrop: bool = False, hole_fill: str = "noise", shape: bool = False) -> np.ndarray:
     """The network's condition channels, holes filled as ``hole_fill`` says (``backend.views.holes``)."""
-    shape = (4, *cond.rgb_mask.shape)
+    size = (4, *cond.rgb_mask.shape)
     if isinstance(rng, np.random.Generator):
-        noise = rng.standard_normal(shape).astype(np.float32)
+        noise = rng.standard_normal(size).astype(np.float32)
     else:
-        noise = torch.randn(shape, generator=rng).numpy()
-    return network_condition(cond, noise, backdrop, hole_fill)
+        noise = torch.randn(size, generator=rng).numpy()
+    return network_condition(cond, noise, backdrop, hole_fill, shape)
 
 
 class RGBDExamples(torch.utils.data.Dataset):
@@ -117,7 +119,7 @@ class RGBDExamples(torch.utils.data.Dataset):
 
     def __init__(self, data: ZipDataset, kind: str, aug: WarpAugment | None = None, seed: int = 0,
                  depth_fn: Any = None, true_pairs: float = 0.0, backdrop: bool = False,
-                 pairs: PairSettings | None = None, hole_fill: str = "noise") -> None:
+                 pairs: PairSettings | None = None, hole_fill: str = "noise", shape: bool = False) -> None:
         if kind not in ("uncond", "cond"):
             raise ValueError(f"kind must be 'uncond' or 'cond', got {kind!r}")
         if not data.has_depth and depth_fn is None:
@@ -130,7 +132,7 @@ class RGBDExamples(torch.utils.data.Dataset):
         self.seed = seed
         self.depth_fn = depth_fn
         self.true_pairs, self.backdrop, self.pairs = true_pairs, backdrop, pairs or PairSettings()
-        self.hole_fill = hole_fill
+        self.hole_fill, self.shape = hole_fill, shape
         self.step = 0
 
     def __len__(self) -> int:
@@ -154,8 +156,10 @@ class RGBDExamples(torch.utils.data.Dataset):
     def _with_condition(self, target: RGBDView, cond: Condition, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         if self.backdrop and rng.random() < BACKDROP_DROP:
             cond.backdrop = None
+        if self.shape and rng.random() >= SHAPE_DROP:  # drawn only for shape models: older runs keep their streams
+            cond.shape_z = target.z.copy()
         return {"target": torch.from_numpy(rgbd.to_network(target)),
-                "cond": torch.from_numpy(condition_input(cond, rng, self.backdrop, self.hole_fill))}
+                "cond": torch.from_numpy(condition_input(cond, rng, self.backdrop, self.hole_fill, self.shape))}
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return self.example(idx, self.step)

@@ -13,6 +13,12 @@ co-visible pixels (depth agreeing within 2 %). A G_c with backdrop channels is g
 (as ``aware3d views`` does); for every model, the backdrop's drift is reported: the mean CIE76 ΔE between each
 generated view's backdrop pixels and the first view's backdrop there, its largest value along the trajectory.
 ``unconditional_fid`` measures G_u's first views in the feature network's space (FID against a data zip).
+
+A G_c with shape channels is given each target view's true geometry (as texturing gives it the mesh's, and
+``aware3d views`` the GAN's), unless ``shape=False`` (IVID's setting: only the previous views are known).
+Because that is knowledge the plain baseline does not use, a second baseline is reported with it:
+``baseline_shape`` warps and fills the same way inside the true silhouette and draws the carried backdrop
+outside it.
 """
 
 from __future__ import annotations
@@ -61,6 +67,19 @@ def nearest_fill(cond: Condition) -> RGBDView:
     return RGBDView(fill_nearest(cond.rgb, known), fill_nearest(cond.z, dk), cond.camera)
 
 
+def shape_fill(cond: Condition, truth: RGBDView, carried: Backdrop | None) -> RGBDView:
+    """The baseline given the target's geometry: inside the true silhouette the nearest known colour (as
+    ``nearest_fill``), outside it the trajectory's backdrop, and the true depth."""
+    base = nearest_fill(cond)
+    far = truth.camera.depth_range()[1]
+    surface = truth.z < far - 1e-3
+    if carried is not None:
+        back = carried.image(truth.camera.width, truth.camera.height)
+        base.rgb = np.where(surface[..., None] | cond.rgb_mask[..., None], base.rgb, back).astype(np.float32)
+    base.z = truth.z.copy()
+    return base
+
+
 def depth_absrel(pred: RGBDView, true: RGBDView) -> float:
     far = true.camera.depth_range()[1]
     head = true.z < far - 1e-3
@@ -94,8 +113,10 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run the protocol on the first ``heads`` test heads; per-yaw means for the model and the baseline."""
+                   progress: Callable[[int, int], None] | None = None, shape: bool = True) -> dict[str, Any]:
+    """Run the protocol on the first ``heads`` test heads; per-yaw means for the model and the baselines
+    (``shape``: give a G_c with shape channels the true geometry of each target view)."""
+    use_shape = shape and models.cond.cfg.shape
     rows: dict[str, dict[str, list[float]]] = {}
     cons: list[dict[str, float]] = []
     drift: list[float] = []
@@ -113,7 +134,8 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
         worst = math.nan
         for i, yaw in enumerate(EVAL_YAWS):
             cam = rgbd.orbit(yaw, 0.0, models.resolution)
-            view = models.next_view(condition_for(views, cam, carried), seed * 100_000 + head * 100 + i)
+            shape_z = true_view(yaw).z if use_shape else None
+            view = models.next_view(condition_for(views, cam, carried, shape_z), seed * 100_000 + head * 100 + i)
             views.append(view)
             by_yaw[yaw] = view
             n_generated += 1
@@ -126,7 +148,8 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
             direct = aggregate([first], truth.camera)
             base = nearest_fill(direct)
             seen = direct.rgb_mask
-            for name, pred in (("model", by_yaw[yaw]), ("baseline", base)):
+            for name, pred in (("model", by_yaw[yaw]), ("baseline", base),
+                               ("baseline_shape", shape_fill(direct, truth, carried))):
                 r = rows.setdefault(f"{name}@{yaw:+.0f}", {})
                 head = truth.z < truth.camera.depth_range()[1] - 1e-3
                 for metric, value in (("psnr", psnr(pred.rgb, truth.rgb)), ("ssim", ssim(pred.rgb, truth.rgb)),
@@ -145,7 +168,7 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
             progress(k + 1, len(ids))
     table = {key: {m: _mean(v) for m, v in r.items()} for key, r in rows.items()}
     summary = {}
-    for name in ("model", "baseline"):
+    for name in ("model", "baseline", "baseline_shape"):
         for group, yaws in (("30", (30.0, -30.0)), ("60", (60.0, -60.0))):
             for metric in ("psnr", "ssim", "psnr_head", "psnr_seen", "psnr_unseen", "depth_absrel"):
                 summary[f"{name}_{metric}@±{group}"] = _mean(
@@ -155,7 +178,8 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
                             "covisible": _mean([c["covisible"] for c in cons]), "pairs": len(cons)},
             "backdrop_delta_e": {"mean_of_max": _mean(drift),
                                  "max": round(max((d for d in drift if not math.isnan(d)), default=math.nan), 3)},
-            "seconds_per_view": round((time.time() - t0) / max(n_generated, 1), 3), "steps": models.steps}
+            "seconds_per_view": round((time.time() - t0) / max(n_generated, 1), 3), "steps": models.steps,
+            "shape_given": use_shape}
 
 
 def unconditional_fid(models: ViewModels, real: Any, net: Any, count: int, seed: int = 0,

@@ -67,7 +67,7 @@ class DiffusionTrainer:
         self.opts = options
         if snaps:  # before any tensor is loaded: a different network would fail with a shape error
             saved = DiffusionOptions.from_dict(stored_options(self.out) or {})
-            for key in ("kind", "preset", "data", "backdrop", "hole_fill"):
+            for key in ("kind", "preset", "data", "backdrop", "hole_fill", "shape"):
                 if getattr(saved, key) != getattr(options, key):
                     raise Aware3DError(f"--{key.replace('_', '-')} {getattr(options, key)} differs from the run "
                                        f"being resumed ({getattr(saved, key)})", "use the same settings or a new --out")
@@ -79,7 +79,7 @@ class DiffusionTrainer:
             raise Aware3DError(f"--batch {options.batch} is not divisible by {self.info.world_size} processes")
         try:
             cfg = PRESETS[options.preset].replace(kind=options.kind, backdrop=options.backdrop,
-                                                  hole_fill=options.hole_fill)
+                                                  hole_fill=options.hole_fill, shape=options.shape)
         except ValueError as exc:
             raise Aware3DError(str(exc)) from None
         try:
@@ -90,7 +90,7 @@ class DiffusionTrainer:
         self.examples = RGBDExamples(data, options.kind, seed=options.seed,
                                      depth_fn=_depth_fn(options.depth_model, self.device),
                                      true_pairs=options.true_pairs, backdrop=options.backdrop,
-                                     hole_fill=options.hole_fill)
+                                     hole_fill=options.hole_fill, shape=options.shape)
         self.cfg = cfg
         torch.manual_seed(options.seed)  # the initial weights are part of the run
         self.net = UNet(cfg).to(self.device)

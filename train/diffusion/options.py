@@ -26,6 +26,7 @@ class DiffusionOptions:
     true_pairs: float = 0.0  # cond only: share of true multi-view pairs (train.diffusion.pairs)
     backdrop: bool = False  # cond only: the model gets the first view's backdrop (UNetConfig.backdrop)
     hole_fill: str = "noise"  # cond only: what fills the condition's holes (UNetConfig.hole_fill)
+    shape: bool = False  # cond only: the model gets the target view's known geometry (UNetConfig.shape)
     depth_model: str | None = None  # for zips without depth: a monocular depth network
     threads: int | None = None
     device: str = "auto"
