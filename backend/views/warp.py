@@ -26,6 +26,9 @@ MIN_WEIGHT = 1e-4
 ERODED_FACTOR = 1e-8
 FALLBACK_FACTOR = 1e-16  # edge and padding triangles count only where nothing else covers a pixel
 COPY_FACTOR = 1e-3  # a pixel a generated view copied from earlier views, against the original's weight
+# a pixel a generated view invented (neither observed nor copied): any observation of the surface, even at the
+# angle weight's floor, outweighs it (measured: docs/views.md, *Observations beat inventions*)
+INVENTED_FACTOR = 1e-5
 
 
 @dataclass
@@ -163,7 +166,9 @@ def aggregate(views: list[RGBDView], target: Camera, supersample: int = 3, cut_t
     surface), eroded vertices ×1e−8, edge and padding triangles ×1e−16. Depth averages the regular
     contributions. Pixels a generated view copied from earlier ones (``RGBDView.copied``) weigh ×1e−3: each
     surface point is taken from the view that first saw it unless that view saw it far more obliquely, so
-    what the first view saw is not resampled once more with every step of a trajectory.
+    what the first view saw is not resampled once more with every step of a trajectory. Pixels a generated
+    view invented weigh ×1e−5, below any observation (the angle weight's floor is 1e−4): a guess fills only
+    what no real view saw, however obliquely.
     """
     auto_erode, auto_mask = erosion_sizes(min(target.width, target.height))
     erode_rgb = auto_erode if erode_rgb is None else erode_rgb
@@ -185,7 +190,7 @@ def aggregate(views: list[RGBDView], target: Camera, supersample: int = 3, cut_t
         vw = np.maximum(np.exp(-ANGLE_SHARPNESS * theta), MIN_WEIGHT)
         vw = np.where(m.eroded, vw * ERODED_FACTOR, vw)
         if view.copied is not None:  # resampling a resampled copy blurs: the original view wins
-            vw = np.where(np.pad(view.copied, 1, mode="edge").reshape(-1), vw * COPY_FACTOR, vw)
+            vw = np.where(np.pad(view.copied, 1, mode="edge").reshape(-1), vw * COPY_FACTOR, vw * INVENTED_FACTOR)
         attrs = np.concatenate([m.colours, np.log(vw)[:, None], m.eroded[:, None].astype(np.float64)], axis=1)
         drawn = m.kind != BACKGROUND
         if not drawn.any():  # a view of nothing but backdrop says nothing about the target
