@@ -123,7 +123,7 @@ def test_models_describes_every_bundled_kind(capsys: pytest.CaptureFixture[str])
     assert main(["models", "--json"]) == 0
     bundled = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"] if m["source"] == "bundled"}
     described = {name: (m["config"], m["resolution"]) for name, m in bundled.items()}
-    assert described["aware3d-views-cond"] == ("views64+backdrop+nearest-fill", 64)
+    assert described["aware3d-views-cond"] == ("views64+backdrop+nearest-fill+shape", 64)
     assert described["aware3d-views-uncond"] == ("views64", 64)
     assert described["aware3d-depth"] == ("small", 64)
     assert described["aware3d-features64"] == ("256-d embedding", 64)
