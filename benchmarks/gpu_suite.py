@@ -62,6 +62,9 @@ from benchmarks.record import ROOT, Run
 SCRIPT = Path(__file__).resolve()
 RESULTS_GPU = ROOT / "benchmarks" / "results" / "gpu"
 DEFAULT_BUDGET_S = 450  # 8 minutes on one H100, less a margin for the machine's own start and copy-back
+# The dry run checks that every step works, not how fast: it shares CI's two cores with the rest of the test
+# suite (two pytest workers), so its steps and budget get this many times the GPU run's limits.
+DRY_RUN_SLACK = 4
 
 # What the suite imports, by import name -> distribution name in pyproject.toml (versions are read there).
 NEEDED_MODULES = {
@@ -301,8 +304,10 @@ def step_gpu_tests(suite: Suite, outcome: Outcome) -> None:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
                    if re.search(r"mark\.gpu\b|cuda_compile", p.read_text()))
     junit = suite.work / "gpu_tests.xml"
-    cmd = [suite.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu or cuda_compile",
-           f"--junitxml={junit}", *files]
+    # One process: the GPU image has no pytest-xdist, and two workers would share the one GPU anyway; so
+    # pyproject's addopts (which ask for two workers) are replaced by their other options.
+    cmd = [suite.python, "-m", "pytest", "-q", "-o", "addopts=-ra --strict-markers", "-p", "no:cacheprovider",
+           "-m", "gpu or cuda_compile", f"--junitxml={junit}", *files]
     failed: StepFailed | None = None
     try:
         suite.run(outcome, cmd)
@@ -562,7 +567,7 @@ def run_suite(args: argparse.Namespace, argv: list[str]) -> int:
                 continue
             outcome = Outcome(step.name)
             t0 = time.monotonic()
-            suite.step_deadline = t0 + step.timeout_s
+            suite.step_deadline = t0 + step.timeout_s * (DRY_RUN_SLACK if suite.dry else 1)
             if suite.remaining() < 5:
                 outcome.status, outcome.notes = "not_run", [f"suite budget of {args.budget_s} s spent"]
             else:
@@ -614,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="CPU and gloo, tiny sizes (CI): the plumbing, not speed")
     p.add_argument("--out", help="results folder (default: benchmarks/results/gpu/<device>/; dry run: a temp dir)")
     p.add_argument("--only", action="append", help="run only these steps (comma-separated or repeated)")
-    p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="the whole suite's wall-time limit")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help=f"the whole suite's wall-time limit (default {DEFAULT_BUDGET_S} s; x{DRY_RUN_SLACK} with "
+                        "--dry-run)")
     p.add_argument("--wheels", help="folder of wheels to install when an import is missing (no network there)")
     p.add_argument("--pip", action="store_true", help="install missing packages with pip from the registry")
     p.add_argument("--archive", help="also pack the results folder into this .tar.gz (e.g. $OUT/gpu_results.tar.gz)")
@@ -624,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-collectives", metavar="JSON", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="nccl", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = DEFAULT_BUDGET_S * (DRY_RUN_SLACK if args.dry_run else 1)
     if args.probe_collectives:
         return probe_collectives(Path(args.probe_collectives), args.backend)
     if args.fetch_wheels:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -48,6 +49,19 @@ def must_run(item: pytest.Item) -> str | None:
             raise pytest.UsageError(f"{item.nodeid}: cuda_compile({compiler!r}) names no known compiler")
         return str(compiler)
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each pytest-xdist worker its share of the cores: the suite runs in parallel (``-n 2`` in
+    pyproject.toml) and torch's default of one thread per core in every worker would oversubscribe them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    share = max(1, len(os.sched_getaffinity(0)) // max(1, int(workers)))
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(share)
 
 
 def _has_cuda() -> bool:
