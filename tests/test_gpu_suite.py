@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dry_run_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run([sys.executable, "benchmarks/gpu_suite.py", "--dry-run", "--out", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True,
+                         timeout=gpu_suite.DEFAULT_BUDGET_S * gpu_suite.DRY_RUN_SLACK + 120)
     suite = json.loads((out / "suite.json").read_text())
     steps = {s["name"]: s for s in suite["steps"]}
     failed = {n: s["notes"] + [s["log_tail"][-1500:]] for n, s in steps.items() if s["status"] != "passed"}
