@@ -155,6 +155,7 @@ def test_views_cli_first_view_from_a_gan(tiny_models: dict[str, Path], tmp_path:
     assert rc == 0
     meta = json.loads((out / "views.json").read_text())
     assert meta["first"] == "gan" and len(meta["views"]) == 2
+    assert meta["pull"] == "1,1"  # the default: copy what earlier views saw (docs/views.md)
     z = np.load(out / "view_00_depth.npy")
     cam = meta["views"][0]["camera"]
     assert z.shape == (cam["height"], cam["width"]) and np.isfinite(z).all()
