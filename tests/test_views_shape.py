@@ -186,10 +186,6 @@ def test_training_eval_and_views_with_shape(tiny_head_zips: dict[str, Path], tmp
                     "--trajectory", "0,0;25,0", "--steps", "2", "--out", str(out)]) == 0
     meta = json.loads((out / "views.json").read_text())
     assert meta["shape"] is True and meta["pull"] == "1,1"  # copy what earlier views saw (docs/views.md)
-    assert aware3d(["views", "--first", "gan", "--model", "random:tiny", "--seed", "1", "--views-model", str(model),
-                    "--trajectory", "0,0;25,0", "--steps", "2", "--no-shape", "--out", str(tmp_path / "ns")]) == 0
-    meta = json.loads((tmp_path / "ns" / "views.json").read_text())
-    assert meta["shape"] is False and meta["pull"] == "1,1"
     assert aware3d_train(["diffusion", "--data", str(tiny_head_zips["train"]), "--kind", "uncond", "--shape",
                           "--out", str(tmp_path / "u")]) == 2
     err = capsys.readouterr().err
