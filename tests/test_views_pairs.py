@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import imageio
 import numpy as np
 import pytest
 import torch
@@ -180,10 +181,23 @@ def test_eval_views_reports_backdrop_drift_and_uncond_fid(zips: dict[str, Path],
     out = tmp_path / "report.json"
     assert aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--views-model", str(paths["cond"]),
                           "--first-model", str(paths["uncond"]), "--fid", "6", "--fid-data", str(zips["train"]),
-                          "--heads", "1", "--steps", "2", "--out", str(out)]) == 0
+                          "--heads", "1", "--steps", "2", "--fid-sheet", str(tmp_path / "g.png"),
+                          "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["backdrop_delta_e"]["max"] >= 0
     assert report["uncond_fid"]["count"] == 6 and np.isfinite(report["uncond_fid"]["fid"])
+    # the sheet shows the measured views: six 16 px samples in one row, depth below, not a blank image
+    sheet = imageio.v3.imread(tmp_path / "g.png")
+    assert sheet.shape == (2 * RES, 6 * RES, 3) and sheet[:RES].std() > 0
+    assert report["uncond_fid"]["sheet"] == "g.png"
+
+
+def test_fid_sheet_needs_fid(zips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--fid-sheet", str(tmp_path / "g.png"),
+                        "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--fid-sheet" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g.png").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

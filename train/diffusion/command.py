@@ -115,6 +115,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="also sample N first views with G_u and report their FID against --fid-data (default 0: off)")
     p.add_argument("--fid-data", type=Path, help="zip of real images for --fid (e.g. data/heads64v2_val.zip)")
     p.add_argument("--first-model", default=None, help="unconditional model for --fid (default: aware3d-views-uncond)")
+    p.add_argument("--fid-sheet", type=Path, metavar="PNG",
+                   help="also write the first 16 of the --fid views (colour, depth below) as a contact sheet")
     p.add_argument("--features", type=Path,
                    help="feature network for --fid (default: the bundled aware3d-features64)")
     p.add_argument("--out", required=True, type=Path, help="report .json")
@@ -149,6 +151,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise Aware3DError("--fid N needs N >= 0 and --fid-data ZIP (real images to compare with)")
     if args.fid > 0 and not args.fid_data.is_file():
         raise Aware3DError(f"--fid-data: file not found: {args.fid_data}")
+    if args.fid_sheet is not None and (args.fid < 1 or args.fid_sheet.suffix.lower() != ".png"):
+        raise Aware3DError(f"--fid-sheet {args.fid_sheet}: needs --fid N and a .png path")
     models = load_view_models(args.views_model, args.first_model, steps=args.steps, need_uncond=args.fid > 0)
     models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     with progress(total=min(args.heads, len(test.test_heads)), desc="eval-views", unit="head") as bar:
@@ -161,11 +165,19 @@ def run_eval(args: argparse.Namespace) -> int:
         from train.eval.features import load_feature_net
 
         net = load_feature_net(args.features or bundled_models_dir() / "aware3d-features64.safetensors")
+        shown: list = []
         with progress(total=args.fid, desc="G_u FID", unit="view") as bar:
             report["uncond_fid"] = unconditional_fid(models, ZipDataset(args.fid_data), net, args.fid, args.seed,
-                                                     progress=lambda *_: bar.update(1))
+                                                     progress=lambda *_: bar.update(1),
+                                                     on_view=lambda k, v: shown.append(v) if k < 16 else None)
         report["uncond_fid"]["model"] = str(resolve_view_model("uncond", args.first_model))
         report["uncond_fid"]["real"] = args.fid_data.name
+        if args.fid_sheet is not None:
+            from backend.fileio import write_png
+            from backend.views.outputs import contact_sheet
+
+            write_png(args.fid_sheet, contact_sheet(shown, cols=8))
+            report["uncond_fid"]["sheet"] = args.fid_sheet.name
     report["pull"] = {"rgb": models.rgb_pull, "depth": models.depth_pull}
     report["test_data"] = args.test_data.name
     report["command"] = shlex.join(command_line(args, "eval-views"))  # benchmarks/results cite it

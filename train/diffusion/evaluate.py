@@ -183,9 +183,11 @@ def evaluate_views(models: ViewModels, test: ZipDataset, heads: int, seed: int =
 
 
 def unconditional_fid(models: ViewModels, real: Any, net: Any, count: int, seed: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                      progress: Callable[[int, int], None] | None = None,
+                      on_view: Callable[[int, RGBDView], None] | None = None) -> dict[str, Any]:
     """FID of ``count`` G_u first views (25-step DDIM unless set otherwise) against ``count`` images of
-    ``real`` (a ZipDataset), both in the feature network ``net``'s space."""
+    ``real`` (a ZipDataset), both in the feature network ``net``'s space. ``on_view(k, view)`` sees each
+    sampled view, so a sample sheet shows exactly the views that were measured."""
     import torch
 
     from train.eval.metrics import frechet_distance
@@ -199,6 +201,8 @@ def unconditional_fid(models: ViewModels, real: Any, net: Any, count: int, seed:
     for k in range(len(idx)):
         view = models.first_view(cam, seed * 1_000_003 + k)
         fake.append(torch.from_numpy((view.rgb * 255.0 + 0.5).astype(np.uint8).transpose(2, 0, 1)))
+        if on_view is not None:
+            on_view(k, view)
         if progress is not None:
             progress(k + 1, len(idx))
     with torch.no_grad():
