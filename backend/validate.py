@@ -89,6 +89,7 @@ BOUNDS: dict[str, Bound] = {
     "texture_exponent": Bound(0.1, 64.0, False, "3", "cos^p view weight exponent"),
     "max_angle_deg": Bound(1.0, 89.0, False, "70", "most oblique view used for texturing (degrees)"),
     "diffusion_steps": Bound(1, 1000, True, "25", "diffusion sampling steps"),
+    "ddim_eta": Bound(0.0, 1.0, False, "1", "DDIM noise of G_u's first view (0: deterministic, 1: DDPM-like)"),
     "views_per_trajectory": Bound(1, 360, True, "9", "views of one trajectory (views)"),
     "invert_steps": Bound(0, 5000, True, "100", "invert/edit optimisation steps per stage"),
     "pseudo_views": Bound(2, 360, True, "12", "invert pseudo views"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,8 @@ from backend.cli.main import main as aware3d
 from backend.diffusion.config import PRESETS
 from backend.diffusion.model_file import load_net, save_net
 from backend.diffusion.unet import UNet
+from backend.views import rgbd
+from backend.views.generate import load_view_models
 from train.cli import main as aware3d_train
 from train.data.zip_dataset import ZipDataset
 from train.diffusion.data import RGBDExamples
@@ -95,8 +98,6 @@ def test_training_lowers_the_denoising_loss(zips: dict[str, Path], tmp_path: Pat
 
 
 def test_eval_views_reports_model_and_baseline(zips: dict[str, Path], tiny_models: dict[str, Path]) -> None:
-    from backend.views.generate import load_view_models
-
     models = load_view_models(tiny_models["cond"], steps=2)
     report = evaluate_views(models, ZipDataset(zips["test"], extras=True), heads=1)
     s = report["summary"]
@@ -226,3 +227,25 @@ def test_eval_views_cli_report_records_its_command(zips: dict[str, Path], tiny_m
     assert aware3d_train(argv) == 0
     command = json.loads(out.read_text())["command"]  # benchmarks/results/eval_views_*.json are cited by docs
     assert command.startswith("aware3d-train eval-views ") and f"--out {out}" in command
+
+
+def test_first_eta_gives_a_stochastic_first_view_that_a_seed_repeats(tiny_models: dict[str, Path], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    models = load_view_models(tiny_models["cond"], tiny_models["uncond"], steps=3)
+    cam = rgbd.orbit(0.0, 0.0, RES)
+    still = models.first_view(cam, 5).rgb
+    models.first_eta = 1.0
+    noisy = models.first_view(cam, 5).rgb
+    assert not np.allclose(still, noisy)  # η adds fresh noise at every step
+    np.testing.assert_array_equal(noisy, models.first_view(cam, 5).rgb)  # drawn from the seed's generator
+    out = tmp_path / "v"
+    assert aware3d(["views", "--first", "uncond", "--views-model", str(tiny_models["cond"]),
+                    "--first-model", str(tiny_models["uncond"]), "--trajectory", "0,0", "--steps", "3",
+                    "--seed", "5", "--first-eta", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "views.json").read_text())["first_eta"] == 1.0
+    np.testing.assert_allclose(imageio.v3.imread(out / "view_00.png") / 255.0, noisy, atol=0.5 / 255 + 1e-6)
+    capsys.readouterr()
+    assert aware3d(["views", "--first", "uncond", "--views-model", str(tiny_models["cond"]),
+                    "--first-model", str(tiny_models["uncond"]), "--first-eta", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--first-eta" in err and len(err.splitlines()) == 1

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="unconditional model name or file (default: aware3d-views-uncond)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps per view (default 25)")
     p.add_argument("--ddpm", action="store_true", help="first view by the full 1000-step DDPM (IVID's G_u sampler)")
+    p.add_argument("--first-eta", type=float, default=None, metavar="ETA",
+                   help="DDIM noise of G_u's first view, 0 (deterministic) to 1 (stochastic, like DDPM); "
+                        "default: FIRST_ETA of backend/views/generate.py (see docs/views.md)")
     p.add_argument("--no-refine", action="store_true", help="no per-step pull towards the warped condition")
     p.add_argument("--no-shape", action="store_true",
                    help="with --first gan: do not give a shape-aware conditional model the GAN's geometry of each "
@@ -50,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from backend.devices import resolve_device
-    from backend.validate import check_output_dir, within
+    from backend.validate import check_output_dir, optional, within
     from backend.views import rgbd, trajectories
     from backend.views.generate import generate_views, load_view_models, parse_pull
     from backend.views.outputs import save_views
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     within("diffusion_steps", args.steps, "--steps", "e.g. --steps 25")
     within("seed", args.seed, "--seed", "e.g. --seed 0")
     within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
+    optional("ddim_eta", args.first_eta, "--first-eta")
     angles = trajectories.parse(args.trajectory)
     pull = parse_pull(args.pull)
     check_output_dir(args.out)
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     models = load_view_models(args.views_model, args.first_model, args.steps, device,
                               need_uncond=args.first == "uncond")
     models.refine = not args.no_refine
+    if args.first_eta is not None:
+        models.first_eta = args.first_eta
     models.rgb_pull, models.depth_pull = pull
     size = models.resolution
     cams = [rgbd.orbit(y, p, size) for y, p in angles]
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = None
     extra: dict[str, object] = {"seed": args.seed, "trajectory": args.trajectory, "steps": args.steps,
                                 "first": args.first, "pull": args.pull}
+    if args.first == "uncond" and not args.ddpm:
+        extra["first_eta"] = models.first_eta
     if args.first == "gan":
         from backend.registry import load_generator
         from backend.sampling import make_latent

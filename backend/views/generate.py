@@ -41,6 +41,7 @@ ViewProgress = Callable[[int, int, str, RGBDView | None], None]  # (done, total,
 RGB_PULL = 0.1
 DEPTH_PULL = 0.2
 CONVEX_MIX = 0.5
+FIRST_ETA = 0.0  # DDIM noise of G_u's first view (0: deterministic DDIM; 1: stochastic, like IVID's DDPM)
 BACKDROP_FROM = 0.97  # depth code from which x0 counts as backdrop (fully at 1.0, the far plane)
 
 
@@ -113,6 +114,7 @@ class ViewModels:
     uncond: UNet | None = None
     steps: int = 25
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    first_eta: float = FIRST_ETA
     refine: bool = True
     rgb_pull: float = RGB_PULL
     depth_pull: float = DEPTH_PULL
@@ -124,7 +126,7 @@ class ViewModels:
 
     def first_view(self, camera: Camera, seed: int, ddpm: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> RGBDView:
-        """Sample a first view with G_u (DDIM with ``steps``, or the full 1000-step DDPM)."""
+        """Sample a first view with G_u (DDIM with ``steps`` and ``first_eta``, or the full 1000-step DDPM)."""
         if self.uncond is None:
             raise ValueError("no unconditional model loaded")
         net = self.uncond
@@ -136,8 +138,8 @@ class ViewModels:
             if ddpm:
                 x = ddpm_sample(denoise, sched, shape, generator=g, device=self.device, progress=progress)
             else:
-                x = ddim_sample(denoise, sched, shape, self.steps, generator=g, device=self.device,
-                                progress=progress)
+                x = ddim_sample(denoise, sched, shape, self.steps, eta=self.first_eta, generator=g,
+                                device=self.device, progress=progress)
         return rgbd.from_network(x[0].cpu().numpy(), camera.resized(net.cfg.resolution, net.cfg.resolution))
 
     def next_view(self, cond: Condition, seed: int,

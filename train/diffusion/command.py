@@ -115,6 +115,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="also sample N first views with G_u and report their FID against --fid-data (default 0: off)")
     p.add_argument("--fid-data", type=Path, help="zip of real images for --fid (e.g. data/heads64v2_val.zip)")
     p.add_argument("--first-model", default=None, help="unconditional model for --fid (default: aware3d-views-uncond)")
+    p.add_argument("--first-eta", type=float, default=None, metavar="ETA",
+                   help="DDIM noise of G_u's first views for --fid (default: that of aware3d views)")
     p.add_argument("--fid-sheet", type=Path, metavar="PNG",
                    help="also write the first 16 of the --fid views (colour, depth below) as a contact sheet")
     p.add_argument("--features", type=Path,
@@ -131,6 +133,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from backend.cli.common import progress
     from backend.errors import Aware3DError
     from backend.fileio import write_json
+    from backend.validate import optional
     from backend.views.generate import load_view_models, parse_pull, resolve_view_model
     from train.cli import command_line
     from train.data.zip_dataset import ZipDataset, ZipDatasetError
@@ -151,10 +154,13 @@ def run_eval(args: argparse.Namespace) -> int:
         raise Aware3DError("--fid N needs N >= 0 and --fid-data ZIP (real images to compare with)")
     if args.fid > 0 and not args.fid_data.is_file():
         raise Aware3DError(f"--fid-data: file not found: {args.fid_data}")
+    optional("ddim_eta", args.first_eta, "--first-eta")
     if args.fid_sheet is not None and (args.fid < 1 or args.fid_sheet.suffix.lower() != ".png"):
         raise Aware3DError(f"--fid-sheet {args.fid_sheet}: needs --fid N and a .png path")
     models = load_view_models(args.views_model, args.first_model, steps=args.steps, need_uncond=args.fid > 0)
     models.rgb_pull, models.depth_pull = parse_pull(args.pull)
+    if args.first_eta is not None:
+        models.first_eta = args.first_eta
     with progress(total=min(args.heads, len(test.test_heads)), desc="eval-views", unit="head") as bar:
         report = evaluate_views(models, test, args.heads, args.seed, progress=lambda *_: bar.update(1),
                                 shape=not args.no_shape)
@@ -172,6 +178,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                                      on_view=lambda k, v: shown.append(v) if k < 16 else None)
         report["uncond_fid"]["model"] = str(resolve_view_model("uncond", args.first_model))
         report["uncond_fid"]["real"] = args.fid_data.name
+        report["uncond_fid"]["eta"] = models.first_eta
         if args.fid_sheet is not None:
             from backend.fileio import write_png
             from backend.views.outputs import contact_sheet
