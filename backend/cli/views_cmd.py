@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="3x9, yaw:A:B:STEP, ring:N or 'yaw,pitch;...' (degrees; default yaw:-60:60:15)")
     p.add_argument("--first", choices=("uncond", "gan"), default="gan",
                    help="where the first view comes from: the GAN (--model, default) or the unconditional "
-                        "diffusion model (IVID's G_u; the bundled one is undertrained, see docs/views.md)")
+                        "diffusion model (IVID's G_u; the bundled one is not yet at its FID goal: its card)")
     p.add_argument("--model", default=None, help="GAN for --first gan (default: the bundled default model)")
     p.add_argument("--truncation", type=float, default=0.7, help="GAN truncation for --first gan")
     p.add_argument("--views-model", default=None,
