@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ddpm", action="store_true", help="first view by the full 1000-step DDPM (IVID's G_u sampler)")
     p.add_argument("--first-eta", type=float, default=None, metavar="ETA",
                    help="DDIM noise of G_u's first view, 0 (deterministic) to 1 (stochastic, like DDPM); "
-                        "default: FIRST_ETA of backend/views/generate.py (see docs/views.md)")
+                        "default 0, which measured the better FID (docs/views.md)")
     p.add_argument("--no-refine", action="store_true", help="no per-step pull towards the warped condition")
     p.add_argument("--no-shape", action="store_true",
                    help="with --first gan: do not give a shape-aware conditional model the GAN's geometry of each "

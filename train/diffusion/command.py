@@ -156,7 +156,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise Aware3DError(f"--fid-data: file not found: {args.fid_data}")
     optional("ddim_eta", args.first_eta, "--first-eta")
     if args.fid_sheet is not None and (args.fid < 1 or args.fid_sheet.suffix.lower() != ".png"):
-        raise Aware3DError(f"--fid-sheet {args.fid_sheet}: needs --fid N and a .png path")
+        raise Aware3DError(f"--fid-sheet {args.fid_sheet}: needs --fid N and a .png path",
+                           "e.g. --fid 500 --fid-data data/heads64v2_val.zip --fid-sheet fid.png")
     models = load_view_models(args.views_model, args.first_model, steps=args.steps, need_uncond=args.fid > 0)
     models.rgb_pull, models.depth_pull = parse_pull(args.pull)
     if args.first_eta is not None:
