@@ -192,12 +192,18 @@ def test_eval_views_reports_backdrop_drift_and_uncond_fid(zips: dict[str, Path],
     assert report["uncond_fid"]["sheet"] == "g.png"
 
 
-def test_fid_sheet_needs_fid(zips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fid_sheet_and_first_eta_need_fid(zips: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--fid-sheet", str(tmp_path / "g.png"),
                         "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--fid-sheet" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "g.png").exists()
+    rc = aware3d_train(["eval-views", "--test-data", str(zips["test"]), "--first-eta", "1",
+                        "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--first-eta" in err and "--fid N" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

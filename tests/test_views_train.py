@@ -249,3 +249,9 @@ def test_first_eta_gives_a_stochastic_first_view_that_a_seed_repeats(tiny_models
                     "--first-model", str(tiny_models["uncond"]), "--first-eta", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--first-eta" in err and len(err.splitlines()) == 1
+    # η only steers G_u's DDIM: with the GAN's first view or the DDPM sampler it would be silently ignored
+    for other in (["--first", "gan"], ["--first", "uncond", "--ddpm"]):
+        assert aware3d(["views", *other, "--views-model", str(tiny_models["cond"]), "--first-model",
+                        str(tiny_models["uncond"]), "--first-eta", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--first-eta" in err and "--first uncond" in err and len(err.splitlines()) == 1

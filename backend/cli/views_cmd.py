@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from backend.devices import resolve_device
+    from backend.errors import Aware3DError
     from backend.validate import check_output_dir, optional, within
     from backend.views import rgbd, trajectories
     from backend.views.generate import generate_views, load_view_models, parse_pull
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     within("seed", args.seed, "--seed", "e.g. --seed 0")
     within("truncation", args.truncation, "--truncation", "e.g. --truncation 0.7")
     optional("ddim_eta", args.first_eta, "--first-eta")
+    if args.first_eta is not None and (args.first != "uncond" or args.ddpm):
+        raise Aware3DError("--first-eta sets G_u's DDIM sampling: it needs --first uncond and no --ddpm",
+                           "drop --first-eta, or add --first uncond")
     angles = trajectories.parse(args.trajectory)
     pull = parse_pull(args.pull)
     check_output_dir(args.out)

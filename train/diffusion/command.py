@@ -155,6 +155,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.fid > 0 and not args.fid_data.is_file():
         raise Aware3DError(f"--fid-data: file not found: {args.fid_data}")
     optional("ddim_eta", args.first_eta, "--first-eta")
+    if args.first_eta is not None and args.fid < 1:
+        raise Aware3DError("--first-eta sets how G_u's first views are sampled: it needs --fid N",
+                           "e.g. --fid 500 --fid-data data/heads64v2_val.zip --first-eta 0")
     if args.fid_sheet is not None and (args.fid < 1 or args.fid_sheet.suffix.lower() != ".png"):
         raise Aware3DError(f"--fid-sheet {args.fid_sheet}: needs --fid N and a .png path",
                            "e.g. --fid 500 --fid-data data/heads64v2_val.zip --fid-sheet fid.png")
